@@ -1,0 +1,1 @@
+"""Talbot sim package."""
