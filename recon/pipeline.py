@@ -1,0 +1,200 @@
+"""Offline reconstruction of a whole phase-stepping CT scan: frames + frame table -> volumes.
+
+The same steps run in the streaming reconstructor, series by series:
+
+1. keep the latest attempt of every series (DESIGN §3.4), average the darks;
+2. fit every reference series and every projection series by least squares on the measured
+   (encoder) step positions, each frame normalised by the beam monitor (ring current);
+3. retrieve T, dphi and D of each projection against the reference interpolated in time between
+   the reference series that bracket it;
+4. estimate the rotation centre from the attenuation sinogram, optionally suppress rings, and
+   reconstruct delta (Hilbert FBP), mu and the dark-field coefficient (ramp FBP) in physical units.
+
+Arrays: frames (n_frames, rows, columns); projections (angles, rows, columns); volumes (z, y, x).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from beamline.config import Geometry
+from beamline.scanfile import FrameTable, ImageKey
+from recon.center import center_from_sinogram
+from recon.fbp import Method, reconstruct_darkfield, reconstruct_delta, reconstruct_mu
+from recon.retrieval import StepFit, fit_stepping, interpolate_reference, retrieve, step_phases
+from recon.rings import remove_stripes
+
+F32 = NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Projections:
+    """Retrieved projections, each (angles, rows, columns) float32, and their angles [rad]."""
+
+    transmission: F32
+    dphi: F32
+    darkfield: F32
+    angles_rad: NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Volumes:
+    """Reconstructed volumes (z, y, x) float32 in physical units.
+
+    ``delta`` dimensionless, ``mu`` [1/m], ``darkfield`` (linear diffusion coefficient) [1/m].
+    """
+
+    delta: F32
+    mu: F32
+    darkfield: F32
+    voxel_size_m: float
+    center_offset_px: float
+
+    UNITS = {"delta": "1", "mu": "1/m", "darkfield": "1/m"}  # noqa: RUF012
+
+
+def _series_groups(table: FrameTable, key: ImageKey, keep: NDArray[np.bool_]) -> dict[int, NDArray]:
+    """Frame indices of each series of one image key (latest attempt only), by series number."""
+    rows = table.rows
+    selected = np.flatnonzero((rows["image_key"] == key) & keep)
+    field = "angle_index" if key == ImageKey.PROJECTION else "series_index"
+    groups: dict[int, list[int]] = {}
+    for i in selected.tolist():
+        groups.setdefault(int(rows[field][i]), []).append(i)
+    return {k: np.asarray(v) for k, v in sorted(groups.items())}
+
+
+def _fit_series(
+    frames: NDArray[np.generic],
+    table: FrameTable,
+    index: NDArray[np.intp],
+    period_m: float,
+    dark: F32 | None,
+    dose_ref: float,
+) -> StepFit:
+    rows = table.rows[index]
+    order = np.argsort(rows["step_index"], kind="stable")
+    index, rows = index[order], rows[order]
+    theta = step_phases(rows["g2_position_m"], period_m)
+    stack = frames[index]
+    current = rows["ring_current_ma"].astype(np.float64)
+    if np.all(current > 0):
+        scale = (dose_ref / current).astype(np.float32)
+        if np.any(np.abs(scale - 1) > 1e-6):
+            base = stack.astype(np.float32)
+            if dark is not None:
+                base -= dark
+            stack = base * scale[:, None, None]
+            return fit_stepping(stack, theta)
+    return fit_stepping(stack, theta, dark)
+
+
+def retrieve_projections(
+    frames: NDArray[np.generic], table: FrameTable, geometry: Geometry
+) -> Projections:
+    """T, dphi and D of every projection angle of a scan.
+
+    ``frames`` (n_frames, rows, columns) [counts] in the order of ``table``; the stepped grating's
+    pitch comes from ``geometry.g2_pitch_m``. Raises ValueError if the scan has no reference series
+    or no projections, or if the frame count does not match the table.
+    """
+    if frames.ndim != 3:
+        raise ValueError(f"frames must be (n_frames, rows, columns), got shape {frames.shape}")
+    if frames.shape[0] != len(table):
+        raise ValueError(f"frames has {frames.shape[0]} frames but the table {len(table)} rows")
+    keep = table.latest_attempts()
+    rows = table.rows
+    dark_idx = np.flatnonzero((rows["image_key"] == ImageKey.DARK) & keep)
+    dark = (
+        frames[dark_idx].mean(axis=0, dtype=np.float64).astype(np.float32)
+        if dark_idx.size
+        else None
+    )
+    lit = (rows["image_key"] != ImageKey.DARK) & keep
+    currents = rows["ring_current_ma"][lit]
+    dose_ref = float(np.median(currents)) if currents.size and np.all(currents > 0) else 1.0
+
+    period = geometry.g2_pitch_m
+    ref_groups = _series_groups(table, ImageKey.FLAT, keep)
+    proj_groups = _series_groups(table, ImageKey.PROJECTION, keep)
+    if not ref_groups:
+        raise ValueError("the scan has no reference (flat) series: cannot normalise")
+    if not proj_groups:
+        raise ValueError("the scan has no projections")
+
+    ref_fits: list[StepFit] = []
+    ref_times: list[float] = []
+    for idx in ref_groups.values():
+        ref_fits.append(_fit_series(frames, table, idx, period, dark, dose_ref))
+        ref_times.append(float(rows["timestamp_s"][idx].mean()))
+    order = np.argsort(ref_times)
+    ref_fits = [ref_fits[i] for i in order]
+    times = np.asarray(ref_times)[order]
+
+    n = len(proj_groups)
+    shape = frames.shape[1:]
+    trans = np.empty((n, *shape), np.float32)
+    dphi = np.empty((n, *shape), np.float32)
+    dfield = np.empty((n, *shape), np.float32)
+    angles = np.empty(n, np.float64)
+    for j, idx in enumerate(proj_groups.values()):
+        fit = _fit_series(frames, table, idx, period, dark, dose_ref)
+        t_mid = float(rows["timestamp_s"][idx].mean())
+        signals = retrieve(fit, interpolate_reference(ref_fits, times, t_mid))
+        trans[j], dphi[j], dfield[j] = signals.transmission, signals.dphi, signals.darkfield
+        angles[j] = np.deg2rad(float(rows["rotation_deg"][idx].mean()))
+    return Projections(trans, dphi, dfield, angles)
+
+
+def _neg_log_safe(values: F32) -> F32:
+    return np.clip(values, 1e-6, None).astype(np.float32)
+
+
+def reconstruct_volumes(
+    projections: Projections,
+    geometry: Geometry,
+    *,
+    center_offset_px: float | None = None,
+    rings: bool = False,
+    method: Method = "gridding",
+    rows: Sequence[int] | None = None,
+) -> Volumes:
+    """delta, mu and dark-field volumes (z, y, x) from retrieved projections.
+
+    ``center_offset_px``: rotation axis minus the detector centre (columns-1)/2 [px]; estimated
+    from the attenuation sinogram when None. ``rings`` applies sorting-based stripe suppression to
+    every sinogram; it is off by default because an object centred on the rotation axis (a rod)
+    has sinogram columns that are constant over the angles, which the stripe filter cannot tell
+    from a stripe (docs/reconstruction.md). ``rows`` restricts the reconstruction to some
+    detector rows (z).
+    """
+    sel = slice(None) if rows is None else list(rows)
+    trans = _neg_log_safe(projections.transmission[:, sel])
+    dfield = _neg_log_safe(projections.darkfield[:, sel])
+    dphi = projections.dphi[:, sel]
+    angles = projections.angles_rad
+    if center_offset_px is None:
+        center_offset_px = center_from_sinogram(-np.log(trans).mean(axis=1), angles)
+    if rings:
+        dphi = remove_stripes(dphi)
+        trans = np.exp(-remove_stripes(-np.log(trans))).astype(np.float32)
+        dfield = np.exp(-remove_stripes(-np.log(dfield))).astype(np.float32)
+    pixel = geometry.pixel_size_m
+    delta = reconstruct_delta(
+        dphi,
+        angles,
+        shear_px=geometry.shear_px,
+        wavelength_m=geometry.wavelength_m,
+        pixel_m=pixel,
+        center_offset=center_offset_px,
+        method=method,
+    )
+    mu = reconstruct_mu(trans, angles, pixel_m=pixel, center_offset=center_offset_px, method=method)
+    eps = reconstruct_darkfield(
+        dfield, angles, pixel_m=pixel, center_offset=center_offset_px, method=method
+    )
+    return Volumes(delta, mu, eps, pixel, float(center_offset_px))

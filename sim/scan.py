@@ -1,0 +1,304 @@
+"""Simulated phase-stepping CT scans and single frames for an arbitrary instrument state.
+
+A scan is: ``schedule.darks`` dark frames (shutter closed), a reference series (sample out) at
+angle 0, then the projection series angle by angle with a reference series after every
+``schedule.reference_every`` angles and one at the end. A series is ``schedule.steps`` frames with
+the stepped grating G2 commanded to x_k = k periods p2 / M. Per frame (reference/physics.md §2.4):
+
+- encoder readback = commanded + N(0, encoder_noise_m); actual G2 position = encoder - step
+  error, step error ~ N(0, step_error_m) (the encoder does not see it);
+- dose = 1 + N(0, dose_fluctuation); the ring current reads NOMINAL_RING_CURRENT_MA x dose;
+- reference phase drifts by reference_drift_rad_per_s x t with a small tilt (``drift_phase``);
+- time advances by the exposure plus ``FRAME_OVERHEAD_S``.
+
+Frames are (n_frames, rows, columns): uint16 ADU with noise, else float64 noise-free ADU
+(gain x PSF(expected) + dark offset).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from beamline.config import Preset
+from beamline.scanfile import FrameTable, ImageKey
+from sim.forward import (
+    FloatArray,
+    ReferencePattern,
+    StepCurve,
+    apply_psf,
+    dark_frame,
+    detect,
+    drift_phase,
+    make_reference,
+    noiseless,
+    projection_fields,
+    step_curve,
+)
+from sim.phantom import BonePhantom, make_bone_phantom
+
+#: Ring current at nominal dose [mA].
+NOMINAL_RING_CURRENT_MA = 200.0
+#: Dead time between frames (readout, grating settle) [s].
+FRAME_OVERHEAD_S = 0.01
+
+
+@dataclass(frozen=True)
+class FrameState:
+    """Instrument state for one frame.
+
+    ``g2_position_m`` is the ACTUAL stepped-grating position [m]; ``exposure_s`` None means the
+    detector's configured exposure; ``time_s`` [s] since scan start drives the reference drift.
+    """
+
+    rotation_deg: float
+    g2_position_m: float
+    sample_in: bool = True
+    shutter_open: bool = True
+    exposure_s: float | None = None
+    ring_current_ma: float = NOMINAL_RING_CURRENT_MA
+    time_s: float = 0.0
+
+
+class FrameRenderer:
+    """Renders frames of the simulated instrument; per-angle stepping curves are cached."""
+
+    def __init__(
+        self,
+        preset: Preset,
+        seed: int = 0,
+        *,
+        phantom: BonePhantom | None = None,
+        cache_size: int = 4,
+    ) -> None:
+        self.preset = preset
+        seeds = np.random.SeedSequence(seed).generate_state(2)
+        det = preset.detector
+        ss = preset.phantom.supersample
+        self.phantom = phantom or make_bone_phantom(
+            preset.phantom,
+            preset.geometry,
+            int(seeds[0]),
+            fov_height_m=det.shape[0] * preset.geometry.pixel_size_m,
+        )
+        self.reference: ReferencePattern = make_reference(
+            preset.interferometer, det.shape, ss, int(seeds[1])
+        )
+        self._cache: OrderedDict[float | None, StepCurve] = OrderedDict()
+        self._cache_size = max(1, cache_size)
+
+    def step_curve(self, rotation_deg: float | None) -> StepCurve:
+        """Binned stepping curve at ``rotation_deg`` (None: sample out), cached."""
+        key = None if rotation_deg is None else round(float(rotation_deg), 9)
+        curve = self._cache.get(key)
+        if curve is not None:
+            self._cache.move_to_end(key)
+            return curve
+        p = self.preset
+        fields = None
+        if key is not None:
+            fields = projection_fields(
+                self.phantom,
+                p.geometry,
+                p.detector.shape,
+                math.radians(key),
+                p.phantom.supersample,
+                p.rotation_center_offset_px,
+            )
+        curve = step_curve(
+            fields, self.reference, p.detector.incident_counts, p.interferometer.harmonics
+        )
+        self._cache[key] = curve
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return curve
+
+    def expected(self, state: FrameState) -> FloatArray:
+        """Expected detected counts (rows, columns) [e-] for ``state`` (zeros, shutter closed)."""
+        det = self.preset.detector
+        if not state.shutter_open:
+            return np.zeros(det.shape)
+        exposure = det.exposure_s if state.exposure_s is None else state.exposure_s
+        if not exposure > 0:
+            raise ValueError(f"exposure_s must be > 0, got {exposure!r}")
+        if not state.ring_current_ma >= 0:
+            raise ValueError(f"ring_current_ma must be >= 0, got {state.ring_current_ma!r}")
+        dose = (exposure / det.exposure_s) * (state.ring_current_ma / NOMINAL_RING_CURRENT_MA)
+        curve = self.step_curve(state.rotation_deg if state.sample_in else None)
+        theta = 2.0 * math.pi * state.g2_position_m / self.preset.geometry.g2_pitch_m
+        drift = drift_phase(
+            self.preset.interferometer.reference_drift_rad_per_s, state.time_s, det.shape
+        )
+        return np.maximum(curve.counts(theta, dose, drift), 0.0)
+
+    def render(
+        self, state: FrameState, rng: np.random.Generator | None = None
+    ) -> NDArray[np.uint16] | FloatArray:
+        """One frame: uint16 ADU with detector noise from ``rng``, else float64 noise-free ADU."""
+        det = self.preset.detector
+        if rng is None:
+            return noiseless(self.expected(state), det)
+        if not state.shutter_open:
+            return dark_frame(rng, det)
+        return detect(self.expected(state), rng, det)
+
+
+@dataclass(frozen=True)
+class TruthProjections:
+    """Noise-free per-angle truth as a retrieval would see it, each (n_angles, rows, columns).
+
+    transmission = a0_obj / a0_ref, dphase = arg(c1_obj conj c1_ref) [rad], darkfield =
+    (|c1_obj| / a0_obj) / (|c1_ref| / a0_ref), from the binned first harmonic with the detector PSF
+    applied, no drift, step or dose errors.
+    """
+
+    transmission: FloatArray
+    dphase: FloatArray
+    darkfield: FloatArray
+
+
+@dataclass(frozen=True)
+class SimulatedScan:
+    """A simulated scan: frames, their table, the preset and the truth."""
+
+    preset: Preset
+    frames: NDArray[np.uint16] | FloatArray
+    table: FrameTable
+    angles_deg: FloatArray
+    true_g2_position_m: FloatArray
+    dose: FloatArray
+    truth_projections: TruthProjections
+    phantom: BonePhantom
+    reference: ReferencePattern
+
+
+def _series_plan(n_angles: int, every: int) -> list[int]:
+    """Acquisition order: -1 for a reference series, else the angle index."""
+    plan = [-1]
+    for i in range(n_angles):
+        plan.append(i)
+        if (i + 1) % every == 0:
+            plan.append(-1)
+    if plan[-1] != -1:
+        plan.append(-1)
+    return plan
+
+
+def compute_truth(renderer: FrameRenderer, angles_deg: FloatArray) -> TruthProjections:
+    """Retrieval-model truth (see ``TruthProjections``) for the given angles [deg]."""
+    sigma = renderer.preset.detector.psf_sigma_px
+    ref = renderer.step_curve(None)
+    a0_r = apply_psf(ref.a0, sigma)
+    c1_r = apply_psf(ref.c1, sigma)
+    vis_r = np.abs(c1_r) / a0_r
+    shape = (len(angles_deg), *a0_r.shape)
+    t_out, p_out, d_out = np.empty(shape), np.empty(shape), np.empty(shape)
+    for i, angle in enumerate(angles_deg):
+        curve = renderer.step_curve(float(angle))
+        a0 = apply_psf(curve.a0, sigma)
+        c1 = apply_psf(curve.c1, sigma)
+        t_out[i] = a0 / a0_r
+        p_out[i] = np.angle(c1 * np.conj(c1_r))
+        d_out[i] = (np.abs(c1) / a0) / vis_r
+    return TruthProjections(transmission=t_out, dphase=p_out, darkfield=d_out)
+
+
+def simulate_scan(preset: Preset, seed: int = 0, noise: bool = True) -> SimulatedScan:
+    """Simulate a full phase-stepping CT scan of the bone phantom, deterministic in ``seed``."""
+    sched = preset.schedule
+    det = preset.detector
+    itf = preset.interferometer
+    p2 = preset.geometry.g2_pitch_m
+    renderer = FrameRenderer(preset, seed)
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
+    det_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(4)[3])
+    angles = np.asarray(sched.angles_deg(), dtype=np.float64)
+    plan = _series_plan(sched.angles, sched.reference_every)
+    n_frames = sched.darks + len(plan) * sched.steps
+    table = FrameTable.empty(n_frames)
+    rows = table.rows
+    frames: NDArray[np.uint16] | FloatArray = (
+        np.empty((n_frames, *det.shape), dtype=np.uint16)
+        if noise
+        else np.empty((n_frames, *det.shape), dtype=np.float64)
+    )
+    true_x = np.zeros(n_frames)
+    doses = np.zeros(n_frames)
+    commanded = np.arange(sched.steps) * sched.periods * p2 / sched.steps
+    t = 0.0
+    frame = 0
+    current_angle = 0.0
+    series = 0
+    truth_parts: dict[int, tuple[FloatArray, FloatArray, FloatArray]] = {}
+
+    def record(
+        key: ImageKey, angle_index: int, series_index: int, step: int, x_enc: float, dose: float
+    ) -> None:
+        nonlocal t, frame
+        rows[frame]["image_key"] = int(key)
+        rows[frame]["angle_index"] = angle_index
+        rows[frame]["series_index"] = series_index
+        rows[frame]["step_index"] = step
+        rows[frame]["attempt"] = 0
+        rows[frame]["g2_position_m"] = x_enc
+        rows[frame]["rotation_deg"] = current_angle
+        rows[frame]["timestamp_s"] = t
+        rows[frame]["ring_current_ma"] = NOMINAL_RING_CURRENT_MA * dose
+        t += det.exposure_s + FRAME_OVERHEAD_S
+        frame += 1
+
+    for _ in range(sched.darks):
+        dose = 1.0 + itf.dose_fluctuation * rng.normal()
+        state = FrameState(current_angle, 0.0, shutter_open=False)
+        frames[frame] = renderer.render(state, det_rng if noise else None)
+        true_x[frame] = 0.0
+        doses[frame] = dose
+        record(ImageKey.DARK, -1, -1, -1, itf.encoder_noise_m * rng.normal(), dose)
+
+    for item in plan:
+        is_ref = item < 0
+        if not is_ref:
+            current_angle = float(angles[item])
+            one = compute_truth(renderer, angles[item : item + 1])
+            truth_parts[item] = (one.transmission[0], one.dphase[0], one.darkfield[0])
+        for k in range(sched.steps):
+            x_enc = commanded[k] + itf.encoder_noise_m * rng.normal()
+            x_true = x_enc - itf.step_error_m * rng.normal()
+            dose = max(1.0 + itf.dose_fluctuation * rng.normal(), 0.0)
+            state = FrameState(
+                current_angle,
+                x_true,
+                sample_in=not is_ref,
+                ring_current_ma=NOMINAL_RING_CURRENT_MA * dose,
+                time_s=t,
+            )
+            frames[frame] = renderer.render(state, det_rng if noise else None)
+            true_x[frame] = x_true
+            doses[frame] = dose
+            if is_ref:
+                record(ImageKey.FLAT, -1, series, k, x_enc, dose)
+            else:
+                record(ImageKey.PROJECTION, item, -1, k, x_enc, dose)
+        if is_ref:
+            series += 1
+
+    truth = TruthProjections(
+        transmission=np.stack([truth_parts[i][0] for i in range(sched.angles)]),
+        dphase=np.stack([truth_parts[i][1] for i in range(sched.angles)]),
+        darkfield=np.stack([truth_parts[i][2] for i in range(sched.angles)]),
+    )
+    return SimulatedScan(
+        preset=preset,
+        frames=frames,
+        table=table,
+        angles_deg=angles,
+        true_g2_position_m=true_x,
+        dose=doses,
+        truth_projections=truth,
+        phantom=renderer.phantom,
+        reference=renderer.reference,
+    )

@@ -1,0 +1,154 @@
+"""The fast fringe model against the 1-D Fresnel wave-optics oracle (reference/physics.md §2.6)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from beamline.config import preset
+from sim.forward import ReferencePattern, expected_counts, fields_from_integrals
+from sim.fresnel import fresnel_stepping
+
+STEPS = 5
+
+
+def harmonic(intensity):
+    """Local first-harmonic FFT over the step axis (axis 0)."""
+    k = np.arange(intensity.shape[0])
+    return np.tensordot(np.exp(-2j * np.pi * k / intensity.shape[0]), intensity, axes=(0, 0))
+
+
+def oracle_kwargs(geometry, **extra):
+    kw = {
+        "wavelength_m": geometry.wavelength_m,
+        "g1_pitch_m": geometry.g1_pitch_m,
+        "g1_phase": geometry.g1_phase,
+        "distance_m": geometry.distance_m,
+        "steps": STEPS,
+        "periods": 32,
+        "samples_per_step": 16,
+    }
+    kw.update(extra)
+    return kw
+
+
+@pytest.mark.parametrize("name", ["tiny", "full"])
+def test_visibility_peaks_at_the_fractional_talbot_distance(name):
+    geometry = preset(name).geometry
+    scale = np.linspace(0.5, 1.5, 21)
+    vis = []
+    for s in scale:
+        kw = oracle_kwargs(geometry, distance_m=s * geometry.talbot_distance_m, periods=8)
+        i = fresnel_stepping(**kw, g2_profile="sinusoidal").intensity[:, 0]
+        vis.append(2 * abs(harmonic(i)) / i.sum())
+    assert int(np.argmax(vis)) == 10
+    assert vis[10] > 1.3 * vis[0]
+
+
+def wedge(geometry, cycles=4, periods=32):
+    """A wedge int delta = g x whose exit wave is periodic over the oracle window."""
+    k = geometry.wavenumber_per_m
+    window = periods * geometry.g1_pitch_m
+    g = 2 * math.pi * cycles / (k * window)
+    return g, (lambda x: np.exp(-1j * k * g * x))
+
+
+@pytest.mark.parametrize(("profile", "tolerance"), [("sinusoidal", 1e-9), ("binary", 0.02)])
+def test_wedge_shift_matches_the_refraction_angle_and_the_fast_model(profile, tolerance):
+    geometry = preset("tiny").geometry
+    g, exit_wave = wedge(geometry)
+    kw = oracle_kwargs(geometry, g2_profile=profile)
+    ref = fresnel_stepping(**kw)
+    obj = fresnel_stepping(**kw, exit_wave=exit_wave)
+    shift = float(np.angle(harmonic(obj.intensity)[0] * np.conj(harmonic(ref.intensity)[0])))
+    # Refraction toward the thin side: alpha = (1/k) dPhi/dx = -g; the analyser stepped along +x
+    # sees the fringe (moved by d alpha) at phase -2 pi d alpha / p2.
+    alpha = -g
+    expected = -2 * math.pi * geometry.distance_m * alpha / geometry.g2_pitch_m
+    assert shift == pytest.approx(expected, rel=tolerance)
+    # The fast model's finite-shear phase for the same wedge has the same sign and value.
+    xi = geometry.shear_m
+    s = np.linspace(-10e-6, 10e-6, 5)[None, :]
+    fast = fields_from_integrals(
+        np.zeros_like(s),
+        np.zeros_like(s),
+        g * (s - xi / 2),
+        g * (s + xi / 2),
+        geometry.wavenumber_per_m,
+        1,
+    ).dphase
+    assert np.sign(fast).tolist() == [[np.sign(shift)] * 5]
+    np.testing.assert_allclose(fast, shift, rtol=tolerance)
+
+
+def test_fast_stepping_frames_reproduce_the_oracle_shift():
+    geometry = preset("tiny").geometry
+    g, exit_wave = wedge(geometry)
+    kw = oracle_kwargs(geometry, g2_profile="sinusoidal")
+    ref = fresnel_stepping(**kw)
+    obj = fresnel_stepping(**kw, exit_wave=exit_wave)
+    oracle = np.angle(harmonic(obj.intensity)[0] * np.conj(harmonic(ref.intensity)[0]))
+    xi = geometry.shear_m
+    s = np.linspace(-10e-6, 10e-6, 8)[None, :]
+    fields = fields_from_integrals(
+        np.zeros_like(s),
+        np.zeros_like(s),
+        g * (s - xi / 2),
+        g * (s + xi / 2),
+        geometry.wavenumber_per_m,
+        1,
+    )
+    reference = ReferencePattern(np.full(s.shape, 0.3), np.full(s.shape, 0.5), 1)
+    thetas = 2 * np.pi * obj.step_positions_m / geometry.g2_pitch_m
+    frames_s = np.stack([expected_counts(fields, reference, t, 1e4) for t in thetas])
+    frames_r = np.stack([expected_counts(None, reference, t, 1e4) for t in thetas])
+    fast = np.angle(harmonic(frames_s) * np.conj(harmonic(frames_r)))
+    np.testing.assert_allclose(fast, oracle, rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["tiny", "full"])
+def test_local_phase_of_a_smooth_bump_matches_the_fast_model(name):
+    """Pixel by pixel (pixels of 2 G1 periods) for a Gaussian phase bump of 1 rad."""
+    geometry = preset(name).geometry
+    k = geometry.wavenumber_per_m
+    width = 10 * geometry.g1_pitch_m
+    xi = geometry.wavelength_m * geometry.distance_m / geometry.g2_pitch_m
+
+    def int_delta(x):
+        return np.exp(-(x**2) / (2 * width**2)) / k
+
+    per_p1 = geometry.nu * 8 * STEPS
+    kw = oracle_kwargs(
+        geometry, periods=128, samples_per_step=8, g2_profile="sinusoidal", pixel_samples=2 * per_p1
+    )
+    ref = fresnel_stepping(**kw)
+    obj = fresnel_stepping(**kw, exit_wave=lambda x: np.exp(-1j * k * int_delta(x)))
+    oracle = np.angle(harmonic(obj.intensity) * np.conj(harmonic(ref.intensity)))
+    x = ref.x_m[None, :]
+    fast = (
+        fields_from_integrals(
+            np.zeros_like(x), np.zeros_like(x), int_delta(x - xi / 2), int_delta(x + xi / 2), k, 1
+        )
+        .dphase[0]
+        .reshape(-1, 2 * per_p1)
+        .mean(axis=1)
+    )
+    peak = np.abs(fast).max()
+    assert peak > 0.01
+    assert np.abs(oracle - fast).max() < 0.05 * peak
+
+
+def test_oracle_checks_its_inputs():
+    with pytest.raises(ValueError, match="steps"):
+        fresnel_stepping(
+            wavelength_m=1e-10, g1_pitch_m=2e-6, g1_phase="pi", distance_m=5e-3, steps=2
+        )
+    with pytest.raises(ValueError, match="pixel_samples"):
+        fresnel_stepping(
+            wavelength_m=1e-10,
+            g1_pitch_m=2e-6,
+            g1_phase="pi",
+            distance_m=5e-3,
+            steps=5,
+            pixel_samples=7,
+        )
