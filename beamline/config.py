@@ -348,13 +348,17 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_profile(path: str | Path) -> Preset:
-    """Load a TOML profile: ``base = "tiny"`` plus tables overriding any preset field."""
+    """Load a TOML profile: ``base = "tiny"`` plus tables overriding any preset field.
+
+    A ``[pvs]`` table (PV names, read by ``beamline.pvnames.load_pvnames``) is ignored here.
+    """
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"profile {path}: {exc}") from exc
     base_name = data.pop("base", "tiny")
+    data.pop("pvs", None)  # PV names: beamline.pvnames.load_pvnames reads the same file
     base = preset(base_name).model_dump()
     try:
         return Preset.model_validate(_merge(base, data))

@@ -1,1 +1,28 @@
-"""Talbot devices package."""
+"""ophyd devices of the Talbot beamline (EPICS via pyepics); they never know they are simulated."""
+
+from devices.beam import BeamMonitor, Shutter
+from devices.interferometer import Interferometer
+from devices.motors import (
+    AnalyzerStage,
+    GratingStage,
+    PiezoStepper,
+    RotationStage,
+    SampleStage,
+    step_positions,
+)
+from devices.tags import FRAME_TYPES, OperatorStatus, ScanTags
+
+__all__ = [
+    "FRAME_TYPES",
+    "AnalyzerStage",
+    "BeamMonitor",
+    "GratingStage",
+    "Interferometer",
+    "OperatorStatus",
+    "PiezoStepper",
+    "RotationStage",
+    "SampleStage",
+    "ScanTags",
+    "Shutter",
+    "step_positions",
+]

@@ -1,0 +1,1 @@
+"""The simulated beamline IOC: one caproto server with every PV the beamline serves."""

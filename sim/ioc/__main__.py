@@ -1,0 +1,53 @@
+"""``python -m sim.ioc``: serve the simulated beamline over Channel Access (loopback default)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from beamline.config import ConfigError, preset
+from beamline.pvnames import SIM_PVNAMES, PVNameError, load_pvnames
+from sim.ioc.server import build_beamline, serve
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sim.ioc", description="Simulated Talbot beamline (caproto IOC)."
+    )
+    parser.add_argument("--prefix", default=None, help="global PV prefix (default TALBOT:)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback)")
+    parser.add_argument("--port", type=int, default=5064, help="CA server port (default 5064)")
+    parser.add_argument("--profile", default=None, help="TOML profile with a [pvs] table")
+    parser.add_argument("--preset", default="tiny", help="geometry preset (tiny, full)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (noise)")
+    parser.add_argument("--list-pvs", action="store_true", help="print every PV and exit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    args = parse_args(argv)
+    try:
+        pvs = load_pvnames(args.profile) if args.profile else SIM_PVNAMES
+        if args.prefix is not None:
+            pvs = pvs.with_prefix(args.prefix)
+        config = preset(args.preset)
+    except (PVNameError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    beamline = build_beamline(pvs, config, seed=args.seed)
+    if args.list_pvs:
+        for name, meaning in beamline.describe_pvs().items():
+            print(f"{name}\t{meaning}")
+        return 0
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    asyncio.run(serve(beamline, host=args.host, port=args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

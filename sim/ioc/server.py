@@ -1,0 +1,205 @@
+"""One caproto server = the whole simulated beamline (DESIGN §2, §3.1).
+
+:func:`build_beamline` assembles the PV groups under the names of a
+:class:`beamline.pvnames.PVNames` (motor records, G2 piezo, shutter, ring current, scan tags,
+operator status, fault injection); :func:`serve` runs them in one Channel Access server bound to
+one interface and one port (loopback by default), so a test session or a training session needs
+exactly one ``EPICS_CA_ADDR_LIST`` entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+import caproto.server.common as ca_server_common
+from caproto.asyncio.server import Context
+
+from beamline.config import Preset, preset
+from beamline.pvnames import SIM_PVNAMES, PVNames
+from sim.ioc.beam import BeamGroup, ShutterGroup
+from sim.ioc.faults import FaultsGroup
+from sim.ioc.motor import MotorRecord, MotorSpec
+from sim.ioc.piezo import PiezoRecord, PiezoSpec
+from sim.ioc.tags import OperatorStatusGroup, ScanTagsGroup
+
+
+def motor_specs(config: Preset) -> dict[str, MotorSpec]:
+    """Motor specs by role (``beamline.pvnames.MOTOR_RECORDS``) for a preset's geometry.
+
+    G2 z starts at the G1-G2 distance of the geometry [mm]; the G2 piezo (um) has 1 nm
+    resolution and 100 um travel; G0 x is in um, z stages in mm, roll in mrad, rotation in deg.
+    """
+    g2_z_mm = config.geometry.distance_m * 1e3
+    return {
+        "g0_x": MotorSpec(
+            "G0 source grating x (stepping)", "um", -2000.0, 2000.0,
+            velocity=500.0, precision=3, resolution=0.001, hard_margin=10.0,
+        ),
+        "g0_z": MotorSpec(
+            "G0 source grating z", "mm", -50.0, 50.0,
+            velocity=10.0, precision=4, resolution=1e-4, hard_margin=1.0,
+        ),
+        "g2_x": MotorSpec(
+            "G2 analyser piezo x (phase stepping)", "um", 0.5, 99.5, position=10.0,
+            velocity=1000.0, precision=4, resolution=0.001, hard_margin=0.5, tick_s=0.002,
+        ),
+        "g2_roll": MotorSpec(
+            "G2 analyser roll", "mrad", -20.0, 20.0,
+            velocity=10.0, precision=4, resolution=1e-4, hard_margin=0.5,
+        ),
+        "g2_z": MotorSpec(
+            "G2 analyser z (G1-G2 Talbot distance)", "mm", 0.0, max(1000.0, 2 * g2_z_mm),
+            position=g2_z_mm, velocity=20.0, precision=4, resolution=1e-4, hard_margin=1.0,
+        ),
+        "rotation": MotorSpec(
+            "sample rotation", "deg", -720.0, 720.0,
+            velocity=180.0, precision=4, resolution=1e-4, hard_margin=5.0,
+        ),
+        "sample_x": MotorSpec(
+            "sample x (in/out of the beam)", "mm", -50.0, 50.0,
+            velocity=20.0, precision=4, resolution=1e-4, hard_margin=1.0,
+        ),
+    }  # fmt: skip
+
+
+@dataclass
+class SimBeamline:
+    """The PV groups of the simulated beamline (one caproto server)."""
+
+    pvs: PVNames
+    motors: dict[str, MotorRecord]
+    shutter: ShutterGroup
+    beam: BeamGroup
+    tags: ScanTagsGroup
+    status: OperatorStatusGroup
+    faults: FaultsGroup
+    groups: list[Any] = field(default_factory=list)
+
+    @property
+    def piezo(self) -> PiezoRecord:
+        """The G2 phase-stepping piezo."""
+        piezo = self.motors["g2_x"]
+        assert isinstance(piezo, PiezoRecord)
+        return piezo
+
+    @property
+    def pvdb(self) -> dict[str, Any]:
+        """The merged caproto PV database of every group."""
+        db: dict[str, Any] = {}
+        for group in self.groups:
+            for name, pv in group.pvdb.items():
+                if name in db:
+                    raise ValueError(f"PV name {name!r} served twice; check the [pvs] profile")
+                db[name] = pv
+        return db
+
+    def describe_pvs(self) -> dict[str, str]:
+        """Every PV served (motor records: the fields with behaviour) -> meaning."""
+        out: dict[str, str] = {}
+        for group in self.groups:
+            if isinstance(group, MotorRecord):
+                out.update(group.describe_pvs())
+                continue
+            for name, pv in group.pvdb.items():
+                out[name] = (pv.__doc__ or "").strip()
+        return out
+
+
+def build_beamline(
+    pvs: PVNames = SIM_PVNAMES,
+    config: Preset | None = None,
+    *,
+    piezo: PiezoSpec | None = None,
+    seed: int | None = None,
+) -> SimBeamline:
+    """Assemble the simulated beamline's PV groups (no I/O; :func:`serve` runs them)."""
+    config = preset("tiny") if config is None else config
+    piezo = PiezoSpec(seed=seed) if piezo is None else piezo
+    records = pvs.motor_records()
+    motors: dict[str, MotorRecord] = {}
+    for role, spec in motor_specs(config).items():
+        if role == "g2_x":
+            motors[role] = PiezoRecord(records[role], spec=spec, piezo=piezo)
+        else:
+            motors[role] = MotorRecord(records[role], spec=spec)
+    shutter = ShutterGroup(pvs.full("shutter"))
+    beam = BeamGroup(pvs.full("beam"), seed=seed)
+    tags = ScanTagsGroup(pvs.full("tags"))
+    status = OperatorStatusGroup(pvs.full("status"))
+    piezo_record = motors["g2_x"]
+    assert isinstance(piezo_record, PiezoRecord)
+    faults = FaultsGroup(pvs.full("faults"), beam=beam, piezo=piezo_record)
+    return SimBeamline(
+        pvs=pvs,
+        motors=motors,
+        shutter=shutter,
+        beam=beam,
+        tags=tags,
+        status=status,
+        faults=faults,
+        groups=[*motors.values(), shutter, beam, tags, status, faults],
+    )
+
+
+def server_environment(host: str, port: int) -> dict[str, str]:
+    """EPICS variables that confine a caproto server to one interface and port."""
+    if not 0 < port < 65536:
+        raise ValueError(f"port must be in 1..65535, got {port!r}")
+    env = {
+        "EPICS_CA_SERVER_PORT": str(port),
+        "EPICS_CAS_INTF_ADDR_LIST": host,
+        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+        "EPICS_CAS_BEACON_ADDR_LIST": host if host != "0.0.0.0" else "127.0.0.1",
+    }
+    return env
+
+
+async def _beacon_sink(host: str) -> tuple[asyncio.DatagramTransport, int]:
+    """A UDP socket that swallows the server's beacons (nothing else listens on loopback)."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=(host, 0)
+    )
+    port = int(transport.get_extra_info("sockname")[1])
+    return transport, port
+
+
+async def serve(beamline: SimBeamline, *, host: str = "127.0.0.1", port: int = 5064) -> None:
+    """Serve the beamline until cancelled, SIGINT or SIGTERM; then shut down cleanly."""
+    os.environ.update(server_environment(host, port))
+    # Monitor batching latency (default 10 ms) would let a put-completion overtake the last
+    # RBV/DMOV monitor updates of a move; 1 ms keeps them in order for practical purposes.
+    ca_server_common.HIGH_LOAD_TIMEOUT = min(ca_server_common.HIGH_LOAD_TIMEOUT, 0.001)
+    sink: asyncio.DatagramTransport | None = None
+    if host.startswith("127.") and "EPICS_CAS_BEACON_PORT" not in os.environ:
+        sink, beacon_port = await _beacon_sink(host)
+        os.environ["EPICS_CAS_BEACON_PORT"] = str(beacon_port)
+    ctx = Context(beamline.pvdb, [host])
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(ctx.run(startup_hook=_startup(beamline, ctx)))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        if sink is not None:
+            sink.close()
+
+
+def _startup(beamline: SimBeamline, ctx: Context) -> Any:
+    async def hook(async_lib: Any) -> None:
+        print(f"ready: {len(beamline.pvdb)} records on port {ctx.port}", flush=True)
+        await beamline.piezo.drift_loop()
+
+    return hook
