@@ -169,16 +169,21 @@ def _figures(
     z = _best_slice(masks["halo"])
     shape = recon["delta"].shape
     extent_um = np.array([-1, 1, -1, 1]) * shape[2] * voxel * 1e6 / 2
+    yy, xx = np.indices(shape[1:])
+    outside = np.hypot(yy - (shape[1] - 1) / 2, xx - (shape[2] - 1) / 2) > shape[2] / 2
     fig, axes = plt.subplots(2, 3, figsize=(12, 7.5), constrained_layout=True)
     titles = {"delta": "δ", "mu": "μ [1/m]", "darkfield": "dark-field ε [1/m]"}
     for col, name in enumerate(("delta", "mu", "darkfield")):
         t_img = truth[name][z]
         lo, hi = float(np.percentile(t_img, 1)), float(np.percentile(t_img, 99.5))
+        if name == "delta":  # window on the bone matrix, where the mineral-depleted halos are
+            lo, hi = 0.75 * delta_matrix, 1.03 * delta_matrix
         if hi <= lo:
             lo, hi = float(recon[name][z].min()), float(recon[name][z].max())
         for row, (label, vol) in enumerate((("reconstruction", recon), ("truth", truth))):
             ax = axes[row, col]
-            im = ax.imshow(vol[name][z], cmap="gray", vmin=lo, vmax=hi, extent=tuple(extent_um))
+            img = np.where(outside, np.nan, vol[name][z])  # outside the reconstruction circle
+            im = ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, extent=tuple(extent_um))
             ax.set_title(f"{titles[name]} — {label}, z = {z}")
             ax.set_xlabel("x [µm]")
             ax.set_ylabel("y [µm]")
