@@ -67,13 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--noise-free", action="store_true", help="no photon, read or step noise (checks)"
     )
+    sim = sub.add_parser(
+        "sim",
+        help="serve the simulated beamline over Channel Access (caproto, loopback by default)",
+        description="Serve the whole simulated beamline; `talbot sim --help` lists its options.",
+        add_help=False,
+    )
+    del sim  # its options belong to sim.ioc (main() hands the arguments over unparsed)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``talbot`` command; returns the process exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["sim"]:
+        from sim.ioc.__main__ import main as sim_main
+
+        return sim_main(args_list[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     try:
         config = _load(args)
     except ConfigError as exc:
