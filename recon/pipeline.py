@@ -25,7 +25,14 @@ from beamline.config import Geometry
 from beamline.scanfile import FrameTable, ImageKey
 from recon.center import center_from_sinogram
 from recon.fbp import Method, reconstruct_darkfield, reconstruct_delta, reconstruct_mu
-from recon.retrieval import StepFit, fit_stepping, interpolate_reference, retrieve, step_phases
+from recon.retrieval import (
+    StepFit,
+    fit_stepping,
+    interpolate_reference,
+    retrieve,
+    step_phases,
+    unwrap_rows,
+)
 from recon.rings import remove_stripes
 
 F32 = NDArray[np.float32]
@@ -160,6 +167,7 @@ def reconstruct_volumes(
     *,
     center_offset_px: float | None = None,
     rings: bool = False,
+    unwrap: bool = True,
     method: Method = "gridding",
     rows: Sequence[int] | None = None,
 ) -> Volumes:
@@ -169,13 +177,17 @@ def reconstruct_volumes(
     from the attenuation sinogram when None. ``rings`` applies sorting-based stripe suppression to
     every sinogram; it is off by default because an object centred on the rotation axis (a rod)
     has sinogram columns that are constant over the angles, which the stripe filter cannot tell
-    from a stripe (docs/reconstruction.md). ``rows`` restricts the reconstruction to some
+    from a stripe (docs/reconstruction.md). ``unwrap`` unwraps the differential phase along the
+    shear direction (Itoh, from air at the left edge; a no-op when nothing wrapped). ``rows``
+    restricts the reconstruction to some
     detector rows (z).
     """
     sel = slice(None) if rows is None else list(rows)
     trans = _neg_log_safe(projections.transmission[:, sel])
     dfield = _neg_log_safe(projections.darkfield[:, sel])
     dphi = projections.dphi[:, sel]
+    if unwrap:
+        dphi = unwrap_rows(dphi)
     angles = projections.angles_rad
     if center_offset_px is None:
         center_offset_px = center_from_sinogram(-np.log(trans).mean(axis=1), angles)
