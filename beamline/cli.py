@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from beamline import stream_cli
 from beamline.config import PRESETS, ConfigError, Preset, load_profile, preset
 
 
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the whole simulated beamline; `talbot sim --help` lists its options.",
         add_help=False,
     )
+    stream_cli.add_parsers(sub)
     del sim  # its options belong to sim.ioc (main() hands the arguments over unparsed)
     return parser
 
@@ -86,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return sim_main(args_list[1:])
     parser = build_parser()
     args = parser.parse_args(args_list)
+    if args.command in stream_cli.COMMANDS:
+        return stream_cli.handle(args)
     try:
         config = _load(args)
     except ConfigError as exc:

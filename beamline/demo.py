@@ -17,12 +17,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 from numpy.typing import NDArray
 
 from beamline.config import Preset
-from recon.pipeline import Projections, Volumes, reconstruct_volumes, retrieve_projections
+from recon.output import write_projections as _write_projections
+from recon.output import write_volumes as _write_volumes
+from recon.pipeline import reconstruct_volumes, retrieve_projections
 from sim.phantom import BonePhantom
 from sim.scan import simulate_scan
 
@@ -85,26 +86,6 @@ class DemoReport:
             "  wrote: " + ", ".join(self.files),
         ]
         return "\n".join(lines)
-
-
-def _write_volumes(path: Path, volumes: dict[str, NDArray[np.float32]], voxel_m: float) -> None:
-    units = Volumes.UNITS
-    with h5py.File(path, "w") as f:
-        for name in ("delta", "mu", "darkfield"):
-            ds = f.create_dataset(name, data=volumes[name].astype(np.float32), compression="gzip")
-            ds.attrs["units"] = units[name]
-            ds.attrs["voxel_size_m"] = voxel_m
-            ds.attrs["axes"] = "z,y,x"
-
-
-def _write_projections(path: Path, projections: Projections) -> None:
-    with h5py.File(path, "a") as f:
-        g = f.create_group("projections")
-        g.attrs["axes"] = "angle,row,column"
-        for name in ("transmission", "dphi", "darkfield"):
-            ds = g.create_dataset(name, data=getattr(projections, name), compression="gzip")
-            ds.attrs["units"] = "rad" if name == "dphi" else "1"
-        g.create_dataset("angles_rad", data=projections.angles_rad).attrs["units"] = "rad"
 
 
 def _best_slice(mask: NDArray[np.bool_]) -> int:

@@ -1,0 +1,215 @@
+"""``talbot replay``, ``talbot recon`` and ``talbot reconstruct``: the frame-stream commands.
+
+Wiring (``beamline/cli.py``)::
+
+    from beamline import stream_cli
+    stream_cli.add_parsers(sub)                 # in build_parser()
+    if args.command in stream_cli.COMMANDS:     # in main(), before the preset is loaded
+        return stream_cli.handle(args)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+#: Sub-commands added by ``add_parsers``.
+COMMANDS = ("replay", "recon", "reconstruct")
+
+#: Default data-path endpoint (loopback).
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _rows(text: str) -> tuple[int, ...]:
+    try:
+        rows = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected rows like 10,16,20, got {text!r}") from None
+    if any(r < 0 for r in rows):
+        raise argparse.ArgumentTypeError(f"rows must be >= 0, got {text!r}")
+    return rows
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``replay``, ``recon`` and ``reconstruct`` to the ``talbot`` sub-parsers."""
+    rp = sub.add_parser(
+        "replay",
+        help="publish a recorded scan file on the frame stream",
+        description="Publish a recorded scan through the frame stream protocol "
+        "(docs/stream-protocol.md): scan-start, every frame in file order, scan-end. "
+        "Waits for a consumer (PUSH back-pressure).",
+    )
+    rp.add_argument("file", type=Path, help="raw scan file (HDF5)")
+    rp.add_argument("--rate", type=_positive_float, default=None, help="frames per second")
+    rp.add_argument("--bind", default=DEFAULT_ENDPOINT, help=f"endpoint ({DEFAULT_ENDPOINT})")
+    rp.add_argument("--allow-remote", action="store_true", help="allow a non-loopback bind")
+
+    rc = sub.add_parser(
+        "recon",
+        help="streaming reconstructor: follow the frame stream, live slices, final volume",
+        description="Connect to the frame stream, reconstruct live slices and, at scan end, "
+        "the whole volume (recon.h5, slices.png in --out). With --file, first catch up from "
+        "the SWMR scan file (late start or restart mid-scan).",
+    )
+    rc.add_argument(
+        "--connect", default=DEFAULT_ENDPOINT, help=f"data endpoint ({DEFAULT_ENDPOINT})"
+    )
+    rc.add_argument("--out", type=Path, required=True, help="output directory (created)")
+    rc.add_argument("--file", type=Path, default=None, help="scan file to catch up from")
+    rc.add_argument("--live-bind", default=None, help="PUB endpoint for live slices")
+    rc.add_argument("--live-rows", type=_rows, default=None, help="detector rows shown live")
+    rc.add_argument("--live-interval", type=float, default=0.2, help="s between live updates")
+    rc.add_argument("--center", type=float, default=None, help="rotation centre offset [px]")
+    rc.add_argument("--workers", type=_positive_int, default=1, help="row-slab workers")
+    rc.add_argument("--rows", type=_positive_int, default=None, help="detector rows (workers)")
+    rc.add_argument("--max-frame-mib", type=_positive_float, default=8.0, help="queue sizing")
+    rc.add_argument("--scans", type=_positive_int, default=1, help="scans to follow")
+    rc.add_argument("--allow-remote", action="store_true", help="allow non-loopback endpoints")
+
+    rr = sub.add_parser(
+        "reconstruct",
+        help="reconstruct a recorded scan file offline",
+        description="Offline reconstruction (recon.pipeline) of a raw scan file into --out.",
+    )
+    rr.add_argument("file", type=Path, help="raw scan file (HDF5)")
+    rr.add_argument("--out", type=Path, required=True, help="output directory (created)")
+    rr.add_argument("--center", type=float, default=None, help="rotation centre offset [px]")
+    rr.add_argument("--rings", action="store_true", help="stripe (ring) suppression")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """``talbot replay``."""
+    from beamline.scanfile import read_header
+    from beamline.stream import FramePublisher
+
+    if not args.file.exists():
+        print(f"talbot replay: file: {args.file} does not exist", file=sys.stderr)
+        return 2
+    import h5py
+
+    from sim.replay import replay
+
+    with h5py.File(args.file, "r", libver="latest", swmr=True) as f:
+        header = read_header(f)
+    import numpy as np
+
+    frame_bytes = header.shape[0] * header.shape[1] * np.dtype(header.dtype).itemsize
+    pub = FramePublisher(args.bind, frame_bytes=frame_bytes, allow_remote=args.allow_remote)
+    try:
+        print(f"publishing {args.file} on {pub.endpoint}", flush=True)
+        end = replay(args.file, pub, rate_hz=args.rate)
+        print(f"sent {end.frames_sent} frames of scan {end.scan_uid}")
+    finally:
+        pub.close(linger_s=30.0)
+    return 0
+
+
+def cmd_recon(args: argparse.Namespace) -> int:
+    """``talbot recon``."""
+    from beamline.stream import FrameReceiver, LivePublisher
+
+    frame_bytes = int(args.max_frame_mib * 2**20)
+    if args.workers > 1:
+        from recon.slabs import run_slab_workers
+
+        if args.rows is None or args.center is None:
+            print("talbot recon: --workers > 1 needs --rows and --center", file=sys.stderr)
+            return 2
+        res = run_slab_workers(
+            args.connect,
+            args.rows,
+            args.workers,
+            center_offset_px=args.center,
+            out=args.out,
+            frame_bytes=frame_bytes,
+            idle_timeout_s=None,
+        )
+        for r in res.results:
+            print(r.summary())
+        return 0 if res.volumes is not None else 1
+    from recon.streaming import StreamingReconstructor
+
+    live = LivePublisher(args.live_bind, allow_remote=args.allow_remote) if args.live_bind else None
+    receiver = FrameReceiver(args.connect, frame_bytes=frame_bytes, allow_remote=args.allow_remote)
+    try:
+        rec = StreamingReconstructor(
+            out=args.out,
+            live=live,
+            live_rows=args.live_rows,
+            live_interval_s=args.live_interval,
+            center_offset_px=args.center,
+        )
+        results = rec.run(
+            receiver,
+            catch_up=args.file,
+            scans=args.scans,
+            on_result=lambda r: print(r.summary(), flush=True),
+        )
+    finally:
+        receiver.close()
+        if live is not None:
+            live.close()
+    return 0 if results and all(r.volumes is not None for r in results) else 1
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    """``talbot reconstruct``."""
+    if not args.file.exists():
+        print(f"talbot reconstruct: file: {args.file} does not exist", file=sys.stderr)
+        return 2
+    from recon.offline import reconstruct_file
+
+    volumes, files = reconstruct_file(
+        args.file, args.out, center_offset_px=args.center, rings=args.rings
+    )
+    print(
+        f"volume {volumes.delta.shape} (z, y, x), centre {volumes.center_offset_px:+.2f} px; "
+        f"wrote {', '.join(files)} in {args.out}"
+    )
+    return 0
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "replay": cmd_replay,
+    "recon": cmd_recon,
+    "reconstruct": cmd_reconstruct,
+}
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Run the sub-command named by ``args.command``."""
+    return HANDLERS[args.command](args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m beamline.stream_cli``) until cli.py wires these."""
+    parser = argparse.ArgumentParser(prog="talbot")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_parsers(sub)
+    return handle(parser.parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

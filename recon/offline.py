@@ -1,0 +1,30 @@
+"""Offline reconstruction of a raw scan file (``talbot reconstruct``): the reference result that
+a streamed or replayed scan must equal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from beamline.config import Preset
+from beamline.scanfile import read_scan
+from recon.output import write_recon
+from recon.pipeline import Volumes, reconstruct_volumes, retrieve_projections
+
+
+def reconstruct_file(
+    path: Path,
+    out: Path | None = None,
+    *,
+    center_offset_px: float | None = None,
+    rings: bool = False,
+) -> tuple[Volumes, list[str]]:
+    """Read the scan file, retrieve (latest attempts), reconstruct and, with ``out``, write
+    ``recon.h5`` and ``slices.png``. Returns the volumes and the names of the files written."""
+    contents = read_scan(path)
+    geometry = Preset.model_validate_json(contents.header.preset_json).geometry
+    projections = retrieve_projections(contents.frames, contents.table, geometry)
+    volumes = reconstruct_volumes(
+        projections, geometry, center_offset_px=center_offset_px, rings=rings
+    )
+    files = write_recon(out, volumes, projections) if out is not None else []
+    return volumes, files

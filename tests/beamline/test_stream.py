@@ -1,0 +1,306 @@
+"""The frame-stream protocol: codec, strict validation, sockets, HWM, CURVE, live view, and a
+consumer written only from docs/stream-protocol.md."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import zmq
+
+from beamline.config import preset
+from beamline.scanfile import FRAME_DTYPE
+from beamline.stream import (
+    DTYPES,
+    CurveClient,
+    CurveKeys,
+    CurveServer,
+    Frame,
+    FrameHeader,
+    FramePublisher,
+    FrameReceiver,
+    LivePublisher,
+    LiveSlices,
+    MessageError,
+    ScanEnd,
+    ScanStart,
+    StreamTimeout,
+    check_endpoint,
+    decode,
+    encode_frame_header,
+    encode_scan_end,
+    encode_scan_start,
+    hwm_for,
+    live_subscriber,
+)
+
+P = preset("tiny")
+SHAPE = (32, 96)
+
+
+def tags(n: int) -> np.void:
+    row = np.zeros(1, FRAME_DTYPE)[0]
+    row["image_key"] = 0
+    row["angle_index"] = n // 5
+    row["series_index"] = -1
+    row["step_index"] = n % 5
+    row["g2_position_m"] = (n % 5) * 0.2e-6
+    row["rotation_deg"] = 2.0 * (n // 5)
+    row["timestamp_s"] = 0.06 * n
+    row["ring_current_ma"] = 200.0
+    return row
+
+
+def frame(n: int) -> np.ndarray:
+    return (np.arange(SHAPE[0] * SHAPE[1], dtype=np.uint16).reshape(SHAPE) + n).astype(np.uint16)
+
+
+def frame_parts(n: int = 3, **changes: object) -> list[bytes]:
+    header = FrameHeader("uid", n, 0, 0, -1, 2, 0, 4e-7, 0.0, 0.1, 200.0, "uint16", SHAPE)
+    h = json.loads(encode_frame_header(header))
+    h.update(changes)
+    h = {k: v for k, v in h.items() if v is not ...}
+    return [json.dumps(h).encode(), frame(n).tobytes()]
+
+
+def test_messages_round_trip() -> None:
+    start = decode(encode_scan_start(ScanStart("uid", P, "uint16", SHAPE, 470)))
+    assert isinstance(start, ScanStart)
+    assert (start.preset, start.shape, start.frames_planned, start.frame_bytes) == (
+        P,
+        SHAPE,
+        470,
+        32 * 96 * 2,
+    )
+    msg = decode(frame_parts(7))
+    assert isinstance(msg, Frame)
+    assert msg.header.frame_number == 7
+    assert msg.header.g2_position_m == 4e-7
+    np.testing.assert_array_equal(msg.data, frame(7))
+    assert not msg.data.flags.writeable  # a zero-copy view of the received buffer
+    assert decode(encode_scan_end(ScanEnd("uid", 12))) == ScanEnd("uid", 12)
+
+
+BAD = [
+    ("random bytes", [bytes(range(256)) * 3, b""], "header"),
+    ("bad JSON", [b'{"protocol": "talbot-stream", ', b""], "header"),
+    ("not an object", [b"[1, 2]", b""], "header"),
+    ("one part", frame_parts()[:1], "parts"),
+    ("three parts", [*frame_parts(), b""], "parts"),
+    ("wrong protocol", frame_parts(protocol="other"), "protocol"),
+    ("wrong version", frame_parts(version=2), "version"),
+    ("bool version", frame_parts(version=True), "version"),
+    ("unknown type", frame_parts(type="image"), "type"),
+    ("wrong dtype", frame_parts(dtype="int64"), "dtype"),
+    ("big-endian dtype", frame_parts(dtype=">u2"), "dtype"),
+    ("shape vs buffer", frame_parts(shape=[32, 95]), "data"),
+    ("huge shape", frame_parts(shape=[65536, 65536]), "shape"),
+    ("negative shape", frame_parts(shape=[-32, 96]), "shape"),
+    ("3-D shape", frame_parts(shape=[1, 32, 96]), "shape"),
+    ("missing frame number", frame_parts(frame_number=...), "frame_number"),
+    ("missing uid", frame_parts(scan_uid=...), "scan_uid"),
+    ("string step", frame_parts(step_index="2"), "step_index"),
+    ("bool attempt", frame_parts(attempt=True), "attempt"),
+    ("negative attempt", frame_parts(attempt=-1), "attempt"),
+    ("image key 3", frame_parts(image_key=3), "image_key"),
+    ("projection without angle", frame_parts(angle_index=-1), "angle_index"),
+    ("NaN position", [frame_parts()[0].replace(b"4e-07", b"NaN"), frame_parts()[1]], "header"),
+    ("huge position", frame_parts(g2_position_m=1e400), "header"),
+    ("negative current", frame_parts(ring_current_ma=-1.0), "ring_current_ma"),
+    ("data on scan-end", [encode_scan_end(ScanEnd("u", 1))[0], b"x"], "data"),
+    ("negative frames_sent", frame_parts(type="scan-end", frames_sent=-1), "data"),
+]
+
+
+@pytest.mark.parametrize(("case", "parts", "field"), BAD, ids=[b[0] for b in BAD])
+def test_malformed_messages_raise_an_error_naming_the_field(
+    case: str, parts: list[bytes], field: str
+) -> None:
+    with pytest.raises(MessageError) as info:
+        decode(parts)
+    assert info.value.field == field, str(info.value)
+
+
+def test_scan_start_is_checked_against_its_preset() -> None:
+    head, data = encode_scan_start(ScanStart("uid", P, "uint16", SHAPE))
+    h = json.loads(head)
+    for change, field in [
+        ({"shape": [64, 96]}, "shape"),
+        ({"preset": {"name": "x"}}, "preset"),
+        ({"schedule": {**h["schedule"], "steps": 7}}, "schedule"),
+    ]:
+        with pytest.raises(MessageError) as info:
+            decode([json.dumps({**h, **change}).encode(), data])
+        assert info.value.field == field
+
+
+def test_fuzzed_messages_are_counted_and_dropped_while_frames_go_on() -> None:
+    rng = np.random.default_rng(3)
+    garbage = [
+        bytes(rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8)) for _ in range(20)
+    ]
+    garbage = [[g, b""] for g in garbage] + [parts for _, parts, _ in BAD]
+    with FramePublisher(frame_bytes=6144) as pub, FrameReceiver(pub.endpoint) as rx:
+        pub.start_scan("uid", P)
+        for n in range(10):
+            pub.publish(frame(n), tags(n))
+            for parts in garbage[n::10]:
+                pub.send_raw(list(parts))
+        pub.end_scan()
+        got: list[object] = []
+        while not got or not isinstance(got[-1], ScanEnd):
+            msg = rx.recv(timeout_s=10)
+            assert msg is not None, "stream stalled"
+            got.append(msg)
+    frames = [m for m in got if isinstance(m, Frame)]
+    assert [f.header.frame_number for f in frames] == list(range(10))
+    np.testing.assert_array_equal(frames[9].data, frame(9))
+    assert rx.stats.malformed == len(garbage)
+    assert got[-1] == ScanEnd("uid", 10)
+
+
+def test_a_consumer_written_from_the_document_reads_the_stream() -> None:
+    """Raw pyzmq + json, following docs/stream-protocol.md §1-2 only."""
+    pub = FramePublisher(frame_bytes=6144)
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.rcvhwm = 16
+    pull.connect(pub.endpoint)
+    dtypes = {"uint8": "<u1", "uint16": "<u2", "uint32": "<u4", "float32": "<f4", "float64": "<f8"}
+
+    def detector() -> None:
+        pub.start_scan("scan-42", P, frames_planned=6)
+        for n in range(6):
+            if n != 4:  # one frame lost
+                pub.publish(frame(n), tags(n), frame_number=n)
+        pub.next_frame = 6
+        pub.end_scan()
+
+    thread = threading.Thread(target=detector)
+    thread.start()
+    frames: dict[int, np.ndarray] = {}
+    try:
+        while True:
+            assert pull.poll(10_000), "no message"
+            parts = pull.recv_multipart()
+            assert len(parts) == 2
+            h = json.loads(parts[0])
+            assert (h["protocol"], h["version"], h["scan_uid"]) == ("talbot-stream", 1, "scan-42")
+            if h["type"] == "scan-start":
+                assert h["shape"] == list(P.detector.shape)
+                assert h["schedule"]["steps"] == 5
+                assert h["preset"]["geometry"]["g2_pitch_m"] == pytest.approx(1e-6)
+                assert parts[1] == b""
+            elif h["type"] == "frame":
+                arr = np.frombuffer(parts[1], dtypes[h["dtype"]]).reshape(h["shape"])
+                frames[h["frame_number"]] = arr
+                assert h["step_index"] == h["frame_number"] % 5
+                assert h["rotation_deg"] == 2.0 * (h["frame_number"] // 5)
+            elif h["type"] == "scan-end":
+                lost = set(range(h["frames_sent"])) - set(frames)
+                break
+    finally:
+        thread.join()
+        pull.close(linger=0)
+        ctx.term()
+        pub.close()
+    assert lost == {4}
+    np.testing.assert_array_equal(frames[5], frame(5))
+
+
+def test_hwm_is_sized_for_the_frame_size() -> None:
+    assert hwm_for(8 * 2**20) == 16
+    assert hwm_for(2 * 2**20) == 64
+    assert hwm_for(6144) == 1000
+    assert hwm_for(2**30) == 2
+    with pytest.raises(ValueError, match="frame_bytes"):
+        hwm_for(0)
+    with (
+        FramePublisher(frame_bytes=8 * 2**20) as pub,
+        FrameReceiver(pub.endpoint, frame_bytes=8 * 2**20) as rx,
+    ):
+        assert (pub.sock.sndhwm, rx.sock.rcvhwm) == (16, 16)
+
+
+def test_a_full_pipe_drops_or_times_out_instead_of_queueing_without_bound() -> None:
+    big = np.zeros((512, 512), np.uint16)  # 512 KiB: beyond the kernel socket buffers
+    p = P.model_copy(update={"detector": P.detector.model_copy(update={"shape": (512, 512)})})
+    with FramePublisher(hwm=2, block=False) as pub, FrameReceiver(pub.endpoint, hwm=2) as rx:
+        pub.start_scan("uid", p)
+        sent = [pub.publish(big, tags(n)) for n in range(200)]
+        assert not all(sent)
+        assert pub.dropped == sent.count(False)
+        assert pub.sent < 40  # about SNDHWM + RCVHWM + kernel buffers, not 200
+        assert rx.sock.rcvhwm == 2
+    with FramePublisher(hwm=2, send_timeout_s=0.2) as pub, pytest.raises(StreamTimeout):
+        pub.start_scan("uid", p)  # no consumer: waits at most the send timeout
+
+
+def test_publisher_checks_its_inputs() -> None:
+    with FramePublisher() as pub:
+        with pytest.raises(RuntimeError, match="start_scan"):
+            pub.publish(frame(0), tags(0))
+        with pytest.raises(ValueError, match="dtype"):
+            pub.start_scan("uid", P, dtype="int64")
+
+
+def test_endpoints_are_loopback_unless_allowed() -> None:
+    for ok in ("tcp://127.0.0.1:5555", "tcp://localhost:1", "tcp://[::1]:9", "ipc:///tmp/x"):
+        assert check_endpoint(ok) == ok
+    for bad in ("tcp://0.0.0.0:5555", "tcp://*:5555", "tcp://10.1.2.3:5555", "udp://x:1", "x"):
+        with pytest.raises(ValueError, match="endpoint"):
+            check_endpoint(bad)
+    assert check_endpoint("tcp://*:5555", allow_remote=True) == "tcp://*:5555"
+    with pytest.raises(ValueError, match="endpoint"):
+        FramePublisher("tcp://0.0.0.0:*")
+
+
+def test_curve_authenticated_consumer_receives_and_a_plain_one_does_not() -> None:
+    server, client = CurveKeys.generate(), CurveKeys.generate()
+    curve = CurveServer(server, allowed_clients=(client.public,))
+    with FramePublisher(frame_bytes=6144, curve=curve) as pub:
+        plain = FrameReceiver(pub.endpoint)
+        good = FrameReceiver(pub.endpoint, curve=CurveClient(client, server.public))
+        stranger = CurveKeys.generate()
+        other = FrameReceiver(pub.endpoint, curve=CurveClient(stranger, server.public))
+        try:
+            pub.start_scan("uid", P)
+            pub.publish(frame(0), tags(0))
+            assert isinstance(good.recv(timeout_s=10), ScanStart)
+            msg = good.recv(timeout_s=10)
+            assert isinstance(msg, Frame)
+            np.testing.assert_array_equal(msg.data, frame(0))
+            assert plain.recv(timeout_s=0.3) is None
+            assert other.recv(timeout_s=0.3) is None
+        finally:
+            for r in (plain, good, other):
+                r.close()
+
+
+def test_live_view_is_a_pub_socket_with_a_tiny_hwm() -> None:
+    with LivePublisher() as live:
+        assert live.sock.sndhwm == 2
+        with pytest.raises(ValueError, match="hwm"):
+            LivePublisher(hwm=100)
+        sub = live_subscriber(live.endpoint)
+        try:
+            data = np.arange(3 * 2 * 8 * 8, dtype=np.float32).reshape(3, 2, 8, 8)
+            msg = None
+            for _ in range(200):  # PUB drops until the subscription has propagated
+                live.publish(
+                    LiveSlices("uid", ("delta", "mu", "darkfield"), (3, 9), 4, 90, 5e-7, data)
+                )
+                msg = sub.recv(timeout_s=0.02)
+                if msg is not None:
+                    break
+            assert isinstance(msg, LiveSlices)
+            assert msg.rows == (3, 9)
+            np.testing.assert_array_equal(msg.data, data)
+        finally:
+            sub.close()
+
+
+def test_dtype_whitelist_is_little_endian() -> None:
+    assert all(dt.str[0] in "<|" for dt in DTYPES.values())

@@ -1,0 +1,273 @@
+"""The streaming reconstructor on real sockets: exact loss accounting, restart, slabs, live view."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from beamline.scanfile import FrameTable, ScanFileWriter
+from beamline.stream import (
+    FrameHeader,
+    FramePublisher,
+    FrameReceiver,
+    LivePublisher,
+    LiveSlices,
+    ScanEnd,
+    ScanStart,
+    live_subscriber,
+)
+from recon.offline import reconstruct_file
+from recon.pipeline import Volumes, reconstruct_volumes, retrieve_projections
+from recon.slabs import run_slab_workers, slab_bounds
+from recon.streaming import StreamingReconstructor, StreamResult
+from sim.replay import replay
+from tests.recon.scanfiles import Recorded, frames_in_order, shared_recorded, shared_scan_file
+
+NAMES = ("delta", "mu", "darkfield")
+
+
+def assert_same_volumes(got: Volumes | None, want: Volumes, rel: float = 1e-5) -> None:
+    assert got is not None
+    for name in NAMES:
+        a, b = getattr(got, name), getattr(want, name)
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=0, atol=rel * float(np.abs(b).max()), err_msg=name)
+
+
+def run_in_thread(target: object, *args: object) -> threading.Thread:
+    thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
+    thread.start()
+    return thread
+
+
+def header_of(rec: Recorded, n: int) -> FrameHeader:
+    row = rec.rows[n]
+    return FrameHeader(
+        rec.scan_uid,
+        n,
+        *(int(row[k]) for k in ("image_key", "angle_index", "series_index", "step_index")),
+        int(row["attempt"]),
+        *(float(row[k]) for k in ("g2_position_m", "rotation_deg", "timestamp_s")),
+        float(row["ring_current_ma"]),
+        "uint16",
+        (32, 96),
+    )
+
+
+def scan_start(rec: Recorded) -> ScanStart:
+    return ScanStart(rec.scan_uid, rec.preset, "uint16", (32, 96))
+
+
+def test_lost_duplicate_and_malformed_messages_are_counted_exactly() -> None:
+    rec = shared_recorded()
+    n = len(rec.rows)
+    lost = {7, 40}  # a reference step and the re-take's first step
+    pub = FramePublisher(frame_bytes=rec.frame_bytes)
+    rx = FrameReceiver(pub.endpoint, frame_bytes=rec.frame_bytes)
+
+    def detector() -> None:
+        pub.start_scan(rec.scan_uid, rec.preset)
+        for i, frame, tags in frames_in_order(rec):
+            if i in lost:
+                continue
+            pub.publish(frame, tags, frame_number=i)
+            if i in (10, 11):  # sent twice
+                pub.publish(frame, tags, frame_number=i)
+            if i in (20, 60, 90):  # garbage between valid frames
+                pub.send_raw([b"{not json", b""])
+        pub.end_scan()
+
+    thread = run_in_thread(detector)
+    try:
+        (result,) = StreamingReconstructor().run(rx, idle_timeout_s=60)
+    finally:
+        thread.join()
+        pub.close()
+        rx.close()
+    s = result.stats
+    assert s.lost == sorted(lost)
+    assert (s.frames_sent, s.frames, s.duplicates, s.malformed) == (n, n - 2, 2, 3)
+    assert s.incomplete_series == 2  # both series with a lost step were fitted with 4 steps
+    # the same frames offline give the same volume
+    keep = np.array([i not in lost for i in range(n)])
+    proj = retrieve_projections(
+        rec.frames[keep], FrameTable(rec.rows[keep].copy()), rec.preset.geometry
+    )
+    assert_same_volumes(result.volumes, reconstruct_volumes(proj, rec.preset.geometry))
+
+
+class KilledAfter(StreamingReconstructor):
+    """A reconstructor that dies (abandons everything) after ``limit`` frames."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.killed = threading.Event()
+
+    def add_frame(self, header: FrameHeader, data: np.ndarray, from_file: bool = False) -> None:
+        super().add_frame(header, data, from_file)
+        if self.stats.frames >= self.limit:
+            self.killed.set()
+
+
+def test_killed_and_restarted_mid_scan_gives_the_offline_volume(tmp_path: Path) -> None:
+    rec = shared_recorded()
+    n = len(rec.rows)
+    path = tmp_path / "scan.h5"
+    pub = FramePublisher(frame_bytes=rec.frame_bytes, hwm=4)
+
+    def detector() -> None:  # writes every frame to the SWMR file, then publishes it
+        with ScanFileWriter(path, rec.header()) as writer:
+            pub.start_scan(rec.scan_uid, rec.preset)
+            for i, frame, tags in frames_in_order(rec):
+                assert writer.append(frame, tags) == i
+                pub.publish(frame, tags, frame_number=i)
+            pub.end_scan()
+
+    first = KilledAfter(limit=n // 3)
+    rx = FrameReceiver(pub.endpoint, hwm=4)
+    thread = run_in_thread(detector)
+    assert first.run(rx, stop=first.killed, idle_timeout_s=60) == []
+    rx.close(linger_s=0)  # whatever was queued for it is gone with it
+    assert first.stats.frames == n // 3
+
+    second = StreamingReconstructor()
+    rx = FrameReceiver(pub.endpoint, hwm=4)  # connect first, then catch up from the file
+    try:
+        (result,) = second.run(rx, catch_up=path, idle_timeout_s=60)
+    finally:
+        thread.join()
+        pub.close()
+        rx.close()
+    s = result.stats
+    assert s.from_file >= n // 3
+    assert (s.frames, s.frames_sent, s.lost, s.malformed) == (n, n, [], 0)
+    # every frame came once from the file or the stream; stream copies of file frames dropped
+    assert rx.stats.messages["Frame"] == (n - s.from_file) + s.duplicates
+    offline, _ = reconstruct_file(path)
+    assert_same_volumes(result.volumes, offline)
+
+
+def test_slab_workers_equal_one_worker() -> None:
+    rec, path = shared_recorded(), shared_scan_file()
+
+    def one_pass(consume: object) -> object:
+        pub = FramePublisher(frame_bytes=rec.frame_bytes)
+        thread = run_in_thread(replay, path, pub)
+        try:
+            return consume(pub.endpoint)  # type: ignore[operator]
+        finally:
+            thread.join()
+            pub.close()
+
+    def single(endpoint: str) -> StreamResult:
+        with FrameReceiver(endpoint, frame_bytes=rec.frame_bytes) as rx:
+            (result,) = StreamingReconstructor(center_offset_px=0.0).run(rx, idle_timeout_s=60)
+        return result
+
+    one = one_pass(single)
+    assert slab_bounds(32, 3) == [(0, 11), (11, 21), (21, 32)]
+    slabs = one_pass(
+        lambda ep: run_slab_workers(ep, 32, 3, center_offset_px=0.0, frame_bytes=rec.frame_bytes)
+    )
+    for r in slabs.results:  # type: ignore[attr-defined]
+        assert (r.stats.lost, r.stats.frames) == ([], len(rec.rows))
+    assert_same_volumes(slabs.volumes, one.volumes)  # type: ignore[attr-defined]
+
+
+def test_live_slices_are_published_and_match_the_ground_truth() -> None:
+    rec, path = shared_recorded(), shared_scan_file()
+    live = LivePublisher()
+    sub = live_subscriber(live.endpoint)
+    got: list[LiveSlices] = []
+    done = threading.Event()
+
+    def viewer() -> None:
+        while not done.is_set():
+            msg = sub.recv(timeout_s=0.05)
+            if isinstance(msg, LiveSlices):
+                got.append(msg)
+
+    view = run_in_thread(viewer)
+    pub = FramePublisher(frame_bytes=rec.frame_bytes)
+    thread = run_in_thread(replay, path, pub)
+    recon = StreamingReconstructor(live=live, live_rows=(16,))
+    try:
+        with FrameReceiver(pub.endpoint, frame_bytes=rec.frame_bytes) as rx:
+            (result,) = recon.run(rx, idle_timeout_s=60)
+    finally:
+        thread.join()
+        pub.close()
+        done.set()
+        view.join()
+        sub.close()
+        live.close()
+    angles = rec.preset.schedule.angles
+    assert result.stats.live_updates == angles + 1  # every projection and the re-take
+    assert len(recon.live_latency_s) == angles + 1
+    assert got, "the viewer received no live update"
+    assert got[-1].data.shape == (3, 1, 96, 96)
+    assert got[-1].rows == (16,)
+    assert got[-1].projections <= angles
+    # the live slice (direct backprojection, references as they came) is quantitative
+    assert result.volumes is not None
+    truth = rec.scan.phantom.voxelize(result.volumes.delta.shape, 0.5e-6)["delta"][16]
+    rod = truth > 2e-6
+    live_delta = recon.live_slices[0, 0]
+    assert np.median(live_delta[rod]) == pytest.approx(np.median(truth[rod]), rel=0.05)
+    corr = np.corrcoef(live_delta.ravel(), result.volumes.delta[16].ravel())[0, 1]
+    assert corr > 0.98
+
+
+def test_darks_arriving_last_are_subtracted_from_earlier_fits() -> None:
+    rec = shared_recorded()
+    order = np.argsort(rec.rows["image_key"] == 2, kind="stable")  # darks moved to the end
+    recon = StreamingReconstructor(live_rows=())
+    recon.start(scan_start(rec))
+    for i in order:
+        recon.add_frame(header_of(rec, int(i)), rec.frames[i])
+    result = recon.end(None)
+    proj = retrieve_projections(rec.frames, FrameTable(rec.rows.copy()), rec.preset.geometry)
+    assert_same_volumes(result.volumes, reconstruct_volumes(proj, rec.preset.geometry), 1e-4)
+
+
+def test_open_series_are_bounded_and_bad_frames_never_kill_it() -> None:
+    rec = shared_recorded()
+    recon = StreamingReconstructor(live_rows=(), max_open_series=3)
+    recon.start(scan_start(rec))
+    r = rec.rows
+    projections = np.flatnonzero(
+        (r["image_key"] == 0) & (r["step_index"] == 0) & (r["attempt"] == 0)
+    )
+    for i in projections[:10]:  # the first step of 10 series: none completes
+        recon.add_frame(header_of(rec, int(i)), rec.frames[i])
+        assert len(recon._open) <= 3
+    assert recon.stats.unusable_series == 7  # closed early with 1 step: cannot be fitted
+    bad = header_of(rec, 0)
+    recon.add_frame(bad, np.zeros((32, 95), np.uint16))  # wrong width
+    recon.add_frame(
+        FrameHeader(**{**bad.__dict__, "scan_uid": "other", "frame_number": 999}), rec.frames[0]
+    )
+    assert (recon.stats.bad_frames, recon.stats.foreign) == (1, 1)
+    result = recon.end(None)
+    assert result.volumes is None
+    assert "reference" in result.error
+
+
+def test_frames_the_stream_lost_are_recovered_from_the_scan_file() -> None:
+    rec, path = shared_recorded(), shared_scan_file()
+    n = len(rec.rows)
+    recon = StreamingReconstructor(live_rows=())
+    recon.start(scan_start(rec))
+    for i in range(n):
+        if i not in (7, 40):  # dropped by a detector that cannot wait
+            recon.add_frame(header_of(rec, i), rec.frames[i])
+    recon.scan_file = path
+    result = recon.end(ScanEnd(rec.scan_uid, n))
+    s = result.stats
+    assert (s.lost, s.recovered, s.frames, s.incomplete_series) == ([], 2, n, 0)
+    offline, _ = reconstruct_file(path)
+    assert_same_volumes(result.volumes, offline)
