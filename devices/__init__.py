@@ -1,6 +1,7 @@
 """ophyd devices of the Talbot beamline (EPICS via pyepics); they never know they are simulated."""
 
 from devices.beam import BeamMonitor, Shutter
+from devices.detector import TalbotDetector, TalbotHDF5Plugin
 from devices.interferometer import Interferometer
 from devices.motors import (
     AnalyzerStage,
@@ -24,5 +25,7 @@ __all__ = [
     "SampleStage",
     "ScanTags",
     "Shutter",
+    "TalbotDetector",
+    "TalbotHDF5Plugin",
     "step_positions",
 ]

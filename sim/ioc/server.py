@@ -22,6 +22,7 @@ from caproto.asyncio.server import Context
 from beamline.config import Preset, preset
 from beamline.pvnames import SIM_PVNAMES, PVNames
 from sim.ioc.beam import BeamGroup, ShutterGroup
+from sim.ioc.detector import DetectorSpec, SimDetector
 from sim.ioc.faults import FaultsGroup
 from sim.ioc.motor import MotorRecord, MotorSpec
 from sim.ioc.piezo import PiezoRecord, PiezoSpec
@@ -78,6 +79,7 @@ class SimBeamline:
     tags: ScanTagsGroup
     status: OperatorStatusGroup
     faults: FaultsGroup
+    detector: SimDetector
     groups: list[Any] = field(default_factory=list)
 
     @property
@@ -115,6 +117,7 @@ def build_beamline(
     config: Preset | None = None,
     *,
     piezo: PiezoSpec | None = None,
+    detector: DetectorSpec | None = None,
     seed: int | None = None,
 ) -> SimBeamline:
     """Assemble the simulated beamline's PV groups (no I/O; :func:`serve` runs them)."""
@@ -134,6 +137,16 @@ def build_beamline(
     piezo_record = motors["g2_x"]
     assert isinstance(piezo_record, PiezoRecord)
     faults = FaultsGroup(pvs.full("faults"), beam=beam, piezo=piezo_record)
+    camera = SimDetector(
+        pvs.full("detector"),
+        config=config,
+        motors=motors,
+        shutter=shutter,
+        beam=beam,
+        tags=tags,
+        faults=faults,
+        spec=DetectorSpec(seed=seed) if detector is None else detector,
+    )
     return SimBeamline(
         pvs=pvs,
         motors=motors,
@@ -142,7 +155,8 @@ def build_beamline(
         tags=tags,
         status=status,
         faults=faults,
-        groups=[*motors.values(), shutter, beam, tags, status, faults],
+        detector=camera,
+        groups=[*motors.values(), shutter, beam, tags, status, faults, camera],
     )
 
 
@@ -193,13 +207,16 @@ async def serve(beamline: SimBeamline, *, host: str = "127.0.0.1", port: int = 5
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+        beamline.detector.close_now()  # never leave a scan file open
         if sink is not None:
             sink.close()
 
 
 def _startup(beamline: SimBeamline, ctx: Context) -> Any:
     async def hook(async_lib: Any) -> None:
+        prepare = asyncio.create_task(beamline.detector.prepare())
         print(f"ready: {len(beamline.pvdb)} records on port {ctx.port}", flush=True)
         await beamline.piezo.drift_loop()
+        await prepare
 
     return hook

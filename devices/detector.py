@@ -1,0 +1,94 @@
+"""Area detector of the interferometer: stock ophyd areaDetector classes (cam1: + HDF1:).
+
+``TalbotDetector`` = ``SingleTrigger`` + ``DetectorBase`` with an ``AreaDetectorCam`` and an
+``HDF5Plugin_V34`` carrying ``FileStoreHDF5IterativeWrite``: every ``trigger()`` takes one frame,
+the HDF5 plugin appends it to one file per stage (Stream mode, ``/entry/data/data``) and every
+event gets a datum reference to it (resource spec ``AD_HDF5``). The plugin is primed with one
+frame (not written) at stage when it has not seen a frame yet, and opens its file at the first
+frame (``LazyOpen``), after the plan has written the scan tags.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ophyd import Component as Cpt
+from ophyd import DeviceStatus, Staged
+from ophyd.areadetector import DetectorBase, SingleTrigger
+from ophyd.areadetector.cam import AreaDetectorCam
+from ophyd.areadetector.filestore_mixins import FileStoreHDF5IterativeWrite
+from ophyd.areadetector.plugins import HDF5Plugin_V34
+
+#: Where the simulated beamline writes when no path is given (server and client share it).
+DEFAULT_WRITE_PATH = "/tmp/talbot-data/%Y/%m/%d/"
+
+
+class TalbotHDF5Plugin(FileStoreHDF5IterativeWrite, HDF5Plugin_V34):
+    """HDF5 file plugin (Stream mode, lazy open, blocking callbacks) with AD_HDF5 datums."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Write mode before Capture (apstools #823); open the file at the first frame.
+        self.stage_sigs.update([("lazy_open", "Yes")])
+        self.stage_sigs.move_to_end("lazy_open", last=False)
+        self.stage_sigs.move_to_end("capture")
+
+    @property
+    def primed(self) -> bool:
+        """Whether the plugin has seen a frame (ophyd refuses to stage an unprimed plugin)."""
+        return bool(sum(int(v) for v in self.array_size.get()) > 0)
+
+
+class TalbotDetector(SingleTrigger, DetectorBase):
+    """Interferometer camera: one frame per trigger into the scan file, referenced per event."""
+
+    _default_read_attrs = ("hdf5",)
+
+    cam = Cpt(AreaDetectorCam, "cam1:", kind="config")
+    hdf5 = Cpt(
+        TalbotHDF5Plugin,
+        "HDF1:",
+        write_path_template=DEFAULT_WRITE_PATH,
+        read_path_template=None,
+        root="/",
+        kind="normal",
+    )
+
+    def __init__(self, prefix: str, *, name: str, **kwargs: Any) -> None:
+        super().__init__(prefix, name=name, **kwargs)
+        self.stage_sigs.update([("cam.num_images", 1), ("cam.trigger_mode", "Internal")])
+
+    def prime(self, timeout_s: float = 10.0) -> None:
+        """Take one frame that is not written, so the HDF5 plugin knows the frame size."""
+        self.hdf5.capture.set(0).wait(timeout_s)
+        self.hdf5.enable.set("Enable").wait(timeout_s)
+        self.cam.array_callbacks.set(1).wait(timeout_s)
+        self.cam.image_mode.set("Single").wait(timeout_s)
+        self.cam.acquire.put(1, wait=True, timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while not self.hdf5.primed:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name}: HDF5 plugin not primed within {timeout_s} s")
+            time.sleep(0.01)
+
+    def trigger(self) -> DeviceStatus:
+        """Take one frame; the status completes when ``Acquire_RBV`` falls (frame written).
+
+        As stock ``SingleTrigger.trigger``, but the status is held locally: stock code returns
+        ``self._status``, which the monitor thread clears when a short frame ends before
+        ``trigger`` returns (it then returns None).
+        """
+        if self._staged != Staged.yes:
+            raise RuntimeError(f"{self.name} is not staged; call stage() before trigger()")
+        status = self._status_type(self)
+        self._status = status
+        self._acquisition_signal.put(1, wait=False)
+        self.generate_datum(self._image_name, time.time(), {})
+        return status
+
+    def stage(self) -> list[Any]:
+        """Prime the file plugin if needed, then stage as stock ophyd does."""
+        if not self.hdf5.primed:
+            self.prime()
+        return super().stage()

@@ -1,0 +1,344 @@
+"""The simulated area detector (``DET:cam1:`` + ``DET:HDF1:``): frames from the physics model.
+
+An areaDetector-compatible camera (PVs: :mod:`sim.ioc.adcatalog`) whose frames are rendered by
+:class:`sim.scan.FrameRenderer` for the instrument state at the start of each exposure
+(DESIGN §3.1, reference/physics.md §2.4):
+
+- G2 at its ACTUAL position (the piezo's true position, not its noisy encoder), plus the G0
+  shift: stepping G0 by p0/M moves the fringes like stepping G2 by p2/M, so the effective G2
+  position is ``x_G2 + x_G0 p2/p0`` when the geometry has a G0 pitch (Pfeiffer et al., Nat. Phys.
+  2, 258 (2006)). Without ``g0_pitch_m`` in the geometry, G0 has no effect on the frames.
+- rotation at the rotation stage's position; sample in the beam when the sample stage x is within
+  (half field of view + rod radius) of ``sample_in_mm`` (default 0 mm), i.e. the rod is seen;
+- shutter closed -> dark frame (offset + read noise only);
+- counts scale with ``AcquireTime / detector.exposure_s`` and ring current / 200 mA.
+
+Each frame carries its scan tags (``TAG:`` PVs read at the start of the exposure) and measured
+readbacks (G2 encoder [m], rotation [deg], ring current [mA]) to the HDF5 file plugin.
+
+Acquire (busy): a put of 1 starts ``ImageMode`` Single (1 frame), Multiple (``NumImages``) or
+Continuous; ``Acquire_RBV`` goes 1 and falls to 0 after the last frame has been read out (and,
+with ``BlockingCallbacks``, written); a put-callback completes then. A put of 0 aborts.
+``DetectorState_RBV`` follows Acquire / Readout / Idle. Faults: ``FAULT:LateFrames`` delays the
+end of a frame by ``LateFrameDelay``; ``FAULT:DropFrames`` loses frames after readout (camera
+counters advance, the plugin's ``DroppedArrays_RBV`` counts them, nothing is written);
+``FAULT:SlowWriter`` slows the file plugin. Bad puts (``AcquireTime`` <= 0, an unknown enum,
+``NumImages`` < 1, a region or binning other than the full sensor) are refused with an alarm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from beamline.config import Preset
+from beamline.scanfile import ScanHeader
+from sim.ioc.adcatalog import CAM_TABLE, ADPVs, HookedPV
+from sim.ioc.beam import BeamGroup, ShutterGroup
+from sim.ioc.faults import FaultsGroup
+from sim.ioc.filewriter import FrameEvent, FrameHook, HDF5FilePlugin, pvs_add
+from sim.ioc.motor import MotorRecord
+from sim.ioc.tags import FRAME_TYPES, ScanTagsGroup
+from sim.scan import FrameRenderer, FrameState
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """Simulated camera timing and the sample-in position (times in s, positions in mm)."""
+
+    readout_s: float = 0.001
+    sample_in_mm: float = 0.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.readout_s) and self.readout_s >= 0):
+            raise ValueError(f"readout_s must be >= 0, got {self.readout_s!r}")
+        if not math.isfinite(self.sample_in_mm):
+            raise ValueError(f"sample_in_mm must be finite, got {self.sample_in_mm!r}")
+
+
+def effective_g2_position_m(
+    g2_m: float, g0_m: float, g2_pitch_m: float, g0_pitch_m: float | None
+) -> float:
+    """G2 position [m] that gives the same fringe phase as G2 at ``g2_m`` and G0 at ``g0_m``.
+
+    A G0 shift by p0/M moves the fringe pattern by one M-th of a period, like a G2 step of
+    p2/M (Pfeiffer et al., Nat. Phys. 2, 258 (2006)): x_eff = x_G2 + x_G0 p2/p0. With no G0
+    (``g0_pitch_m`` None) G0 has no effect.
+    """
+    if not g2_pitch_m > 0:
+        raise ValueError(f"g2_pitch_m must be > 0, got {g2_pitch_m!r}")
+    if g0_pitch_m is None:
+        return g2_m
+    if not g0_pitch_m > 0:
+        raise ValueError(f"g0_pitch_m must be > 0, got {g0_pitch_m!r}")
+    return g2_m + g0_m * g2_pitch_m / g0_pitch_m
+
+
+class _BusyCompletion:
+    """Makes a put-callback on ``Acquire`` complete only when the acquisition has ended."""
+
+    def __init__(self, idle: asyncio.Event) -> None:
+        self.idle = idle
+
+    async def __call__(self) -> None:
+        await self.idle.wait()
+        await asyncio.sleep(0.002)  # let the Acquire_RBV 1->0 monitor go out before the reply
+
+
+class SimDetector:
+    """Camera ``cam1:`` and HDF5 plugin ``HDF1:`` under one detector prefix."""
+
+    def __init__(
+        self,
+        prefix: str,
+        *,
+        config: Preset,
+        motors: dict[str, MotorRecord],
+        shutter: ShutterGroup,
+        beam: BeamGroup,
+        tags: ScanTagsGroup,
+        faults: FaultsGroup,
+        spec: DetectorSpec | None = None,
+    ) -> None:
+        self.config = config
+        self.spec = DetectorSpec() if spec is None else spec
+        self.motors = motors
+        self.shutter = shutter
+        self.beam = beam
+        self.tags = tags
+        self.faults = faults
+        rows, cols = config.detector.shape
+        self.shape = (rows, cols)
+        sizes = {
+            "MaxSizeX_RBV": str(cols),
+            "MaxSizeY_RBV": str(rows),
+            "SizeX": str(cols),
+            "SizeY": str(rows),
+            "ArraySizeX_RBV": str(cols),
+            "ArraySizeY_RBV": str(rows),
+            "ArraySize_RBV": str(rows * cols * 2),
+            "AcquireTime": repr(config.detector.exposure_s),
+        }
+        self.cam = ADPVs(prefix + "cam1:", CAM_TABLE, overrides=sizes)
+        self.hdf = HDF5FilePlugin(
+            prefix + "HDF1:",
+            header_for=self.header_for,
+            scan_uid=lambda: str(self.tags.scan_uid.value),
+            writer_delay_s=lambda: self.faults.writer_delay_s,
+        )
+        self._renderer: FrameRenderer | None = None
+        self._rng = np.random.default_rng(self.spec.seed)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._t0 = time.monotonic()
+        self._unique_id = 0
+        acquire = self.cam["Acquire"]
+        assert isinstance(acquire, HookedPV)
+        acquire.completion = _BusyCompletion(self._idle)
+        self.cam.on_put("Acquire", self._put_acquire)
+        self.cam.on_put("AcquireTime", self._checked("AcquireTime", _positive))
+        self.cam.on_put("AcquirePeriod", self._checked("AcquirePeriod", _nonnegative))
+        self.cam.on_put("NumImages", self._checked("NumImages", _at_least_one))
+        self.cam.on_put("NumExposures", self._checked("NumExposures", _exactly(1)))
+        self.cam.on_put("DataType", self._checked("DataType", _exactly("UInt16")))
+        self.cam.on_put("ColorMode", self._checked("ColorMode", _exactly("Mono")))
+        self.cam.on_put("TriggerMode", self._checked("TriggerMode", _exactly("Internal")))
+        self.cam.on_put("SizeX", self._checked("SizeX", _exactly(cols)))
+        self.cam.on_put("SizeY", self._checked("SizeY", _exactly(rows)))
+        self.cam.on_put("MinX", self._checked("MinX", _exactly(0)))
+        self.cam.on_put("MinY", self._checked("MinY", _exactly(0)))
+        self.cam.on_put("BinX", self._checked("BinX", _exactly(1)))
+        self.cam.on_put("BinY", self._checked("BinY", _exactly(1)))
+
+    # -- assembly --------------------------------------------------------------------------------
+    @property
+    def pvdb(self) -> dict[str, Any]:
+        """Camera and plugin PVs."""
+        return {**self.cam.pvdb, **self.hdf.pvdb}
+
+    @property
+    def frame_hooks(self) -> list[FrameHook]:
+        """Callables run with every frame written to the file (``WrittenFrame``)."""
+        return self.hdf.frame_hooks
+
+    def header_for(self, scan_uid: str) -> ScanHeader:
+        """Scan-file header: steps and periods from the preset schedule, the preset as JSON."""
+        sched = self.config.schedule
+        return ScanHeader(
+            scan_uid=scan_uid,
+            preset_json=self.config.model_dump_json(),
+            steps=sched.steps,
+            periods=sched.periods,
+            shape=self.shape,
+            dtype="uint16",
+        )
+
+    def renderer(self) -> FrameRenderer:
+        """The frame renderer (built on first use: phantom and reference pattern)."""
+        if self._renderer is None:
+            self._renderer = FrameRenderer(
+                self.config, 0 if self.spec.seed is None else self.spec.seed
+            )
+        return self._renderer
+
+    async def prepare(self) -> None:
+        """Build the renderer in a worker thread (server start-up), so the first frame is quick."""
+        await asyncio.to_thread(self.renderer)
+
+    def close_now(self) -> None:
+        """Close any open file (server shutdown)."""
+        self.hdf.close_now()
+
+    # -- put hooks -------------------------------------------------------------------------------
+    def _checked(
+        self, suffix: str, check: Callable[[str, Any], None]
+    ) -> Callable[[Any], Awaitable[None]]:
+        async def hook(value: Any) -> None:
+            check(suffix, value)
+            await self.cam[suffix].rbv.write(value)
+
+        return hook
+
+    async def _put_acquire(self, value: Any) -> None:
+        if value in (1, "Acquire"):
+            if self._idle.is_set():
+                self._idle.clear()
+                self._stop.clear()
+                await self.cam["Acquire_RBV"].write(1)
+                self._task = asyncio.create_task(self._acquire())
+        else:
+            self._stop.set()
+
+    # -- acquisition ------------------------------------------------------------------------------
+    def _n_frames(self) -> float:
+        mode = self.cam.value("ImageMode")
+        if mode == "Single":
+            return 1
+        if mode == "Multiple":
+            return int(self.cam.value("NumImages"))
+        return math.inf
+
+    def instrument_state(self) -> tuple[FrameState, dict[str, Any], str, str]:
+        """Instrument state now: (physics state, tags + readbacks, frame type, scan uid)."""
+        cfg = self.config
+        geo = cfg.geometry
+        motors = self.motors
+        piezo = motors["g2_x"]
+        g2_true_m = piezo.user_position * 1e-6  # um -> m
+        g0_m = motors["g0_x"].user_position * 1e-6
+        half_fov_m = 0.5 * cfg.detector.shape[1] * geo.pixel_size_m
+        reach_m = half_fov_m + 0.5 * cfg.phantom.rod_diameter_m
+        sample_in = abs(motors["sample_x"].user_position - self.spec.sample_in_mm) * 1e-3 < reach_m
+        current = float(self.beam.current.value)
+        rotation = motors["rotation"]
+        state = FrameState(
+            rotation_deg=rotation.user_position,
+            g2_position_m=effective_g2_position_m(g2_true_m, g0_m, geo.g2_pitch_m, geo.g0_pitch_m),
+            sample_in=sample_in,
+            shutter_open=self.shutter.is_open,
+            exposure_s=float(self.cam.value("AcquireTime")),
+            ring_current_ma=max(current, 0.0),
+            time_s=time.monotonic() - self._t0,
+        )
+        tags = self.tags
+        frame_type = str(tags.frame_type.value)
+        row = {
+            "image_key": FRAME_TYPES.index(frame_type),
+            "angle_index": int(tags.angle_index.value),
+            "series_index": int(tags.series_index.value),
+            "step_index": int(tags.step_index.value),
+            "attempt": int(tags.attempt.value),
+            "g2_position_m": piezo.readback() * 1e-6,
+            "rotation_deg": rotation.readback(),
+            "ring_current_ma": current,
+        }
+        return state, row, frame_type, str(tags.scan_uid.value)
+
+    async def _exposure(self, seconds: float) -> bool:
+        """Wait ``seconds``; False if Acquire = 0 aborted it."""
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except TimeoutError:
+            return True
+        return False
+
+    async def _acquire(self) -> None:
+        cam = self.cam
+        loop = asyncio.get_running_loop()
+        n = self._n_frames()
+        done = 0
+        try:
+            await cam["NumImagesCounter_RBV"].write(0)
+            await cam["StatusMessage_RBV"].write("Acquiring")
+            while done < n and not self._stop.is_set():
+                t_start = loop.time()
+                time_unix = time.time()
+                state, row, frame_type, scan_uid = self.instrument_state()
+                exposure = float(cam.value("AcquireTime"))
+                await cam["DetectorState_RBV"].write("Acquire")
+                if not await self._exposure(exposure):
+                    break
+                await cam["DetectorState_RBV"].write("Readout")
+                renderer = await asyncio.to_thread(self.renderer)
+                frame = await asyncio.to_thread(renderer.render, state, self._rng)
+                late = await self.faults.take_late()
+                wait = exposure + self.spec.readout_s + late - (loop.time() - t_start)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                done += 1
+                self._unique_id += 1
+                await pvs_add(cam, "ArrayCounter")
+                await cam["NumImagesCounter_RBV"].write(done)
+                dropped = await self.faults.take_drop()
+                if cam.value("ArrayCallbacks") == "Enable":
+                    event = FrameEvent(
+                        frame=frame,
+                        tags=row,
+                        frame_type=frame_type,
+                        scan_uid=scan_uid,
+                        unique_id=self._unique_id,
+                        time_unix=time_unix,
+                    )
+                    await self.hdf.receive(event, dropped=dropped)
+                period = float(cam.value("AcquirePeriod"))
+                rest = period - (loop.time() - t_start)
+                if done < n and rest > 0 and not await self._exposure(rest):
+                    break
+        finally:
+            await cam["DetectorState_RBV"].write("Idle")
+            await cam["StatusMessage_RBV"].write("Idle")
+            await cam["Acquire_RBV"].write(0)
+            await cam["Acquire"].write(0, verify_value=False)
+            self._idle.set()
+
+
+def _positive(suffix: str, value: Any) -> None:
+    if not (math.isfinite(float(value)) and float(value) > 0):
+        raise ValueError(f"{suffix} must be > 0, got {value!r}")
+
+
+def _nonnegative(suffix: str, value: Any) -> None:
+    if not (math.isfinite(float(value)) and float(value) >= 0):
+        raise ValueError(f"{suffix} must be >= 0, got {value!r}")
+
+
+def _at_least_one(suffix: str, value: Any) -> None:
+    if int(value) < 1:
+        raise ValueError(f"{suffix} must be >= 1, got {value!r}")
+
+
+def _exactly(allowed: Any) -> Callable[[str, Any], None]:
+    def check(suffix: str, value: Any) -> None:
+        if value != allowed:
+            raise ValueError(f"{suffix}: only {allowed!r} is simulated, got {value!r}")
+
+    return check
