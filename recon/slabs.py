@@ -34,12 +34,18 @@ from recon.streaming import StreamingReconstructor, StreamResult, StreamStats
 
 
 def slab_bounds(rows: int, workers: int) -> list[tuple[int, int]]:
-    """Split ``rows`` detector rows into ``workers`` contiguous near-equal slabs (r0, r1)."""
+    """Split ``rows`` detector rows into ``workers`` contiguous near-equal slabs (r0, r1).
+
+    Inner boundaries fall on even rows: the gridding backprojector packs rows in pairs
+    (2k, 2k + 1) into one complex transform, so every slab then packs exactly the pairs one
+    worker would, and the slabs' volumes equal one worker's to the last bit.
+    """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers!r}")
-    if rows < workers:
-        raise ValueError(f"rows ({rows}) must be >= workers ({workers})")
-    edges = np.linspace(0, rows, workers + 1).round().astype(int)
+    if rows < 2 * workers - 1:
+        raise ValueError(f"rows ({rows}) must be >= 2 * workers - 1 ({2 * workers - 1})")
+    edges = 2 * np.round(np.linspace(0, rows, workers + 1) / 2).astype(int)
+    edges[-1] = rows
     return [(int(a), int(b)) for a, b in itertools.pairwise(edges)]
 
 

@@ -15,7 +15,7 @@ from sim.ioc.server import build_beamline, serve
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(
-        prog="python -m sim.ioc", description="Simulated Talbot beamline (caproto IOC)."
+        prog="talbot sim", description="Simulated Talbot beamline (caproto IOC)."
     )
     parser.add_argument("--prefix", default=None, help="global PV prefix (default TALBOT:)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback)")
@@ -23,6 +23,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", default=None, help="TOML profile with a [pvs] table")
     parser.add_argument("--preset", default="tiny", help="geometry preset (tiny, full)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (noise)")
+    parser.add_argument(
+        "--stream",
+        default=None,
+        metavar="ENDPOINT",
+        help="publish every frame on the frame stream, bound here (e.g. tcp://127.0.0.1:5555; "
+        "loopback only)",
+    )
     parser.add_argument("--list-pvs", action="store_true", help="print every PV and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     return parser.parse_args(argv)
@@ -39,11 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     except (PVNameError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    beamline = build_beamline(pvs, config, seed=args.seed)
     if args.list_pvs:
+        beamline = build_beamline(pvs, config, seed=args.seed)
         for name, meaning in beamline.describe_pvs().items():
             print(f"{name}\t{meaning}")
         return 0
+    try:
+        beamline = build_beamline(pvs, config, seed=args.seed, stream=args.stream)
+    except (ValueError, OSError) as exc:  # a bad or busy stream endpoint
+        print(f"error: --stream: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     asyncio.run(serve(beamline, host=args.host, port=args.port))
     return 0

@@ -91,6 +91,8 @@ class HDF5FilePlugin:
         self.scan_uid = scan_uid
         self.writer_delay_s = writer_delay_s
         self.frame_hooks: list[FrameHook] = []
+        #: called after a capture's file is closed (end of a scan), e.g. to send scan-end
+        self.capture_end_hooks: list[Callable[[], None]] = []
         self._writer: ScanFileWriter | None = None
         self._path: Path | None = None  # file of the current capture (open or pending)
         self._capturing = False
@@ -223,6 +225,7 @@ class HDF5FilePlugin:
             if writer is not None:
                 await asyncio.to_thread(writer.close)
                 await self.pvs["SWMRActive_RBV"].write("Off")
+                self._run_end_hooks()
         await self.pvs.set("Capture", 0)
 
     def close_now(self) -> None:
@@ -314,7 +317,15 @@ class HDF5FilePlugin:
             self._writer = None
             await asyncio.to_thread(writer.close)
             await self.pvs["SWMRActive_RBV"].write("Off")
+            self._run_end_hooks()
             await self.pvs.set("Capture", 0)
+
+    def _run_end_hooks(self) -> None:
+        for hook in list(self.capture_end_hooks):
+            try:
+                hook()
+            except Exception:  # never stops acquisition
+                log.exception("capture-end hook %r failed", hook)
 
     async def _run_hooks(self, written: WrittenFrame) -> None:
         for hook in list(self.frame_hooks):

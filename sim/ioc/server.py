@@ -26,6 +26,7 @@ from sim.ioc.detector import DetectorSpec, SimDetector
 from sim.ioc.faults import FaultsGroup
 from sim.ioc.motor import MotorRecord, MotorSpec
 from sim.ioc.piezo import PiezoRecord, PiezoSpec
+from sim.ioc.publisher import FrameStreamHook
 from sim.ioc.tags import OperatorStatusGroup, ScanTagsGroup
 
 
@@ -81,6 +82,7 @@ class SimBeamline:
     faults: FaultsGroup
     detector: SimDetector
     groups: list[Any] = field(default_factory=list)
+    publisher: FrameStreamHook | None = None  # the frame stream, when configured
 
     @property
     def piezo(self) -> PiezoRecord:
@@ -119,8 +121,11 @@ def build_beamline(
     piezo: PiezoSpec | None = None,
     detector: DetectorSpec | None = None,
     seed: int | None = None,
+    stream: str | None = None,
 ) -> SimBeamline:
-    """Assemble the simulated beamline's PV groups (no I/O; :func:`serve` runs them)."""
+    """Assemble the simulated beamline's PV groups (no socket I/O but the frame stream's bind;
+    :func:`serve` runs them). ``stream``: ZeroMQ endpoint the detector publishes every written
+    frame on (e.g. ``tcp://127.0.0.1:5555``), or None."""
     config = preset("tiny") if config is None else config
     piezo = PiezoSpec(seed=seed) if piezo is None else piezo
     records = pvs.motor_records()
@@ -147,6 +152,11 @@ def build_beamline(
         faults=faults,
         spec=DetectorSpec(seed=seed) if detector is None else detector,
     )
+    publisher = None
+    if stream is not None:
+        publisher = FrameStreamHook(stream, config)
+        camera.frame_hooks.append(publisher.on_frame)
+        camera.hdf.capture_end_hooks.append(publisher.on_capture_end)
     return SimBeamline(
         pvs=pvs,
         motors=motors,
@@ -157,6 +167,7 @@ def build_beamline(
         faults=faults,
         detector=camera,
         groups=[*motors.values(), shutter, beam, tags, status, faults, camera],
+        publisher=publisher,
     )
 
 
@@ -208,6 +219,8 @@ async def serve(beamline: SimBeamline, *, host: str = "127.0.0.1", port: int = 5
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
         beamline.detector.close_now()  # never leave a scan file open
+        if beamline.publisher is not None:
+            beamline.publisher.close()
         if sink is not None:
             sink.close()
 
@@ -215,7 +228,8 @@ async def serve(beamline: SimBeamline, *, host: str = "127.0.0.1", port: int = 5
 def _startup(beamline: SimBeamline, ctx: Context) -> Any:
     async def hook(async_lib: Any) -> None:
         prepare = asyncio.create_task(beamline.detector.prepare())
-        print(f"ready: {len(beamline.pvdb)} records on port {ctx.port}", flush=True)
+        stream = f", frames on {beamline.publisher.endpoint}" if beamline.publisher else ""
+        print(f"ready: {len(beamline.pvdb)} records on port {ctx.port}{stream}", flush=True)
         await beamline.piezo.drift_loop()
         await prepare
 

@@ -169,7 +169,7 @@ def test_slab_workers_equal_one_worker() -> None:
         return result
 
     one = one_pass(single)
-    assert slab_bounds(32, 3) == [(0, 11), (11, 21), (21, 32)]
+    assert slab_bounds(32, 3) == [(0, 10), (10, 22), (22, 32)]  # even inner edges
     slabs = one_pass(
         lambda ep: run_slab_workers(ep, 32, 3, center_offset_px=0.0, frame_bytes=rec.frame_bytes)
     )

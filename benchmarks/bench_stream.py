@@ -1,0 +1,360 @@
+"""Benchmark: the frame stream and the streaming reconstructor against a bare pyzmq baseline.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_stream.py [--quick] [--out benchmarks/results]
+
+Measured (wall clock, ``time.perf_counter``):
+
+1. **Throughput**, 1024x1024 and 2048x2048 uint16 frames over tcp://127.0.0.1, sender in another
+   process (spawned), PUSH/PULL with the protocol's HWM sizing:
+   - baseline: bare pyzmq, ``send_multipart([json, frame], copy=False)`` -> ``recv_multipart``;
+   - Talbot: ``FramePublisher`` -> ``FrameReceiver`` -> ``StreamingReconstructor`` with retrieval
+     ON (every 5-step series fitted on arrival, one live row backprojected per projection), the
+     final volume off. Frames of synthetic stepping curves; reference series first.
+   Reported: GB/s, frames/s, lost frames (must be 0).
+2. **Live slice latency** at 1024x1024: seconds from the arrival of a projection's last step to
+   its live slices (one row, 3 channels) updated (``StreamingReconstructor.live_latency_s``).
+3. **Last frame to final volume**: the tiny preset (90 angles, 32 x 96) replayed from a scan file;
+   and 1024 columns x 180 angles x 5 steps, measured on a 64-row slab (memory) and extrapolated
+   linearly to 1024 rows (retrieval and FBP are per row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import format_table, print_header, write_json
+
+from beamline.config import Preset, preset
+
+STEPS = 5
+
+
+def bench_preset(size: int, angles: int, rows: int | None = None) -> Preset:
+    """The tiny preset with a size x size (or rows x size) detector and ``angles`` angles."""
+    p = preset("tiny")
+    det = p.detector.model_copy(update={"shape": (rows or size, size)})
+    sched = p.schedule.model_copy(
+        update={"angles": angles, "reference_every": angles, "darks": 0, "steps": STEPS}
+    )
+    return p.model_copy(update={"detector": det, "schedule": sched})
+
+
+def stepping_frames(rows: int, cols: int, seed: int = 0) -> np.ndarray:
+    """(2, STEPS, rows, cols) uint16: a reference series and a sample series."""
+    rng = np.random.default_rng(seed)
+    x = np.arange(cols)[None, :]
+    y = np.arange(rows)[:, None]
+    ref_phase = 2 * np.pi * (x / 37.0 + y / 211.0)
+    obj_phase = 0.5 * np.sin(2 * np.pi * x / cols) * np.cos(2 * np.pi * y / rows)
+    out = np.empty((2, STEPS, rows, cols), np.uint16)
+    for k in range(STEPS):
+        th = 2 * np.pi * k / STEPS
+        ref = 4000 * (1 + 0.3 * np.cos(th + ref_phase))
+        obj = 0.8 * 4000 * (1 + 0.25 * np.cos(th + ref_phase + obj_phase))
+        out[0, k] = rng.poisson(ref).astype(np.uint16)
+        out[1, k] = rng.poisson(obj).astype(np.uint16)
+    return out
+
+
+def _tags(n: int, angles: int) -> dict[str, float]:
+    series, k = divmod(n, STEPS)
+    is_ref = series == 0
+    angle = series - 1
+    return {
+        "image_key": 1 if is_ref else 0,
+        "angle_index": -1 if is_ref else angle,
+        "series_index": 0 if is_ref else -1,
+        "step_index": k,
+        "attempt": 0,
+        "g2_position_m": k * 1e-6 / STEPS,
+        "rotation_deg": 0.0 if is_ref else angle * 180.0 / angles,
+        "timestamp_s": 0.01 * n,
+        "ring_current_ma": 200.0,
+    }
+
+
+def sender(kind: str, endpoint_q: Any, size: int, n_frames: int, angles: int) -> None:
+    """Child process: publish ``n_frames`` frames (kind 'bare' or 'talbot')."""
+    import zmq
+
+    from beamline.stream import FramePublisher, hwm_for
+
+    frames = stepping_frames(size, size)
+    frame_bytes = size * size * 2
+    if kind == "bare":
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.PUSH)
+        sock.sndhwm = hwm_for(frame_bytes)
+        sock.bind("tcp://127.0.0.1:*")
+        endpoint_q.put(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+        for n in range(n_frames):
+            head = json.dumps({"type": "frame", "frame_number": n, **_tags(n, angles)}).encode()
+            sock.send_multipart([head, frames[min(n // STEPS, 1), n % STEPS]], copy=False)
+        sock.send_multipart([b'{"type": "scan-end"}', b""])
+        sock.close(linger=30_000)
+        ctx.term()
+        return
+    pub = FramePublisher(frame_bytes=frame_bytes)
+    endpoint_q.put(pub.endpoint)
+    pub.start_scan(uuid.uuid4().hex, bench_preset(size, angles), frames_planned=n_frames)
+    for n in range(n_frames):
+        pub.publish(frames[min(n // STEPS, 1), n % STEPS], _tags(n, angles), frame_number=n)
+    pub.end_scan()
+    pub.close(linger_s=30)
+
+
+def _spawn(kind: str, size: int, n_frames: int, angles: int) -> tuple[Any, str]:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=sender, args=(kind, q, size, n_frames, angles))
+    proc.start()
+    return proc, q.get(timeout=60)
+
+
+def bench_bare(size: int, n_frames: int) -> dict[str, Any]:
+    """Bare pyzmq PUSH/PULL, zero-copy, nothing done with the frames."""
+    import zmq
+
+    from beamline.stream import hwm_for
+
+    proc, endpoint = _spawn("bare", size, n_frames, n_frames // STEPS)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PULL)
+    sock.rcvhwm = hwm_for(size * size * 2)
+    sock.connect(endpoint)
+    got = 0
+    t0 = None
+    while True:
+        parts = sock.recv_multipart(copy=False)
+        if t0 is None:
+            t0 = time.perf_counter()
+        if len(parts[1]) == 0:
+            break
+        got += 1
+    dt = time.perf_counter() - t0
+    sock.close()
+    ctx.term()
+    proc.join()
+    return _rate("bare pyzmq PUSH/PULL", size, got, n_frames, dt)
+
+
+def _rate(name: str, size: int, got: int, n: int, dt: float) -> dict[str, Any]:
+    nbytes = got * size * size * 2
+    return {
+        "path": name,
+        "size": f"{size}x{size}",
+        "frames": got,
+        "lost": n - got,
+        "seconds": dt,
+        "gb_per_s": nbytes / dt / 1e9,
+        "frames_per_s": got / dt,
+    }
+
+
+def bench_talbot(size: int, n_frames: int) -> tuple[dict[str, Any], list[float]]:
+    """FramePublisher -> StreamingReconstructor with retrieval and one live row; no volume."""
+    from beamline.stream import FrameReceiver, ScanEnd
+    from recon.streaming import StreamingReconstructor, StreamResult
+
+    class NoVolume(StreamingReconstructor):
+        def end(self, end: ScanEnd | None) -> StreamResult:
+            self.t_end = time.perf_counter()
+            if end is not None:
+                self.stats.frames_sent = end.frames_sent
+                self.stats.lost = [n for n in range(end.frames_sent) if n not in self._seen]
+            return StreamResult("", self.stats)
+
+    angles = n_frames // STEPS - 1
+    proc, endpoint = _spawn("talbot", size, n_frames, angles)
+    rx = FrameReceiver(endpoint, frame_bytes=size * size * 2)
+    rec = NoVolume(live_rows=(size // 2,))
+    first: list[float] = []
+    orig = rec.add_frame
+
+    def add_frame(*args: Any, **kw: Any) -> None:
+        if not first:
+            first.append(time.perf_counter())
+        orig(*args, **kw)
+
+    rec.add_frame = add_frame  # type: ignore[method-assign]
+    (result,) = rec.run(rx, idle_timeout_s=120)
+    rx.close()
+    proc.join()
+    dt = rec.t_end - first[0]
+    row = _rate("Talbot stream + retrieval + live row", size, result.stats.frames, n_frames, dt)
+    row["lost"] = len(result.stats.lost)
+    return row, rec.live_latency_s
+
+
+def bench_final_tiny() -> dict[str, Any]:
+    """Tiny preset replayed from a file: last frame (scan-end) to volume and to files."""
+    from beamline.scanfile import ScanFileWriter, ScanHeader
+    from beamline.stream import FramePublisher, FrameReceiver, ScanEnd
+    from recon.streaming import StreamingReconstructor, StreamResult
+    from sim.replay import replay
+    from sim.scan import simulate_scan
+
+    p = preset("tiny")
+    scan = simulate_scan(p, seed=0)
+    times: dict[str, float] = {}
+
+    class Timed(StreamingReconstructor):
+        def end(self, end: ScanEnd | None) -> StreamResult:
+            t0 = time.perf_counter()
+            out = self.out
+            self.out = None
+            result = super().end(end)
+            times["volume_s"] = time.perf_counter() - t0
+            if out is not None and result.volumes is not None:
+                from recon.output import write_recon
+
+                write_recon(out, result.volumes, result.projections)
+            times["volume_and_files_s"] = time.perf_counter() - t0
+            return result
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "scan.h5"
+        header = ScanHeader(uuid.uuid4().hex, p.model_dump_json(), STEPS, 1, p.detector.shape)
+        with ScanFileWriter(path, header) as w:
+            for i in range(len(scan.table)):
+                w.append(scan.frames[i], scan.table.rows[i])
+        for _ in range(2):  # the first run compiles
+            pub = FramePublisher(frame_bytes=scan.frames[0].nbytes)
+            rx = FrameReceiver(pub.endpoint, frame_bytes=scan.frames[0].nbytes)
+            th = threading.Thread(target=replay, args=(path, pub))
+            th.start()
+            Timed(out=Path(tmp) / "out").run(rx, idle_timeout_s=60)
+            th.join()
+            pub.close()
+            rx.close()
+    return {"case": "tiny 32x96, 90 angles x 5 steps", **times}
+
+
+def bench_final_scaled(rows: int, cols: int, angles: int) -> dict[str, Any]:
+    """Frames fed directly (no socket): last frame -> final volume for a rows x cols slab."""
+    from beamline.stream import FrameHeader, ScanStart
+    from recon.streaming import StreamingReconstructor
+
+    p = bench_preset(cols, angles, rows)
+    frames = stepping_frames(rows, cols)
+    rec = StreamingReconstructor(live_rows=(), center_offset_px=0.0)
+    uid = uuid.uuid4().hex
+    rec.start(ScanStart(uid, p, "uint16", (rows, cols)))
+    n_frames = (angles + 1) * STEPS
+    for n in range(n_frames):
+        t = _tags(n, angles)
+        h = FrameHeader(
+            uid,
+            n,
+            *(
+                int(t[k])
+                for k in ("image_key", "angle_index", "series_index", "step_index", "attempt")
+            ),
+            t["g2_position_m"],
+            t["rotation_deg"],
+            t["timestamp_s"],
+            t["ring_current_ma"],
+            "uint16",
+            (rows, cols),
+        )
+        rec.add_frame(h, frames[min(n // STEPS, 1), n % STEPS])
+    t0 = time.perf_counter()
+    result = rec.end(None)
+    dt = time.perf_counter() - t0
+    assert result.volumes is not None, result.error
+    full = dt * cols / rows
+    return {
+        "case": f"{rows} rows x {cols} cols, {angles} angles x {STEPS} steps",
+        "volume_s": dt,
+        "extrapolated_rows": cols,
+        "extrapolated_volume_s": full,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder")
+    args = parser.parse_args(argv)
+    print_header("frame stream: throughput, live latency, last frame to volume")
+    sizes = [(256, 400), (512, 200)] if args.quick else [(1024, 600), (2048, 200)]
+    rows: list[dict[str, Any]] = []
+    latency: dict[str, Any] = {}
+    for size, n in sizes:
+        n -= n % STEPS
+        rows.append(bench_bare(size, n))
+        row, lat = bench_talbot(size, n)
+        row["vs_bare"] = row["gb_per_s"] / rows[-1]["gb_per_s"]
+        rows.append(row)
+        if size in (1024, 256):
+            lat_s = np.asarray(lat[2:])  # the first ones include JIT compilation
+            latency = {
+                "size": f"{size}x{size}",
+                "updates": int(lat_s.size),
+                "median_ms": 1e3 * float(np.median(lat_s)),
+                "p95_ms": 1e3 * float(np.percentile(lat_s, 95)),
+                "max_ms": 1e3 * float(lat_s.max()),
+            }
+    print(
+        format_table(
+            rows,
+            [
+                ("path", "path", ""),
+                ("size", "frame", ""),
+                ("frames", "frames", ""),
+                ("lost", "lost", ""),
+                ("gb_per_s", "GB/s", ".2f"),
+                ("frames_per_s", "frames/s", ".0f"),
+                ("vs_bare", "vs bare", ".2f"),
+            ],
+        )
+    )
+    print(
+        f"\nlive slice latency ({latency['size']}, 1 row x 3 channels): median "
+        f"{latency['median_ms']:.1f} ms, p95 {latency['p95_ms']:.1f} ms, max "
+        f"{latency['max_ms']:.1f} ms over {latency['updates']} projections"
+    )
+    finals = [bench_final_tiny()]
+    scaled = (16, 256, 45) if args.quick else (64, 1024, 180)
+    finals.append(bench_final_scaled(*scaled))
+    for f in finals:
+        extra = (
+            f"; x{f['extrapolated_rows'] // int(f['case'].split()[0])} rows -> "
+            f"{f['extrapolated_volume_s']:.1f} s"
+            if "extrapolated_volume_s" in f
+            else ""
+        )
+        files = (
+            f" (with recon.h5 + PNG {f['volume_and_files_s']:.2f} s)"
+            if ("volume_and_files_s" in f)
+            else ""
+        )
+        print(f"last frame -> final volume, {f['case']}: {f['volume_s']:.2f} s{files}{extra}")
+    kwargs = {} if args.out is None else {"out_dir": args.out}
+    path = write_json(
+        "bench_stream" + ("_quick" if args.quick else ""),
+        {"throughput": rows, "live_latency": latency, "final_volume": finals},
+        **kwargs,
+    )
+    print(f"\nresults: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

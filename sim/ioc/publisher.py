@@ -1,0 +1,133 @@
+"""Publishes every frame the simulated detector writes on the frame stream (DESIGN §3.2).
+
+The scan file is written first; then the frame goes to a bounded queue that a worker thread drains
+into a ``beamline.stream.FramePublisher`` (ZeroMQ sockets are not thread-safe, so the socket lives
+in that thread only). The IOC's event loop never waits on a slow or absent consumer: when the queue
+is full the frame is not published (counted in ``dropped``); the reconstructor recovers it from the
+scan file, which stays the source of truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from beamline.config import Preset
+from beamline.stream import FramePublisher, StreamTimeout
+from sim.ioc.filewriter import WrittenFrame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Frame:
+    scan_uid: str
+    frame: NDArray[np.generic]
+    row: dict[str, Any]
+    number: int
+
+
+class FrameStreamHook:
+    """A detector frame hook (and capture-end hook) that publishes on a PUSH socket it binds."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        preset: Preset,
+        *,
+        queue_frames: int = 64,
+        send_timeout_s: float = 10.0,
+        allow_remote: bool = False,
+    ) -> None:
+        if queue_frames < 1:
+            raise ValueError(f"queue_frames must be >= 1, got {queue_frames}")
+        self.preset = preset
+        self.dropped = 0
+        self.published = 0
+        self._queue: queue.Queue[_Frame | str | None] = queue.Queue(maxsize=queue_frames)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.endpoint = ""
+        rows, cols = preset.detector.shape
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(endpoint, rows * cols * 2, send_timeout_s, allow_remote),
+            name="frame-stream",
+            daemon=True,
+        )
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    # -- called from the IOC's event loop (never blocks) -------------------------------------
+    def on_frame(self, written: WrittenFrame) -> None:
+        """Queue a written frame for publication."""
+        event = written.event
+        item = _Frame(written.scan_uid, event.frame, dict(written.row), written.frame_number)
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+            log.warning("frame %d not published: stream queue full", written.frame_number)
+
+    def on_capture_end(self) -> None:
+        """Queue the end of the current scan (the scan file was closed)."""
+        try:
+            self._queue.put_nowait("end")
+        except queue.Full:
+            log.warning("scan-end not published: stream queue full")
+
+    def close(self) -> None:
+        """Send what is queued (scan-end included), then close the socket."""
+        self._queue.put("end")
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    # -- worker thread -----------------------------------------------------------------------
+    def _run(self, endpoint: str, frame_bytes: int, timeout_s: float, allow_remote: bool) -> None:
+        try:
+            pub = FramePublisher(
+                endpoint,
+                frame_bytes=frame_bytes,
+                send_timeout_s=timeout_s,
+                allow_remote=allow_remote,
+            )
+        except BaseException as exc:  # reported to the constructor
+            self._error = exc
+            self._ready.set()
+            return
+        self.endpoint = pub.endpoint
+        self._ready.set()
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    break
+                try:
+                    self._send(pub, item)
+                except StreamTimeout as exc:
+                    self.dropped += 1
+                    log.warning("frame stream: %s", exc)
+        finally:
+            pub.close(linger_s=2)
+
+    def _send(self, pub: FramePublisher, item: _Frame | str) -> None:
+        if isinstance(item, str):  # "end"
+            if pub.scan is not None:
+                pub.end_scan()
+            return
+        if pub.scan is None or pub.scan.scan_uid != item.scan_uid:
+            if pub.scan is not None:
+                pub.end_scan()
+            pub.start_scan(item.scan_uid, self.preset, first_frame=item.number)
+        if pub.publish(item.frame, item.row, frame_number=item.number):
+            self.published += 1
+        else:
+            self.dropped += 1
