@@ -11,9 +11,12 @@ Wiring (``beamline/cli.py``)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 #: Sub-commands added by ``add_parsers``.
 COMMANDS = ("replay", "recon", "reconstruct")
@@ -126,6 +129,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(result: Any, out: Path) -> None:
+    """Print a scan's summary and keep its figures in ``out/stream.json``."""
+    print(result.summary(), flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "scan_uid": result.scan_uid,
+        "stats": dataclasses.asdict(result.stats),
+        "timings_s": result.timings_s,
+        "files": result.files,
+        "error": result.error,
+    }
+    (out / "stream.json").write_text(json.dumps(record, indent=2))
+
+
 def cmd_recon(args: argparse.Namespace) -> int:
     """``talbot recon``."""
     from beamline.stream import FrameReceiver, LivePublisher
@@ -165,7 +182,7 @@ def cmd_recon(args: argparse.Namespace) -> int:
             receiver,
             catch_up=args.file,
             scans=args.scans,
-            on_result=lambda r: print(r.summary(), flush=True),
+            on_result=lambda r: _report(r, args.out),
         )
     finally:
         receiver.close()

@@ -139,6 +139,9 @@ class StreamResult:
     volumes: Volumes | None = None
     files: list[str] = field(default_factory=list)
     error: str = ""
+    #: "last_frame_to_volume_s": from the last frame's arrival to the written volume;
+    #: "finalize_s": from the end of the scan (scan-end or its absence) to the written volume
+    timings_s: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         """Human-readable report (what ``talbot recon`` prints)."""
@@ -148,6 +151,10 @@ class StreamResult:
                 f"  volume {self.volumes.delta.shape} (z, y, x), voxel "
                 f"{self.volumes.voxel_size_m * 1e6:.3g} um, centre "
                 f"{self.volumes.center_offset_px:+.2f} px"
+            )
+        if self.timings_s:
+            lines.append(
+                "  timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.timings_s.items())
             )
         if self.files:
             lines.append("  wrote: " + ", ".join(self.files))
@@ -272,6 +279,7 @@ class StreamingReconstructor:
     ) -> None:
         """Apply one frame (rows, columns) of the current scan; never raises on bad input."""
         t_arrival = time.perf_counter()
+        self._t_last_frame = t_arrival
         if self.scan is None or header.scan_uid != self.scan.scan_uid:
             self.stats.foreign += 1
             return
@@ -528,6 +536,7 @@ class StreamingReconstructor:
         """Close the scan: count losses, re-finalise every projection, reconstruct, write."""
         if self.scan is None:
             raise RuntimeError("end() without a scan in progress")
+        t_end = time.perf_counter()
         uid = self.scan.scan_uid
         if end is not None:
             self.stats.frames_sent = end.frames_sent
@@ -556,6 +565,11 @@ class StreamingReconstructor:
             result.files = write_recon(
                 self.out, result.volumes, result.projections if self.write_projections else None
             )
+        t_done = time.perf_counter()
+        result.timings_s = {
+            "last_frame_to_volume_s": t_done - getattr(self, "_t_last_frame", t_end),
+            "finalize_s": t_done - t_end,
+        }
         self.scan = None
         self.stats = StreamStats()
         return result
