@@ -97,7 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from beamline.demo import run_demo
 
-        report = run_demo(config, out=args.out, seed=args.seed, noise=not args.noise_free)
+        try:
+            report = run_demo(config, out=args.out, seed=args.seed, noise=not args.noise_free)
+        except ConfigError as exc:
+            parser.error(str(exc))
         print(report.summary())
         return 0
     parser.error(f"unknown command {args.command!r}")

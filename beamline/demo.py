@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from beamline.config import Preset
-from recon.output import write_projections as _write_projections
-from recon.output import write_volumes as _write_volumes
-from recon.pipeline import reconstruct_volumes, retrieve_projections
+from beamline.config import ConfigError, Preset
+from recon.output import volumes_dict, write_projections, write_volumes
+from recon.pipeline import Volumes, reconstruct_volumes, retrieve_projections
 from sim.phantom import BonePhantom
 from sim.scan import simulate_scan
 
@@ -192,33 +191,24 @@ def _figures(
     return written
 
 
-def run_demo(preset: Preset, out: Path, seed: int = 0, noise: bool = True) -> DemoReport:
-    """Simulate, reconstruct, score against the truth and write the results into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    scan = simulate_scan(preset, seed=seed, noise=noise)
-    timings["simulate"] = time.perf_counter() - t0
-
-    geometry = preset.geometry
-    t0 = time.perf_counter()
-    projections = retrieve_projections(scan.frames, scan.table, geometry)
-    timings["retrieve"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    volumes = reconstruct_volumes(projections, geometry)
-    timings["reconstruct"] = time.perf_counter() - t0
-
-    voxel = geometry.pixel_size_m
+def score_and_write(
+    out: Path,
+    preset: Preset,
+    phantom: BonePhantom,
+    volumes: Volumes,
+    timings: dict[str, float],
+    *,
+    files: list[str],
+) -> DemoReport:
+    """Voxelize the truth on the volumes' grid, write ``truth.h5``, the figures and
+    ``metrics.json``, and return the quality figures (volumes already written by the caller)."""
+    voxel = volumes.voxel_size_m
     shape = volumes.delta.shape
     t0 = time.perf_counter()
-    truth = scan.phantom.voxelize(shape, voxel)
-    masks = scan.phantom.region_masks(shape, voxel)
+    truth = phantom.voxelize(shape, voxel)
+    masks = phantom.region_masks(shape, voxel)
     timings["truth"] = time.perf_counter() - t0
-
-    recon = {"delta": volumes.delta, "mu": volumes.mu, "darkfield": volumes.darkfield}
-    _write_volumes(out / "recon.h5", recon, voxel)
-    _write_projections(out / "recon.h5", projections)
-    _write_volumes(out / "truth.h5", truth, voxel)
+    write_volumes(out / "truth.h5", truth, voxel)
 
     matrix, halo = masks["matrix"], masks["halo"]
     d_true = float(truth["delta"][matrix].mean())
@@ -230,11 +220,11 @@ def run_demo(preset: Preset, out: Path, seed: int = 0, noise: bool = True) -> De
     mu_mean = float(volumes.mu[matrix].mean())
     rod = truth["delta"] > 0.5 * d_true
     rmse = float(np.sqrt(np.mean((volumes.delta[rod] - truth["delta"][rod]) ** 2)))
-    per_density = delta_per_density(geometry.wavelength_m)
+    per_density = delta_per_density(preset.geometry.wavelength_m)
 
-    files = ["recon.h5", "truth.h5"]
+    recon = {"delta": volumes.delta, "mu": volumes.mu, "darkfield": volumes.darkfield}
     t0 = time.perf_counter()
-    files += _figures(out, recon, truth, masks, scan.phantom, voxel, d_true)
+    figures = _figures(out, recon, truth, masks, phantom, voxel, d_true)
     timings["figures"] = time.perf_counter() - t0
     report = DemoReport(
         preset=preset.name,
@@ -255,7 +245,41 @@ def run_demo(preset: Preset, out: Path, seed: int = 0, noise: bool = True) -> De
         mu_matrix_bias_pct=100 * (mu_mean / mu_true - 1),
         delta_rmse_in_rod=rmse,
         timings_s=timings,
-        files=[*files, "metrics.json"],
+        files=[*files, "truth.h5", *figures, "metrics.json"],
     )
     (out / "metrics.json").write_text(json.dumps(asdict(report), indent=2))
     return report
+
+
+#: Raw frames the offline demo may hold in memory [bytes].
+OFFLINE_FRAME_BUDGET = 4 * 2**30
+
+
+def run_demo(preset: Preset, out: Path, seed: int = 0, noise: bool = True) -> DemoReport:
+    """Offline: simulate in memory, reconstruct, score against the truth, write into ``out``."""
+    rows, cols = preset.detector.shape
+    sched = preset.schedule
+    series = sched.angles + sched.angles // sched.reference_every + 2
+    need = (series * sched.steps + sched.darks) * rows * cols * 8
+    if need > OFFLINE_FRAME_BUDGET:
+        raise ConfigError(
+            f"preset {preset.name!r}: the offline demo would hold {need / 2**30:.0f} GiB of frames "
+            f"in memory (limit {OFFLINE_FRAME_BUDGET / 2**30:.0f} GiB); run the whole system "
+            "(talbot demo without --offline), which streams the frames"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    scan = simulate_scan(preset, seed=seed, noise=noise)
+    timings["simulate"] = time.perf_counter() - t0
+
+    geometry = preset.geometry
+    t0 = time.perf_counter()
+    projections = retrieve_projections(scan.frames, scan.table, geometry)
+    timings["retrieve"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    volumes = reconstruct_volumes(projections, geometry)
+    timings["reconstruct"] = time.perf_counter() - t0
+    write_volumes(out / "recon.h5", volumes_dict(volumes), volumes.voxel_size_m)
+    write_projections(out / "recon.h5", projections)
+    return score_and_write(out, preset, scan.phantom, volumes, timings, files=["recon.h5"])
