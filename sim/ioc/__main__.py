@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 
-from beamline.config import ConfigError, preset
+from beamline.config import ConfigError, load_profile, preset
 from beamline.pvnames import SIM_PVNAMES, PVNameError, load_pvnames
 from sim.ioc.server import build_beamline, serve
 
@@ -20,7 +20,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prefix", default=None, help="global PV prefix (default TALBOT:)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback)")
     parser.add_argument("--port", type=int, default=5064, help="CA server port (default 5064)")
-    parser.add_argument("--profile", default=None, help="TOML profile with a [pvs] table")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="TOML profile: preset overrides and a [pvs] table (wins over --preset)",
+    )
     parser.add_argument("--preset", default="tiny", help="geometry preset (tiny, full)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (noise)")
     parser.add_argument(
@@ -42,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         pvs = load_pvnames(args.profile) if args.profile else SIM_PVNAMES
         if args.prefix is not None:
             pvs = pvs.with_prefix(args.prefix)
-        config = preset(args.preset)
+        config = load_profile(args.profile) if args.profile else preset(args.preset)
     except (PVNameError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
