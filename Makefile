@@ -27,8 +27,11 @@ typecheck: $(STAMP)
 layers: $(STAMP)
 	$(BIN)/lint-imports
 
+# The RunEngine session tests run in a process of their own: pyepics may crash when PVs of
+# devices destroyed by earlier tests are garbage-collected while new ones connect.
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest --ignore=tests/beamline/test_session.py
+	$(BIN)/pytest tests/beamline/test_session.py
 
 test: lint typecheck layers pytest
 

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from beamline import stream_cli
+from beamline import scan_cli, stream_cli
 from beamline.config import PRESETS, ConfigError, Preset, load_profile, preset
 
 
@@ -55,18 +55,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="simulate a phase-stepping CT of the bone phantom and reconstruct it",
+        help="run a simulated phase-stepping CT of the bone phantom through the whole system",
         description=(
-            "Simulate a whole phase-stepping CT scan of the analytic bone phantom, reconstruct "
-            "delta, mu and dark-field, and write recon.h5, truth.h5 and PNG figures into --out. "
-            "Prints the quality figures measured against the ground truth."
+            "Start the simulated beamline and the streaming reconstructor on loopback, run a "
+            "phase-stepping CT of the analytic bone phantom through bluesky over Channel Access, "
+            "stream the frames into the reconstructor, and write the raw scan file and documents "
+            "(data/), recon.h5, truth.h5 and PNG figures into --out. Prints the quality figures "
+            "measured against the ground truth and the timings; stops every process it started. "
+            "--offline simulates and reconstructs in memory instead (no services, seconds)."
         ),
     )
     _add_preset_arguments(demo)
     demo.add_argument("--out", type=Path, required=True, help="output directory (created)")
     demo.add_argument("--seed", type=_positive_int, default=0, help="random seed (default 0)")
     demo.add_argument(
-        "--noise-free", action="store_true", help="no photon, read or step noise (checks)"
+        "--offline",
+        action="store_true",
+        help="simulate and reconstruct in memory, without the beamline server and the stream",
+    )
+    demo.add_argument(
+        "--noise-free",
+        action="store_true",
+        help="with --offline: no photon, read or step noise (checks)",
     )
     sim = sub.add_parser(
         "sim",
@@ -75,8 +85,63 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     stream_cli.add_parsers(sub)
+    scan_cli.add_scan_parser(sub)
+    scan_cli.add_align_parser(sub)
+    shell = sub.add_parser(
+        "shell",
+        help="IPython session with RE, the devices, the plans and the configuration loaded",
+        description="Interactive operator session (IPython when installed, else the Python REPL).",
+    )
+    shell.add_argument(
+        "--profile-name",
+        dest="session_profile",
+        default=None,
+        help="preset name (tiny, full) or TOML profile with [pvs] (default tiny)",
+    )
+    shell.add_argument("--data-dir", type=Path, default=Path("data"), help="scan files go here")
     del sim  # its options belong to sim.ioc (main() hands the arguments over unparsed)
     return parser
+
+
+def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace, config: Preset) -> int:
+    if args.noise_free and not args.offline:
+        parser.error("--noise-free needs --offline (the simulated detector is always noisy)")
+    if args.offline:
+        from beamline.demo import run_demo
+
+        try:
+            report = run_demo(config, out=args.out, seed=args.seed, noise=not args.noise_free)
+        except ConfigError as exc:
+            parser.error(str(exc))
+    else:
+        from beamline.system_demo import DemoError, run_system_demo
+
+        try:
+            report = run_system_demo(config, args.out, seed=args.seed, profile=args.profile)
+        except DemoError as exc:
+            print(f"talbot demo: {exc}", file=sys.stderr)
+            return 1
+    print(report.summary())
+    return 0
+
+
+def _shell(args: argparse.Namespace) -> int:
+    from beamline.session import make_session, shell_namespace
+
+    session = make_session(args.session_profile, args.data_dir, progress_bar=True)
+    namespace = shell_namespace(session)
+    banner = "Talbot session: " + ", ".join(sorted(k for k in namespace if not k.startswith("_")))
+    try:
+        from IPython import start_ipython
+    except ImportError:
+        import code
+
+        code.interact(banner=banner, local=namespace)
+    else:
+        print(banner)
+        start_ipython(argv=[], user_ns=namespace)
+    session.close()
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,19 +155,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(args_list)
     if args.command in stream_cli.COMMANDS:
         return stream_cli.handle(args)
+    if args.command == "scan":
+        return scan_cli.run_scan(args)
+    if args.command == "align":
+        return scan_cli.run_align(args)
+    if args.command == "shell":
+        return _shell(args)
     try:
         config = _load(args)
     except ConfigError as exc:
         parser.error(str(exc))
     if args.command == "demo":
-        from beamline.demo import run_demo
-
-        try:
-            report = run_demo(config, out=args.out, seed=args.seed, noise=not args.noise_free)
-        except ConfigError as exc:
-            parser.error(str(exc))
-        print(report.summary())
-        return 0
+        return _demo(parser, args, config)
     parser.error(f"unknown command {args.command!r}")
     return 2  # pragma: no cover - parser.error exits
 

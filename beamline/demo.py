@@ -63,6 +63,11 @@ class DemoReport:
     delta_rmse_in_rod: float
     timings_s: dict[str, float] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    stream: dict[str, int] = field(default_factory=dict)  # frame-stream counts (whole system)
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain JSON-able dictionary (what ``metrics.json`` holds)."""
+        return asdict(self)
 
     def summary(self) -> str:
         """Human-readable summary (what the CLI prints)."""
@@ -82,8 +87,10 @@ class DemoReport:
             f"{self.mu_matrix_true_per_m:.1f} 1/m  (bias {self.mu_matrix_bias_pct:+.2f} %)",
             f"  delta RMSE in rod    {self.delta_rmse_in_rod:.2e}",
             "  timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()),
-            "  wrote: " + ", ".join(self.files),
         ]
+        if self.stream:
+            lines.append("  frame stream: " + ", ".join(f"{k} {v}" for k, v in self.stream.items()))
+        lines.append("  wrote: " + ", ".join(self.files))
         return "\n".join(lines)
 
 
@@ -247,7 +254,7 @@ def score_and_write(
         timings_s=timings,
         files=[*files, "truth.h5", *figures, "metrics.json"],
     )
-    (out / "metrics.json").write_text(json.dumps(asdict(report), indent=2))
+    (out / "metrics.json").write_text(json.dumps(report.as_dict(), indent=2))
     return report
 
 

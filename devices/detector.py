@@ -73,17 +73,24 @@ class TalbotDetector(SingleTrigger, DetectorBase):
             time.sleep(0.01)
 
     def trigger(self) -> DeviceStatus:
-        """Take one frame; the status completes when ``Acquire_RBV`` falls (frame written).
+        """Take one frame; the status completes when the put of ``Acquire = 1`` completes,
+        which areaDetector does at the end of the acquisition.
 
-        As stock ``SingleTrigger.trigger``, but the status is held locally: stock code returns
-        ``self._status``, which the monitor thread clears when a short frame ends before
-        ``trigger`` returns (it then returns None).
+        Stock ``SingleTrigger.trigger`` waits for the 1 -> 0 edge of ``Acquire`` in monitors
+        instead; Channel Access may drop the intermediate 1 under flow control, and the stock code
+        also returns ``self._status``, which the monitor thread clears when a short frame ends
+        before ``trigger`` returns. Put-completion has neither problem.
         """
         if self._staged != Staged.yes:
             raise RuntimeError(f"{self.name} is not staged; call stage() before trigger()")
         status = self._status_type(self)
-        self._status = status
-        self._acquisition_signal.put(1, wait=False)
+        self._status = None  # the stock monitor callback leaves a None status alone
+
+        def acquired(*args: Any, **kwargs: Any) -> None:
+            if not status.done:
+                status.set_finished()
+
+        self._acquisition_signal.put(1, use_complete=True, callback=acquired)
         self.generate_datum(self._image_name, time.time(), {})
         return status
 

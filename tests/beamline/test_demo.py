@@ -1,4 +1,6 @@
-"""The offline main job (`talbot demo`) end to end, and the CLI's handling of bad arguments."""
+"""`talbot demo --offline` end to end (in memory, in this process), and the CLI's handling of
+bad arguments. The whole-system demo runs in tests/beamline/test_system_demo.py (a subprocess:
+it configures its own Channel Access client)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ NAMES = {"delta": "1", "mu": "1/m", "darkfield": "1/m"}
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--preset", "tiny", "--out", str(out), "--seed", "1"]) == 0
+    assert main(["demo", "--offline", "--preset", "tiny", "--out", str(out), "--seed", "1"]) == 0
     return out
 
 
@@ -56,6 +58,7 @@ def test_demo_prints_and_saves_quality_figures(demo_out: Path) -> None:
         (["demo", "--out", "x", "--preset", "huge"], "--preset"),
         (["demo"], "--out"),
         (["demo", "--out", "x", "--seed", "-3"], "--seed"),
+        (["demo", "--out", "x", "--noise-free"], "--offline"),
         (["bogus"], "COMMAND"),
     ],
 )
@@ -74,7 +77,7 @@ def test_bad_profile_exits_2_naming_the_parameter(
     profile = tmp_path / "bad.toml"
     profile.write_text("[geometry]\ng2_pitch_m = 3e-6\n")
     with pytest.raises(SystemExit) as exc:
-        main(["demo", "--out", str(tmp_path / "o"), "--profile", str(profile)])
+        main(["demo", "--offline", "--out", str(tmp_path / "o"), "--profile", str(profile)])
     assert exc.value.code == 2
     assert "g2_pitch_m" in capsys.readouterr().err
 

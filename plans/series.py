@@ -1,0 +1,293 @@
+"""Phase-stepping, reference and dark series: the atomic, re-takeable units of a scan.
+
+These are plan *stubs*: they do not open a run (``phase_stepping_ct`` and the alignment plans do).
+Every series starts with exactly one ``checkpoint`` and contains none inside, so a suspension
+(beam dump) or a pause rewinds to the start of the series and the RunEngine re-takes the whole
+series (DESIGN §3.4); :class:`plans.attempts.SeriesAttempts` gives the re-take ``attempt + 1``.
+
+Per frame the plan writes the scan tags (frame type, angle index, series index, step index) while
+the stepped grating moves, then triggers and reads the detector(s) with the grating readback,
+the rotation and sample readbacks, the ring current and the tags (event stream ``primary`` for
+projections, ``reference`` and ``dark`` for the others). Stepping follows Weitkamp et al.,
+Opt. Express 13, 6296 (2005): M steps over ``periods`` grating periods, end point excluded,
+always approached from below (backlash: the grating first goes ``backlash_um`` below the first
+step).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from bluesky import plan_stubs as bps
+from bluesky import preprocessors as bpp
+from bluesky.utils import MsgGenerator
+from ophyd import EpicsMotor
+
+from devices.interferometer import Interferometer
+from devices.motors import step_positions
+from plans.attempts import SeriesAttempts
+
+FrameType = Literal["projection", "reference", "dark"]
+Grating = Literal["g2", "g0"]
+
+#: Event stream of each frame type.
+STREAMS: dict[str, str] = {"projection": "primary", "reference": "reference", "dark": "dark"}
+
+#: Length limit of the ScanUid tag PV (a CA string).
+MAX_SCAN_UID = 39
+
+
+def check_positive(name: str, value: float) -> float:
+    """``value`` as float; ValueError naming ``name`` unless it is finite and > 0."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number > 0, got {value!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return v
+
+
+def check_count(name: str, value: int, minimum: int) -> int:
+    """``value`` as int; ValueError naming ``name`` unless it is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def stepping_axis(ifm: Interferometer, grating: Grating) -> EpicsMotor:
+    """The motor that steps the phase: the G2 piezo x (um) or the G0 stage x (um)."""
+    if grating == "g2":
+        return ifm.g2.x
+    if grating == "g0":
+        return ifm.g0.x
+    raise ValueError(f"grating must be 'g2' or 'g0', got {grating!r}")
+
+
+def series_positions_um(
+    *, steps: int, periods: int, period_um: float, start_um: float
+) -> list[float]:
+    """Step positions [um]: ``start_um + k periods period_um / steps``, k = 0..steps-1."""
+    check_count("steps", steps, 3)
+    check_count("periods", periods, 1)
+    check_positive("period_um", period_um)
+    if not math.isfinite(float(start_um)):
+        raise ValueError(f"start_um must be finite, got {start_um!r}")
+    if periods > 1 and math.gcd(steps, periods) != 1:
+        raise ValueError(f"steps={steps} and periods={periods} must be coprime (phases repeat)")
+    return step_positions(steps, periods, float(start_um), float(period_um))
+
+
+def _readables(ifm: Interferometer, detectors: Sequence[Any], axis: EpicsMotor) -> list[Any]:
+    return [*detectors, axis, ifm.rotation, ifm.sample, ifm.beam, ifm.tags]
+
+
+def _check_detectors(detectors: Sequence[Any]) -> list[Any]:
+    dets = list(detectors)
+    for det in dets:
+        if not (hasattr(det, "trigger") and hasattr(det, "read")):
+            raise ValueError(f"detectors must be triggerable readables, got {det!r}")
+    return dets
+
+
+def _tag_puts(
+    ifm: Interferometer,
+    group: str,
+    *,
+    frame_type: FrameType,
+    angle_index: int,
+    series_index: int,
+    step_index: int,
+) -> MsgGenerator[None]:
+    tags = ifm.tags
+    yield from bps.abs_set(tags.frame_type, frame_type, group=group)
+    yield from bps.abs_set(tags.angle_index, angle_index, group=group)
+    yield from bps.abs_set(tags.series_index, series_index, group=group)
+    yield from bps.abs_set(tags.step_index, step_index, group=group)
+
+
+def _series_start(
+    ifm: Interferometer,
+    attempts: SeriesAttempts,
+    key: tuple[str, int],
+    scan_uid: str | None,
+    group: str,
+) -> MsgGenerator[None]:
+    """The checkpoint and what must be re-executed on every take (attempt bump first)."""
+    yield from bps.checkpoint()
+    yield from bps.abs_set(attempts, key, group=group)
+    if scan_uid is not None:
+        yield from bps.abs_set(ifm.tags.scan_uid, scan_uid, group=group)
+
+
+def phase_stepping_series(
+    ifm: Interferometer,
+    detectors: Sequence[Any],
+    *,
+    steps: int,
+    period_um: float,
+    start_um: float,
+    periods: int = 1,
+    frame_type: Literal["projection", "reference"] = "projection",
+    angle_index: int = -1,
+    series_index: int = -1,
+    grating: Grating = "g2",
+    backlash_um: float | None = None,
+    attempts: SeriesAttempts | None = None,
+    scan_uid: str | None = None,
+    setup: Callable[[str], MsgGenerator[Any]] | None = None,
+) -> MsgGenerator[None]:
+    """One phase-stepping series (stub, no run): checkpoint, then M tagged frames.
+
+    Parameters
+    ----------
+    ifm, detectors
+        The interferometer device and the detector(s) to trigger and read at every step.
+    steps, periods, period_um, start_um
+        M >= 3 steps over ``periods`` grating periods of ``period_um`` [um] from ``start_um`` [um]
+        (the stepped grating's user coordinate).
+    frame_type, angle_index, series_index
+        Tags: a projection carries its angle index (series -1), a reference its series index.
+    grating
+        ``"g2"`` (analyser piezo, default) or ``"g0"`` (source grating, Talbot-Lau).
+    backlash_um
+        The grating first moves this far [um] below the first step (default one step).
+    attempts
+        Re-take counter shared by a scan (a fresh one by default).
+    scan_uid
+        Written to the ScanUid tag at the start of the series when given.
+    setup
+        ``setup(group)``: plan run right after the checkpoint (e.g. move the sample out, in the
+        status group ``group`` that is waited on before the first step); a re-take repeats it.
+    """
+    dets = _check_detectors(detectors)
+    positions = series_positions_um(
+        steps=steps, periods=periods, period_um=period_um, start_um=start_um
+    )
+    step_um = periods * float(period_um) / steps
+    backlash = step_um if backlash_um is None else float(backlash_um)
+    if not (math.isfinite(backlash) and backlash >= 0):
+        raise ValueError(f"backlash_um must be >= 0, got {backlash_um!r}")
+    if frame_type == "projection":
+        check_count("angle_index", angle_index, 0)
+        key = ("projection", angle_index)
+    elif frame_type == "reference":
+        check_count("series_index", series_index, 0)
+        key = ("reference", series_index)
+    else:
+        raise ValueError(f"frame_type must be 'projection' or 'reference', got {frame_type!r}")
+    if scan_uid is not None and len(scan_uid) > MAX_SCAN_UID:
+        raise ValueError(f"scan_uid must have at most {MAX_SCAN_UID} characters, got {scan_uid!r}")
+    axis = stepping_axis(ifm, grating)
+    counter = attempts if attempts is not None else SeriesAttempts(ifm.tags.attempt)
+    readables = _readables(ifm, dets, axis)
+    stream = STREAMS[frame_type]
+    tags = {"frame_type": frame_type, "angle_index": angle_index, "series_index": series_index}
+
+    def body() -> MsgGenerator[None]:
+        group = f"series-{uuid.uuid4().hex[:8]}"
+        yield from _series_start(ifm, counter, key, scan_uid, group)
+        yield from bps.abs_set(axis, positions[0] - backlash, group=group)
+        if setup is not None:
+            yield from setup(group)
+        yield from bps.wait(group)
+        for k, x in enumerate(positions):
+            step_group = f"{group}-{k}"
+            yield from bps.abs_set(axis, x, group=step_group)
+            yield from _tag_puts(ifm, step_group, step_index=k, **tags)  # type: ignore[arg-type]
+            yield from bps.wait(step_group)
+            yield from bps.trigger_and_read(readables, name=stream)
+
+    return body()
+
+
+def _restoring(
+    body: MsgGenerator[None], signal: Any, mover: Any, transform: Callable[[Any], Any]
+) -> MsgGenerator[None]:
+    """Run ``body``; afterwards (whatever happens) put ``mover`` back where ``signal`` said."""
+    before = yield from bps.rd(signal, default_value=None)
+
+    def restore() -> MsgGenerator[None]:
+        if before is not None:
+            yield from bps.mv(mover, transform(before))
+
+    return (yield from bpp.finalize_wrapper(body, restore()))
+
+
+def reference_series(
+    ifm: Interferometer,
+    detectors: Sequence[Any],
+    *,
+    series_index: int,
+    steps: int,
+    period_um: float,
+    start_um: float,
+    periods: int = 1,
+    grating: Grating = "g2",
+    backlash_um: float | None = None,
+    attempts: SeriesAttempts | None = None,
+    scan_uid: str | None = None,
+) -> MsgGenerator[None]:
+    """A reference (flat) phase-stepping series with the sample out of the beam (stub, no run).
+
+    The sample goes out after the series' checkpoint (so a re-take repeats it) and back to the
+    position it had before [mm] afterwards, whatever happens. Arguments as
+    :func:`phase_stepping_series`.
+    """
+    series = phase_stepping_series(
+        ifm,
+        detectors,
+        steps=steps,
+        period_um=period_um,
+        start_um=start_um,
+        periods=periods,
+        frame_type="reference",
+        series_index=series_index,
+        grating=grating,
+        backlash_um=backlash_um,
+        attempts=attempts,
+        scan_uid=scan_uid,
+        setup=lambda group: bps.abs_set(ifm.sample, "out", group=group),
+    )
+    return _restoring(series, ifm.sample.x.user_setpoint, ifm.sample, float)
+
+
+def dark_series(
+    ifm: Interferometer,
+    detectors: Sequence[Any],
+    *,
+    frames: int,
+    attempts: SeriesAttempts | None = None,
+    scan_uid: str | None = None,
+) -> MsgGenerator[None]:
+    """``frames`` dark frames with the shutter closed (stub, no run); shutter restored after.
+
+    Tags: frame type dark, angle, series and step index -1; event stream ``dark``.
+    """
+    dets = _check_detectors(detectors)
+    check_count("frames", frames, 1)
+    if scan_uid is not None and len(scan_uid) > MAX_SCAN_UID:
+        raise ValueError(f"scan_uid must have at most {MAX_SCAN_UID} characters, got {scan_uid!r}")
+    counter = attempts if attempts is not None else SeriesAttempts(ifm.tags.attempt)
+    readables = _readables(ifm, dets, ifm.g2.x)
+
+    def body() -> MsgGenerator[None]:
+        group = f"dark-{uuid.uuid4().hex[:8]}"
+        yield from _series_start(ifm, counter, ("dark", 0), scan_uid, group)
+        yield from _tag_puts(
+            ifm, group, frame_type="dark", angle_index=-1, series_index=-1, step_index=-1
+        )
+        yield from bps.abs_set(ifm.shutter, "close", group=group)
+        yield from bps.wait(group)
+        for _ in range(frames):
+            yield from bps.trigger_and_read(readables, name=STREAMS["dark"])
+
+    def shutter_command(state: Any) -> str:
+        return "open" if str(state) == "Open" else "close"
+
+    return _restoring(body(), ifm.shutter.state, ifm.shutter, shutter_command)

@@ -1,0 +1,253 @@
+"""The RunEngine session against the simulated beamline: documents, status PVs, beam dumps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import epics
+import numpy as np
+import pytest
+from bluesky.utils import Msg
+
+from beamline.config import Preset
+from beamline.scanfile import ImageKey, ScanFileContents, read_scan
+from beamline.session import (
+    ScanStatusReporter,
+    Session,
+    SuspendShutterClosed,
+    make_session,
+    read_run,
+    shell_namespace,
+)
+from plans import frames_planned
+from recon.pipeline import retrieve_projections
+from tests.conftest import IocHandle
+
+EXPOSURE_S = 0.03
+
+
+def _poll(predicate: Any, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        epics.ca.poll(0.01)
+
+
+@pytest.fixture
+def session(sim_ioc: IocHandle, tmp_path: Path) -> Iterator[Session]:
+    s = make_session(
+        "tiny", tmp_path / "data", pvs=sim_ioc.pvs, suspend_sleep_s=0.0,
+        beam_floor_ma=50.0, beam_resume_ma=150.0,
+    )  # fmt: skip
+    assert [d.name for d in s.detectors] == ["det"]
+    epics.caput(sim_ioc.pv("sample", "X"), 0.0, wait=True)
+    epics.caput(sim_ioc.pv("rotation"), 0.0, wait=True)
+    yield s
+    s.close()
+
+
+def _scan_file(run: Any) -> ScanFileContents:
+    (path,) = run.file_paths()
+    return read_scan(path)
+
+
+def _frames_by_series(run: Any) -> dict[tuple[str, int, int], list[int]]:
+    """(frame type, angle or series index, attempt) -> step indices, in event order."""
+    out: dict[tuple[str, int, int], list[int]] = {}
+    for stream in run.streams():
+        t = run.table(stream)
+        for ft, a, s, k, att in zip(
+            t["ifm_tags_frame_type"], t["ifm_tags_angle_index"], t["ifm_tags_series_index"],
+            t["ifm_tags_step_index"], t["ifm_tags_attempt"], strict=True,
+        ):  # fmt: skip
+            index = int(a) if ft == "projection" else int(s)
+            out.setdefault((str(ft), index, int(att)), []).append(int(k))
+    return out
+
+
+def test_ct_run_documents_status_and_restore(session: Session, sim_ioc: IocHandle) -> None:
+    RE, ifm = session.RE, session.ifm
+    ifm.shutter.close().wait(timeout=5)
+    plan = session.ct(
+        angles=2, reference_every=2, steps=3, darks=2, exposure_s=EXPOSURE_S, start_um=10.0
+    )
+    (uid,) = RE(plan)
+    run = read_run(session.data_dir)
+    assert run.uid == uid
+    assert run.stop is not None
+    assert run.stop["exit_status"] == "success"
+    assert Preset.model_validate_json(run.start["preset_json"]) == session.preset
+    assert run.streams() == ["dark", "primary", "reference"]
+    series = _frames_by_series(run)
+    assert series == {
+        ("dark", -1, 0): [-1, -1],
+        ("reference", 0, 0): [0, 1, 2],
+        ("projection", 0, 0): [0, 1, 2],
+        ("projection", 1, 0): [0, 1, 2],
+        ("reference", 1, 0): [0, 1, 2],
+    }
+    n = sum(len(v) for v in series.values())
+    assert n == run.start["frames_total"] == 2 + 4 * 3
+    primary = run.table("primary")
+    # measured readbacks in every event: G2 at the commanded steps (1 nm encoder), rotation
+    np.testing.assert_allclose(primary["ifm_g2_x"], primary["ifm_g2_x_user_setpoint"], atol=0.02)
+    assert primary["ifm_g2_x_user_setpoint"][:3] == pytest.approx([10.0, 10 + 1 / 3, 10 + 2 / 3])
+    assert primary["ifm_rotation"] == pytest.approx([0, 0, 0, 90, 90, 90], abs=1e-3)
+    assert np.all(primary["ifm_beam_current"] > 150)
+    # references with the sample out (10 mm), projections in (0 mm)
+    assert run.table("reference")["ifm_sample_x"] == pytest.approx([10.0] * 6, abs=1e-3)
+    assert primary["ifm_sample_x"] == pytest.approx([0.0] * 6, abs=1e-3)
+    # restored: shutter closed again, sample in; operator status says done
+    assert ifm.shutter.state.get(use_monitor=False) == "Closed"
+    assert ifm.sample.x.position == pytest.approx(0.0, abs=1e-3)
+    status = ifm.status
+    assert status.state.get(use_monitor=False) == "Done"
+    assert status.progress.get(use_monitor=False) == pytest.approx(100.0)
+    assert status.frames_done.get(use_monitor=False) == n
+    assert status.angle.get(use_monitor=False) == pytest.approx(90.0, abs=1e-3)
+    assert epics.caget(sim_ioc.pv("tags", "ScanUid")) == uid
+    # the scan file: every frame present, in event order, with its tags and readbacks
+    scan = _scan_file(run)
+    assert scan.header.scan_uid == uid
+    assert scan.frames.shape == (n, 32, 96)
+    rows = scan.table.rows
+    assert list(rows["image_key"]) == [2, 2] + [1] * 3 + [0] * 6 + [1] * 3
+    assert list(rows["step_index"]) == [-1, -1] + [0, 1, 2] * 4
+    assert list(rows["angle_index"][5:11]) == [0, 0, 0, 1, 1, 1]
+    assert list(rows["series_index"][rows["image_key"] == ImageKey.FLAT]) == [0] * 3 + [1] * 3
+    assert not scan.superseded.any()
+    assert set(rows["attempt"]) == {0}
+    np.testing.assert_allclose(
+        rows["g2_position_m"][2:] * 1e6, [10, 10 + 1 / 3, 10 + 2 / 3] * 4, atol=0.02
+    )
+    assert rows["rotation_deg"][8:11] == pytest.approx([90.0] * 3, abs=1e-3)
+    # darks are dark, references brighter than the projections through the rod
+    means = scan.frames.reshape(n, -1).mean(axis=1)
+    assert means[:2].max() < 0.2 * means[2:5].min()
+
+
+def test_beam_dump_retakes_the_series_with_next_attempt(
+    session: Session, sim_ioc: IocHandle
+) -> None:
+    RE = session.RE
+    epics.caput(sim_ioc.pv("faults", "BeamDumpTime"), 0.3, wait=True)
+    dumped: list[int] = []
+
+    def inject(name: str, doc: dict[str, Any]) -> None:
+        data = doc.get("data", {})
+        if (
+            name == "event"
+            and not dumped
+            and data.get("ifm_tags_frame_type") == "projection"
+            and data.get("ifm_tags_angle_index") == 1
+            and data.get("ifm_tags_step_index") == 0
+        ):
+            dumped.append(doc["seq_num"])
+            epics.caput(sim_ioc.pv("faults", "BeamDump"), "Dump")
+
+    args = {"angles": 3, "reference_every": 3, "steps": 5, "darks": 2, "exposure_s": EXPOSURE_S}
+    RE(session.ct(**args))  # undisturbed, for comparison
+    calm = _scan_file(read_run(session.data_dir))
+    token = RE.subscribe(inject)
+    try:
+        RE(session.ct(**args))
+    finally:
+        RE.unsubscribe(token)
+    assert dumped
+    run = read_run(session.data_dir)
+    assert run.stop is not None
+    assert run.stop["exit_status"] == "success"
+    series = _frames_by_series(run)
+    # the interrupted series: a partial first take (kept, nothing deleted), a full re-take
+    first = series[("projection", 1, 0)]
+    assert 1 <= len(first) < 5
+    assert first == list(range(len(first)))
+    assert series[("projection", 1, 1)] == [0, 1, 2, 3, 4]
+    # every other series taken once
+    others = {k: v for k, v in series.items() if k[:2] != ("projection", 1)}
+    assert all(k[2] == 0 for k in others)
+    assert len(others) == 1 + 4  # darks, 2 references, projections 0 and 2
+    # the frames of the latest attempts are exactly the planned scan
+    latest = sum(len(v) for k, v in series.items() if k != ("projection", 1, 0))
+    schedule = session.preset.schedule.model_copy(
+        update={k: v for k, v in args.items() if k != "exposure_s"}
+    )
+    assert latest == frames_planned(schedule)
+    assert session.ifm.status.state.get(use_monitor=False) == "Done"
+    # the scan file keeps every frame; the first take is marked superseded
+    scan = _scan_file(run)
+    rows = scan.table.rows
+    n_first = len(first)
+    assert len(rows) == latest + n_first
+    retake = (rows["image_key"] == ImageKey.PROJECTION) & (rows["angle_index"] == 1)
+    assert list(rows["attempt"][retake]) == [0] * n_first + [1] * 5
+    assert list(scan.superseded) == list(retake & (rows["attempt"] == 0))
+    # the reconstruction input equals that of the undisturbed scan within noise: the re-taken
+    # angle differs from the calm scan no more than an undisturbed angle does
+    geometry = session.preset.geometry
+    p_calm = retrieve_projections(calm.frames, calm.table, geometry)
+    p_dump = retrieve_projections(scan.frames, scan.table, geometry)
+    for field in ("transmission", "dphi"):
+        a, b = getattr(p_calm, field), getattr(p_dump, field)
+        diff = [float(np.sqrt(np.mean((a[i] - b[i]) ** 2))) for i in range(3)]
+        assert diff[1] < 2.0 * max(diff[0], diff[2]), (field, diff)
+    assert float(np.mean(p_dump.transmission[1])) == pytest.approx(
+        float(np.mean(p_calm.transmission[1])), rel=0.01
+    )
+
+
+def test_shutter_suspender_trips_only_when_the_plan_wants_beam(session: Session) -> None:
+    shutter = session.ifm.shutter
+    sus = SuspendShutterClosed(shutter)
+    assert not sus._should_suspend("Closed")  # idle: nobody asked for beam
+    sus.watch(Msg("set", shutter, "open"))
+    assert sus._should_suspend("Closed")
+    assert not sus._should_resume("Closed")
+    assert sus._should_resume("Open")
+    sus.watch(Msg("set", shutter, "close"))  # the dark series closes it on purpose
+    assert not sus._should_suspend("Closed")
+    sus.watch(Msg("set", shutter, "open"))
+    sus.watch(Msg("close_run"))
+    assert not sus._should_suspend("Closed")
+
+
+def test_status_reporter_counts_distinct_frames_and_eta() -> None:
+    clock = iter([0.0, 10.0, 20.0, 30.0])
+    rep = ScanStatusReporter(None, tags_prefix="t", clock=lambda: next(clock))
+    rep("start", {"uid": "u", "frames_total": 4})
+
+    def event(step: int) -> dict[str, Any]:
+        keys = {"frame_type": "projection", "angle_index": 0, "series_index": -1}
+        data = {f"t_{k}": v for k, v in keys.items()}
+        return {"data": {**data, "t_step_index": step}}
+
+    rep("event", event(0))
+    assert rep.eta_s == pytest.approx(30.0)  # 10 s for 1 of 4 frames
+    rep("event", event(0))  # a re-take of the same frame: still 1 distinct frame
+    assert len(rep.done) == 1
+    assert rep.eta_s == pytest.approx(60.0)
+    rep("event", event(1))
+    assert len(rep.done) == 2
+    assert rep.eta_s == pytest.approx(30.0)
+
+
+def test_shell_namespace(session: Session) -> None:
+    ns = shell_namespace(session)
+    assert ns["RE"] is session.RE
+    assert ns["ifm"] is session.ifm
+    assert callable(ns["phase_stepping_ct"])
+    assert callable(ns["read_run"])
+    assert ns["preset"].name == "tiny"
+
+
+def test_make_session_validates(sim_ioc: IocHandle, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="beam_floor_ma"):
+        make_session("tiny", tmp_path, pvs=sim_ioc.pvs, beam_floor_ma=0.0)
+    with pytest.raises(ValueError, match="beam_resume_ma"):
+        make_session("tiny", tmp_path, pvs=sim_ioc.pvs, beam_floor_ma=50, beam_resume_ma=10)
+    with pytest.raises(ValueError, match="preset"):
+        make_session("huge", tmp_path, pvs=sim_ioc.pvs)

@@ -1,0 +1,42 @@
+"""Fake (unconnected) devices for message-level plan tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from bluesky.utils import Msg
+from ophyd.sim import SynSignal, make_fake_device
+
+from devices import Interferometer
+
+
+@pytest.fixture
+def ifm() -> Interferometer:
+    """An Interferometer whose signals are fakes: plans generate messages without any IOC."""
+    fake = make_fake_device(Interferometer)
+    return fake(name="ifm")
+
+
+@pytest.fixture
+def det() -> SynSignal:
+    """A triggerable stand-in detector."""
+    return SynSignal(func=lambda: 1.0, name="det")
+
+
+def drive(plan: Any, values: dict[str, Any] | None = None) -> list[Msg]:
+    """Run a plan without a RunEngine: 'read' of a signal named in ``values`` answers that value
+    (other messages get None), and return every message."""
+    values = values or {}
+    msgs: list[Msg] = []
+    reply: Any = None
+    while True:
+        try:
+            msg = plan.send(reply)
+        except StopIteration:
+            return msgs
+        msgs.append(msg)
+        name = getattr(msg.obj, "name", None)
+        reply = None
+        if msg.command == "read" and name in values:
+            reply = {name: {"value": values[name], "timestamp": 0.0}}

@@ -1,0 +1,136 @@
+"""Message-level tests of the phase-stepping, reference and dark series (no IOC)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from bluesky.utils import Msg
+
+from plans import SeriesAttempts, dark_series, phase_stepping_series, reference_series
+from tests.plans.conftest import drive
+
+
+def _names(msgs: list[Msg]) -> list[tuple[str, Any]]:
+    return [(m.command, getattr(m.obj, "name", None)) for m in msgs]
+
+
+def _sets(msgs: list[Msg], name: str) -> list[Any]:
+    return [m.args[0] for m in msgs if m.command == "set" and getattr(m.obj, "name", "") == name]
+
+
+def test_series_has_one_checkpoint_first_then_steps_from_below(ifm: Any, det: Any) -> None:
+    attempts = SeriesAttempts()
+    msgs = list(
+        phase_stepping_series(
+            ifm, [det], steps=5, period_um=1.0, start_um=10.0, angle_index=3, attempts=attempts
+        )
+    )
+    assert msgs[0].command == "checkpoint"
+    assert [m.command for m in msgs].count("checkpoint") == 1
+    # the attempt bump is the first thing after the checkpoint (so a rewind replays it)
+    assert msgs[1].command == "set"
+    assert msgs[1].obj is attempts
+    assert msgs[1].args[0] == ("projection", 3)
+    # backlash: the grating approaches the first step from one step below, then ascends
+    assert _sets(msgs, "ifm_g2_x") == pytest.approx([9.8, 10.0, 10.2, 10.4, 10.6, 10.8])
+    assert _sets(msgs, "ifm_tags_step_index") == [0, 1, 2, 3, 4]
+    assert set(_sets(msgs, "ifm_tags_angle_index")) == {3}
+    assert set(_sets(msgs, "ifm_tags_frame_type")) == {"projection"}
+    creates = [m for m in msgs if m.command == "create"]
+    assert [m.kwargs["name"] for m in creates] == ["primary"] * 5
+    # every frame reads the detector, the grating, the rotation, the ring current and the tags
+    first_save = next(i for i, m in enumerate(msgs) if m.command == "save")
+    read = {getattr(m.obj, "name", None) for m in msgs[:first_save] if m.command == "read"}
+    assert read == {"det", "ifm_g2_x", "ifm_rotation", "ifm_sample", "ifm_beam", "ifm_tags"}
+    # tags are written (and waited for) before each trigger
+    for i, m in enumerate(msgs):
+        if m.command == "trigger" and m.obj is det:
+            assert msgs[i - 1].command == "wait"
+
+
+def test_series_periods_and_g0(ifm: Any, det: Any) -> None:
+    msgs = list(
+        phase_stepping_series(
+            ifm, [det], steps=5, periods=2, period_um=3.0, start_um=0.0, angle_index=0,
+            grating="g0", backlash_um=0.5,
+        )
+    )  # fmt: skip
+    assert _sets(msgs, "ifm_g0_x") == pytest.approx([-0.5, 0.0, 1.2, 2.4, 3.6, 4.8])
+    assert _sets(msgs, "ifm_g2_x") == []
+
+
+def test_attempt_counter_counts_takes_per_key() -> None:
+    attempts = SeriesAttempts()
+    assert attempts.attempt(("projection", 0)) == -1
+    for _ in range(3):
+        assert attempts.set(("projection", 0)).done
+    attempts.set(("reference", 0))
+    assert attempts.attempt(("projection", 0)) == 2
+    assert attempts.attempt(("reference", 0)) == 0
+    assert attempts.retakes == {("projection", 0): 2}
+
+
+def test_reference_series_moves_sample_out_after_checkpoint_and_restores(
+    ifm: Any, det: Any
+) -> None:
+    plan = reference_series(ifm, [det], series_index=2, steps=4, period_um=1.0, start_um=5.0)
+    msgs = drive(plan, {"ifm_sample_x_user_setpoint": 1.5})
+    names = _names(msgs)
+    i_ckpt = names.index(("checkpoint", None))
+    i_out = next(i for i, m in enumerate(msgs) if m.command == "set" and m.args == ("out",))
+    assert i_ckpt < i_out < names.index(("trigger", "det"))
+    assert msgs[0].command == "read"
+    assert msgs[0].obj.name == "ifm_sample_x_user_setpoint"
+    assert set(_sets(msgs, "ifm_tags_series_index")) == {2}
+    assert set(_sets(msgs, "ifm_tags_frame_type")) == {"reference"}
+    assert [m.kwargs["name"] for m in msgs if m.command == "create"] == ["reference"] * 4
+    # finalize: the sample goes back to the position read first
+    assert msgs[-2].command == "set"
+    assert msgs[-2].obj.name == "ifm_sample"
+    assert msgs[-2].args == (1.5,)
+    assert msgs[-1].command == "wait"
+
+
+def test_dark_series_closes_shutter_and_restores(ifm: Any, det: Any) -> None:
+    msgs = drive(dark_series(ifm, [det], frames=3), {"ifm_shutter_state": "Open"})
+    assert [m.command for m in msgs].count("checkpoint") == 1
+    shutter = [m.args[0] for m in msgs if m.command == "set" and m.obj is ifm.shutter]
+    assert shutter == ["close", "open"]  # closed for the darks, then back to how it was
+    assert set(_sets(msgs, "ifm_tags_step_index")) == {-1}
+    assert set(_sets(msgs, "ifm_tags_frame_type")) == {"dark"}
+    assert [m.kwargs["name"] for m in msgs if m.command == "create"] == ["dark"] * 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"steps": 2}, "steps"),
+        ({"steps": 4, "periods": 2}, "coprime"),
+        ({"periods": 0}, "periods"),
+        ({"period_um": 0.0}, "period_um"),
+        ({"period_um": float("nan")}, "period_um"),
+        ({"start_um": float("inf")}, "start_um"),
+        ({"backlash_um": -1.0}, "backlash_um"),
+        ({"angle_index": -1}, "angle_index"),
+        ({"frame_type": "dark"}, "frame_type"),
+        ({"grating": "g1"}, "grating"),
+        ({"scan_uid": "x" * 40}, "scan_uid"),
+    ],
+)
+def test_series_validates_before_any_message(
+    ifm: Any, det: Any, kwargs: dict[str, Any], match: str
+) -> None:
+    args: dict[str, Any] = {"steps": 5, "period_um": 1.0, "start_um": 10.0, "angle_index": 0}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        phase_stepping_series(ifm, [det], **args)
+
+
+def test_series_validation_reference_and_dark(ifm: Any, det: Any) -> None:
+    with pytest.raises(ValueError, match="series_index"):
+        reference_series(ifm, [det], series_index=-1, steps=5, period_um=1.0, start_um=0.0)
+    with pytest.raises(ValueError, match="frames"):
+        dark_series(ifm, [det], frames=0)
+    with pytest.raises(ValueError, match="detectors"):
+        dark_series(ifm, [object()], frames=1)
