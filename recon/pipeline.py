@@ -27,7 +27,7 @@ from recon.center import center_from_sinogram
 from recon.fbp import Method, reconstruct_darkfield, reconstruct_delta, reconstruct_mu
 from recon.retrieval import (
     StepFit,
-    fit_stepping,
+    fit_dose_normalised,
     interpolate_reference,
     retrieve,
     step_phases,
@@ -87,17 +87,7 @@ def _fit_series(
     order = np.argsort(rows["step_index"], kind="stable")
     index, rows = index[order], rows[order]
     theta = step_phases(rows["g2_position_m"], period_m)
-    stack = frames[index]
-    current = rows["ring_current_ma"].astype(np.float64)
-    if np.all(current > 0):
-        scale = (dose_ref / current).astype(np.float32)
-        if np.any(np.abs(scale - 1) > 1e-6):
-            base = stack.astype(np.float32)
-            if dark is not None:
-                base -= dark
-            stack = base * scale[:, None, None]
-            return fit_stepping(stack, theta)
-    return fit_stepping(stack, theta, dark)
+    return fit_dose_normalised(frames[index], theta, dark, rows["ring_current_ma"], dose_ref)
 
 
 def retrieve_projections(

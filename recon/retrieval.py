@@ -294,6 +294,30 @@ def fit_stepping(
     raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
 
 
+def fit_dose_normalised(
+    frames: NDArray[np.generic],
+    theta_rad: ArrayLike,
+    dark: ArrayLike | None,
+    current_ma: ArrayLike,
+    dose_ref_ma: float,
+) -> StepFit:
+    """``fit_stepping`` with each dark-subtracted frame scaled by ``dose_ref_ma / current_ma[k]``
+    (beam-monitor normalisation, reference/physics.md §3.2), so that dose changes between steps
+    do not leak into phase or visibility. Falls back to the plain fit when a monitor reading is
+    not positive or every scale is 1. ``current_ma`` (M,) [mA]."""
+    current = np.asarray(current_ma, dtype=np.float64)
+    if current.shape != (np.asarray(frames).shape[0],):
+        raise ValueError(f"current_ma must have one value per frame, got shape {current.shape}")
+    if np.all(current > 0):
+        scale = (dose_ref_ma / current).astype(np.float32)
+        if np.any(np.abs(scale - 1) > 1e-6):
+            base = np.asarray(frames).astype(np.float32)
+            if dark is not None:
+                base -= np.asarray(dark, dtype=np.float32)
+            return fit_stepping(base * scale[:, None, None], theta_rad)
+    return fit_stepping(frames, theta_rad, dark)
+
+
 def _fit_numpy(frames: NDArray[np.generic], pinv: NDArray[np.float64], dark: F32 | None) -> StepFit:
     m, rows, cols = frames.shape
     a0 = np.empty((rows, cols), np.float32)

@@ -57,7 +57,7 @@ from recon.pipeline import Projections, Volumes, reconstruct_volumes
 from recon.retrieval import (
     StepFit,
     design_matrix,
-    fit_stepping,
+    fit_dose_normalised,
     interpolate_reference,
     retrieve,
     step_phases,
@@ -389,15 +389,11 @@ class StreamingReconstructor:
         current = s.current_ma[sel]
         dark = self._dark
         dose_ref = self._dose_ref if self._dose_ref is not None else 1.0
+        fit = fit_dose_normalised(stack, theta, dark, current, dose_ref)
         if np.all(current > 0):
-            scale = (dose_ref / current).astype(np.float32)
-            if np.any(np.abs(scale - 1) > 1e-6):
-                base = stack.astype(np.float32)
-                if dark is not None:
-                    base -= dark
-                fit = fit_stepping(base * scale[:, None, None], theta)
-                return fit, np.asarray(pinv @ scale.astype(np.float64), np.float64)
-        return fit_stepping(stack, theta, dark), np.asarray(pinv.sum(axis=1), np.float64)
+            scale = dose_ref / np.asarray(current, np.float64)
+            return fit, np.asarray(pinv @ scale.astype(np.float32).astype(np.float64), np.float64)
+        return fit, np.asarray(pinv.sum(axis=1), np.float64)
 
     def _close(self, s: _Series, t_arrival: float | None) -> None:
         sel = s.filled
