@@ -22,8 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +37,7 @@ from beamline.config import Preset
 from beamline.demo import DemoReport, score_and_write
 from beamline.pvnames import SIM_PVNAMES
 from recon.pipeline import Volumes
+from sim.ioc.launch import client_environment, free_port, stop_ioc
 
 #: How long the server may take to start, and the reconstructor to finish after the scan [s].
 START_TIMEOUT_S = 120.0
@@ -47,33 +46,6 @@ FINISH_TIMEOUT_S = 600.0
 
 class DemoError(RuntimeError):
     """A part of the system failed; the message says which and where its log is."""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def client_environment(port: int) -> dict[str, str]:
-    """Channel Access client variables that reach only the server on 127.0.0.1:``port``."""
-    return {
-        "EPICS_CA_ADDR_LIST": f"127.0.0.1:{port}",
-        "EPICS_CA_AUTO_ADDR_LIST": "NO",
-        "EPICS_CA_SERVER_PORT": str(port),
-        "EPICS_CA_MAX_ARRAY_BYTES": str(64 * 2**20),
-    }
-
-
-def _stop(process: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @contextlib.contextmanager
@@ -86,7 +58,8 @@ def _started(args: list[str], log: Path) -> Iterator[tuple[subprocess.Popen[byte
         try:
             yield process, sink
         finally:
-            _stop(process)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                stop_ioc(process, timeout_s=20)
 
 
 def _wait_for_line(process: subprocess.Popen[bytes], log: Path, needle: str, timeout: float) -> str:
@@ -127,7 +100,7 @@ def run_system_demo(
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
     data = out / "data"
-    ca_port, stream_port = _free_port(), _free_port()
+    ca_port, stream_port = free_port(), free_port()
     prefix = f"DEMO{uuid.uuid4().hex[:6].upper()}:"
     stream = f"tcp://127.0.0.1:{stream_port}"
     config = ["--profile", str(profile)] if profile is not None else ["--preset", preset.name]

@@ -19,9 +19,7 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,34 +27,21 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sim.ioc.launch import (  # noqa: E402
+    client_environment,
+    free_port,
+    start_ioc,
+    stop_ioc,
+    wait_for_pv,
+)
+
 RESULTS = REPO / "benchmarks" / "results" / "control.json"
 
 
-def free_port() -> int:
-    """A loopback port free for TCP and UDP."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free loopback port")
-
-
 PORT = free_port()
-os.environ.update(
-    {
-        "EPICS_CA_ADDR_LIST": f"127.0.0.1:{PORT}",
-        "EPICS_CA_AUTO_ADDR_LIST": "NO",
-        "EPICS_CA_SERVER_PORT": str(PORT),
-        "EPICS_CA_MAX_ARRAY_BYTES": str(64 * 1024 * 1024),
-    }
-)
-sys.path.insert(0, str(REPO))
+os.environ.update(client_environment(PORT))
 
 import epics  # noqa: E402  (after the CA environment)
 
@@ -66,50 +51,18 @@ from devices import PiezoStepper, TalbotDetector  # noqa: E402
 from sim.ioc.piezo import PiezoSpec  # noqa: E402
 
 
-def start_ioc(prefix: str, log: Path) -> subprocess.Popen[bytes]:
-    """Start the simulated beamline on PORT."""
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "sim.ioc", "--prefix", prefix, "--port", str(PORT)],
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def wait_connected(pvname: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
-    """Poll until ``pvname`` answers."""
-    pv = epics.PV(pvname, auto_monitor=False)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"IOC exited with {proc.returncode}")
-            if pv.wait_for_connection(timeout=0.05) and pv.get(timeout=5.0) is not None:
-                return
-    finally:
-        pv.disconnect()
-    raise TimeoutError(f"{pvname} did not answer in {timeout_s} s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM and wait."""
-    proc.terminate()
-    proc.wait(timeout=20)
-
-
 def measure_startups(count: int, tmp: Path) -> list[float]:
     """Seconds from Popen to the first answered PV, ``count`` fresh servers."""
     times = []
     for i in range(count):
         prefix = f"BSU{i}{os.getpid()}:"
         t0 = time.perf_counter()
-        proc = start_ioc(prefix, tmp / f"startup{i}.log")
+        proc = start_ioc(prefix, PORT, tmp / f"startup{i}.log")
         try:
-            wait_connected(SIM_PVNAMES.with_prefix(prefix).full("beam", "Current"), proc)
+            wait_for_pv(SIM_PVNAMES.with_prefix(prefix).full("beam", "Current"), proc)
             times.append(time.perf_counter() - t0)
         finally:
-            stop(proc)
+            stop_ioc(proc, timeout_s=20)
     return times
 
 
@@ -117,9 +70,9 @@ def measure_steps(steps: int, exposure_s: float, tmp: Path) -> dict[str, Any]:
     """Time ``steps`` phase steps (move, trigger, read) through ophyd."""
     prefix = f"BST{os.getpid()}:"
     pvs = SIM_PVNAMES.with_prefix(prefix)
-    proc = start_ioc(prefix, tmp / "steps.log")
+    proc = start_ioc(prefix, PORT, tmp / "steps.log")
     try:
-        wait_connected(pvs.full("beam", "Current"), proc)
+        wait_for_pv(pvs.full("beam", "Current"), proc)
         g2 = PiezoStepper(pvs.motor_records()["g2_x"], name="g2")
         det = TalbotDetector(pvs.full("detector"), name="det")
         det.hdf5.write_path_template = str(tmp)
@@ -145,7 +98,7 @@ def measure_steps(steps: int, exposure_s: float, tmp: Path) -> dict[str, Any]:
         det.unstage()
         ca_times = measure_ca_steps(pvs, steps, p2_um)
     finally:
-        stop(proc)
+        stop_ioc(proc, timeout_s=20)
     settle = PiezoSpec().settle_s
     readout = 0.001  # sim.ioc.detector.DetectorSpec().readout_s
     physics = exposure_s + readout + settle

@@ -7,12 +7,8 @@ libca: the server listens on a free loopback port and every client searches only
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,32 +17,12 @@ from pathlib import Path
 import pytest
 
 from beamline.pvnames import SIM_PVNAMES, PVNames
+from sim.ioc.launch import client_environment, free_port, start_ioc, stop_ioc, wait_for_pv
 
-
-def _free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free loopback port found")
-
-
-IOC_PORT = _free_port()
+IOC_PORT = free_port()
 IOC_PREFIX = f"TT{uuid.uuid4().hex[:8].upper()}:"
 
-os.environ["EPICS_CA_ADDR_LIST"] = f"127.0.0.1:{IOC_PORT}"
-os.environ["EPICS_CA_AUTO_ADDR_LIST"] = "NO"
-os.environ["EPICS_CA_SERVER_PORT"] = str(IOC_PORT)
-os.environ["EPICS_CA_MAX_ARRAY_BYTES"] = str(64 * 1024 * 1024)
-
-REPO = Path(__file__).resolve().parents[1]
+os.environ.update(client_environment(IOC_PORT))
 
 
 @dataclass(frozen=True)
@@ -66,47 +42,6 @@ class IocHandle:
     def log(self) -> str:
         """What the server printed so far."""
         return self.log_path.read_text(errors="replace")
-
-
-def start_ioc(prefix: str, port: int, log_path: Path, *extra: str) -> subprocess.Popen[bytes]:
-    """Start ``python -m sim.ioc`` on loopback (the caller waits for a PV and stops it)."""
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "sim.ioc", "--prefix", prefix, "--port", str(port), *extra],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def wait_for_pv(pvname: str, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    """Poll a PV until it answers (or fail early if the server process died)."""
-    import epics
-
-    pv = epics.PV(pvname, auto_monitor=False)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"IOC exited early with code {process.returncode}")
-            if pv.wait_for_connection(timeout=0.2) and pv.get(timeout=5.0) is not None:
-                return
-    finally:
-        pv.disconnect()
-    raise TimeoutError(f"{pvname} did not connect within {timeout_s} s")
-
-
-def stop_ioc(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> int:
-    """SIGTERM the server and wait for it; returns its exit code."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            return process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise
-    return process.returncode
 
 
 @pytest.fixture(scope="session")

@@ -346,15 +346,15 @@ def test_num_capture_closes_the_file(det: Det) -> None:
 
 def test_server_shutdown_closes_the_file(tmp_path: Path) -> None:
     """In-process server: cancel it (what SIGTERM does) while a file is open."""
+    from sim.ioc.launch import free_port
     from sim.ioc.server import build_beamline, serve
-    from tests.conftest import _free_port
 
     beamline = build_beamline(seed=1)
     det = beamline.detector
     path = tmp_path / "shutdown_000000.h5"
 
     async def scenario() -> None:
-        server = asyncio.create_task(serve(beamline, port=_free_port()))
+        server = asyncio.create_task(serve(beamline, port=free_port()))
         hdf, cam = det.hdf.pvs, det.cam
         await hdf["FilePath"].write(str(tmp_path))
         await hdf["FileName"].write("shutdown")

@@ -9,8 +9,8 @@ import pytest
 
 from beamline.pvnames import MOTOR_RECORDS, SIM_PVNAMES
 from sim.ioc.__main__ import main
+from sim.ioc.launch import free_port, start_ioc, stop_ioc
 from sim.ioc.server import build_beamline, server_environment
-from tests.conftest import _free_port, start_ioc, stop_ioc
 
 
 def test_list_pvs_names_every_served_pv(capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,7 +54,7 @@ def test_server_environment_is_loopback() -> None:
 
 
 def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "ioc.log"
     process = start_ioc("SIGT:", port, log)
     try:
