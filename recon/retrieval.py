@@ -188,24 +188,32 @@ def _atan2f(y, x):  # type: ignore[no-untyped-def]
     return -r if y < 0 else r
 
 
+@numba.njit(inline="always", fastmath=True, cache=True)
+def _row_sums(frames, dark, has_dark, pinv, r):  # type: ignore[no-untyped-def]
+    """The three least-squares sums (pinv @ I) of detector row ``r``, dark subtracted."""
+    m, _, cols = frames.shape
+    s0 = np.zeros(cols, np.float32)
+    s1 = np.zeros(cols, np.float32)
+    s2 = np.zeros(cols, np.float32)
+    for k in range(m):
+        w0 = pinv[0, k]
+        w1 = pinv[1, k]
+        w2 = pinv[2, k]
+        for c in range(cols):
+            v = np.float32(frames[k, r, c])
+            if has_dark:
+                v -= dark[r, c]
+            s0[c] += w0 * v
+            s1[c] += w1 * v
+            s2[c] += w2 * v
+    return s0, s1, s2
+
+
 @numba.njit(parallel=True, fastmath=True, cache=True)
 def _fit_kernel(frames, dark, has_dark, pinv, a0_out, c1_out):  # type: ignore[no-untyped-def]
-    m, rows, cols = frames.shape
+    _, rows, cols = frames.shape
     for r in numba.prange(rows):
-        s0 = np.zeros(cols, np.float32)
-        s1 = np.zeros(cols, np.float32)
-        s2 = np.zeros(cols, np.float32)
-        for k in range(m):
-            w0 = pinv[0, k]
-            w1 = pinv[1, k]
-            w2 = pinv[2, k]
-            for c in range(cols):
-                v = np.float32(frames[k, r, c])
-                if has_dark:
-                    v -= dark[r, c]
-                s0[c] += w0 * v
-                s1[c] += w1 * v
-                s2[c] += w2 * v
+        s0, s1, s2 = _row_sums(frames, dark, has_dark, pinv, r)
         for c in range(cols):
             a0_out[r, c] = s0[c]
             c1_out[r, c] = complex(np.float32(0.5) * s1[c], np.float32(-0.5) * s2[c])
@@ -213,22 +221,9 @@ def _fit_kernel(frames, dark, has_dark, pinv, a0_out, c1_out):  # type: ignore[n
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
 def _retrieve_kernel(frames, dark, has_dark, pinv, ref_a0, ref_c1, t_out, p_out, d_out):  # type: ignore[no-untyped-def]
-    m, rows, cols = frames.shape
+    _, rows, cols = frames.shape
     for r in numba.prange(rows):
-        s0 = np.zeros(cols, np.float32)
-        s1 = np.zeros(cols, np.float32)
-        s2 = np.zeros(cols, np.float32)
-        for k in range(m):
-            w0 = pinv[0, k]
-            w1 = pinv[1, k]
-            w2 = pinv[2, k]
-            for c in range(cols):
-                v = np.float32(frames[k, r, c])
-                if has_dark:
-                    v -= dark[r, c]
-                s0[c] += w0 * v
-                s1[c] += w1 * v
-                s2[c] += w2 * v
+        s0, s1, s2 = _row_sums(frames, dark, has_dark, pinv, r)
         for c in range(cols):
             a0 = s0[c]
             re = np.float32(0.5) * s1[c]
