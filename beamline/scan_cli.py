@@ -13,8 +13,6 @@ import argparse
 import sys
 from typing import Any
 
-from bluesky.utils import RunEngineInterrupted
-
 PROFILE_HELP = "preset name (tiny, full) or TOML profile with a [pvs] table (default tiny)"
 
 
@@ -83,6 +81,8 @@ def _session(args: argparse.Namespace) -> Any:
 
 
 def _run(session: Any, plan: Any, resume: bool = False) -> tuple[str, ...]:
+    from bluesky.utils import RunEngineInterrupted  # here: every `talbot` command imports this
+
     RE = session.RE
     try:
         return tuple(RE(plan))

@@ -31,7 +31,7 @@ from bluesky.utils import Msg, MsgGenerator
 
 from beamline.config import ConfigError, Preset, load_profile, preset
 from beamline.pvnames import SIM_PVNAMES, PVNames, load_pvnames
-from devices import Interferometer, Shutter
+from devices import Interferometer, Shutter, TalbotDetector
 
 #: Sub-directory of the data directory holding one ``<run uid>.jsonl`` file per run.
 DOCUMENTS_DIR = "documents"
@@ -421,14 +421,9 @@ def resolve_profile(profile: str | Path | None) -> tuple[Preset, PVNames]:
     return preset(text), SIM_PVNAMES
 
 
-def _make_detector(pvs: PVNames, data_dir: Path) -> Any | None:
-    """The area detector writing into ``data_dir`` (None where the device class is missing)."""
-    try:
-        from devices.detector import TalbotDetector  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
-    cls = TalbotDetector  # its trigger completes on put-completion of Acquire
-    det = cls(pvs.full("detector"), name="det")
+def _make_detector(pvs: PVNames, data_dir: Path) -> TalbotDetector:
+    """The area detector, writing its scan files under ``data_dir``."""
+    det = TalbotDetector(pvs.full("detector"), name="det")
     det.hdf5.write_path_template = f"{data_dir}/%Y/%m/%d/"
     return det
 
@@ -491,9 +486,8 @@ def make_session(
     dets = list(detectors) if detectors is not None else []
     if detectors is None:
         det = _make_detector(names, data)
-        if det is not None:
-            det.wait_for_connection(timeout=connect_timeout_s)
-            dets.append(det)
+        det.wait_for_connection(timeout=connect_timeout_s)
+        dets.append(det)
 
     RE = run_engine if run_engine is not None else RunEngine({})
     RE.md.update({"beamline": "talbot", "preset_name": config.name, "data_dir": str(data)})

@@ -195,8 +195,16 @@ async def _beacon_sink(host: str) -> tuple[asyncio.DatagramTransport, int]:
 
 
 async def serve(beamline: SimBeamline, *, host: str = "127.0.0.1", port: int = 5064) -> None:
-    """Serve the beamline until cancelled, SIGINT or SIGTERM; then shut down cleanly."""
-    os.environ.update(server_environment(host, port))
+    """Serve the beamline until cancelled, SIGINT or SIGTERM; then shut down cleanly.
+
+    caproto reads its interface, port and beacon settings from ``os.environ``; they are set for
+    the server's lifetime and restored afterwards, so a server run inside another process (a test)
+    leaves no stale setting, such as the port of a beacon sink that no longer exists, behind for
+    the servers that process starts later.
+    """
+    env = server_environment(host, port)
+    saved = {key: os.environ.get(key) for key in (*env, "EPICS_CAS_BEACON_PORT")}
+    os.environ.update(env)
     # Monitor batching latency (default 10 ms) would let a put-completion overtake the last
     # RBV/DMOV monitor updates of a move; 1 ms keeps them in order for practical purposes.
     ca_server_common.HIGH_LOAD_TIMEOUT = min(ca_server_common.HIGH_LOAD_TIMEOUT, 0.001)
@@ -223,6 +231,11 @@ async def serve(beamline: SimBeamline, *, host: str = "127.0.0.1", port: int = 5
             beamline.publisher.close()
         if sink is not None:
             sink.close()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _startup(beamline: SimBeamline, ctx: Context) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import math
+import os
 import subprocess
 import sys
 import time
@@ -370,7 +371,11 @@ def test_server_shutdown_closes_the_file(tmp_path: Path) -> None:
         server.cancel()
         await asyncio.gather(server, return_exceptions=True)
 
+    keys = ("EPICS_CAS_BEACON_PORT", "EPICS_CA_SERVER_PORT", "EPICS_CAS_INTF_ADDR_LIST")
+    before = {key: os.environ.get(key) for key in keys}
     asyncio.run(scenario())
+    # the in-process server restored the environment that later servers of this process inherit
+    assert {key: os.environ.get(key) for key in keys} == before
     assert det.hdf._writer is None
     with h5py.File(path, "r") as f:  # closed cleanly: opens without SWMR
         assert f[DATA_PATH].shape[0] == 2

@@ -65,5 +65,6 @@ def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:
         assert f"on port {port}" in log.read_text()
     finally:
         code = stop_ioc(process)
-    assert code == 0, log.read_text()
-    assert "Traceback" not in log.read_text()
+    text = log.read_text()
+    assert code == 0, text
+    assert "Traceback" not in text, text
