@@ -149,6 +149,9 @@ class ScanFileWriter:
         self._count = 0
         self._latest: dict[tuple[int, int], int] = {}
         self._series_frames: dict[tuple[int, int, int], list[int]] = {}
+        # Datasets looked up once: a group lookup costs ~0.1 ms, a frame's whole append ~0.7 ms.
+        self._data: h5py.Dataset | None = None
+        self._columns: list[tuple[str, h5py.Dataset, NDArray[np.generic]]] = []
 
     def __enter__(self) -> ScanFileWriter:
         self.open()
@@ -203,6 +206,11 @@ class ScanFileWriter:
         inter.attrs["preset_json"] = h.preset_json
         f.swmr_mode = True
         self._file = f
+        self._data = data
+        self._columns = [
+            (name, frames[name], np.zeros(1, dtype=dtype)) for name, dtype in FRAME_FIELDS.items()
+        ]
+        self._columns.append((SUPERSEDED, frames[SUPERSEDED], np.zeros(1, dtype="u1")))
 
     def append(self, frame: NDArray[np.generic], tags: Mapping[str, Any] | np.void) -> int:
         """Append one frame (rows, columns) and its tags (every FRAME_FIELDS name); returns its
@@ -225,21 +233,24 @@ class ScanFileWriter:
                 raise ValueError(f"tag {name!r} is not finite: {value!r}")
             row[name] = value
         n = self._count
-        f = self._file
-        data = f[DATA_PATH]
+        data = self._data
+        assert data is not None
         data.resize(n + 1, axis=0)
-        data[n] = frame
-        group = f[FRAMES_GROUP]
-        for name in FRAME_FIELDS:
-            ds = group[name]
-            ds.resize(n + 1, axis=0)
-            ds[n] = row[name]
-        sup = group[SUPERSEDED]
-        sup.resize(n + 1, axis=0)
-        sup[n] = 0
+        if frame.dtype == data.dtype and frame.flags.c_contiguous:
+            # One frame is one unfiltered chunk: write its bytes without a hyperslab selection.
+            data.id.write_direct_chunk((n, 0, 0), frame.tobytes())
+        else:
+            data[n] = frame  # HDF5 converts the type
+        one = h5py.h5s.create_simple((1,))
+        for name, ds, value in self._columns:
+            value[0] = 0 if name == SUPERSEDED else row[name]
+            ds.resize((n + 1,))
+            space = ds.id.get_space()
+            space.select_hyperslab((n,), (1,))
+            ds.id.write(one, space, value)
         self._mark_superseded(row, n)
         self._count = n + 1
-        f.flush()
+        self._file.flush()
         return n
 
     def _mark_superseded(self, row: np.void, n: int) -> None:
@@ -263,6 +274,8 @@ class ScanFileWriter:
             self._file.flush()
             self._file.close()
             self._file = None
+            self._data = None
+            self._columns = []
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,13 @@ um, z stages and sample x in mm, roll in mrad, rotation in deg.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import time
 from typing import Any
 
 from ophyd import Component as Cpt
-from ophyd import Device, EpicsMotor, Signal
+from ophyd import Device, EpicsMotor, EpicsSignalRO, Signal
 from ophyd.status import MoveStatus, StatusBase
 from ophyd.status import wait as status_wait
 from ophyd.utils.epics_pvs import AlarmSeverity
@@ -52,6 +53,8 @@ class Motor(EpicsMotor):
     """
 
     _moving: bool
+
+    retry_deadband = Cpt(EpicsSignalRO, ".RDBD", kind="config", auto_monitor=True)
     _started_moving: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -125,6 +128,23 @@ class Motor(EpicsMotor):
             self._run_subs(sub_type=self.SUB_START, timestamp=timestamp, value=value, **kwargs)
 
     def _move_succeeded(self) -> bool:
+        """Whether the move that just completed reached its target.
+
+        A monitored readback within RDBD of the setpoint means it did (a stale monitor can only
+        show a position passed on the way, which a move stopped short at a limit never brings
+        near the target), without the two network reads of the limit switches that stock
+        ``EpicsMotor`` makes (~2 ms per step).
+        Otherwise the limit switches and the readback alarm decide, as in stock ophyd.
+        """
+        try:
+            deadband = float(self.retry_deadband.get())
+            error = abs(float(self.user_readback.get()) - float(self.user_setpoint.get()))
+        except (TypeError, ValueError):
+            error, deadband = math.inf, 0.0
+        severity = self.user_readback.alarm_severity
+        in_alarm = severity != AlarmSeverity.NO_ALARM and severity > self.tolerated_alarm
+        if deadband > 0 and error <= deadband and not in_alarm:
+            return True
         if self.direction_of_travel.get() == 0:
             if self.low_limit_switch.get(use_monitor=False) == 1:
                 return False

@@ -43,6 +43,7 @@ from sim.ioc.adcatalog import CAM_TABLE, ADPVs, HookedPV
 from sim.ioc.beam import BeamGroup, ShutterGroup
 from sim.ioc.faults import FaultsGroup
 from sim.ioc.filewriter import FrameEvent, FrameHook, HDF5FilePlugin, pvs_add
+from sim.ioc.monitors import monitors_sent
 from sim.ioc.motor import MotorRecord
 from sim.ioc.tags import FRAME_TYPES, ScanTagsGroup
 from sim.scan import FrameRenderer, FrameState
@@ -89,7 +90,7 @@ class _BusyCompletion:
 
     async def __call__(self) -> None:
         await self.idle.wait()
-        await asyncio.sleep(0.002)  # let the Acquire_RBV 1->0 monitor go out before the reply
+        await monitors_sent()  # the Acquire_RBV 1 -> 0 update goes out before the reply
 
 
 class SimDetector:
@@ -284,12 +285,18 @@ class SimDetector:
                 time_unix = time.time()
                 state, row, frame_type, scan_uid = self.instrument_state()
                 exposure = float(cam.value("AcquireTime"))
+                # The frame integrates the state at the start of the exposure, so it is rendered
+                # in a worker thread while the exposure runs (the loop stays free for CA).
+                renderer = await asyncio.to_thread(self.renderer)
+                rendering = asyncio.ensure_future(
+                    asyncio.to_thread(renderer.render, state, self._rng)
+                )
                 await cam["DetectorState_RBV"].write("Acquire")
-                if not await self._exposure(exposure):
+                if not await self._exposure(t_start + exposure - loop.time()):
+                    await asyncio.gather(rendering, return_exceptions=True)
                     break
                 await cam["DetectorState_RBV"].write("Readout")
-                renderer = await asyncio.to_thread(self.renderer)
-                frame = await asyncio.to_thread(renderer.render, state, self._rng)
+                frame = await rendering
                 late = await self.faults.take_late()
                 wait = exposure + self.spec.readout_s + late - (loop.time() - t_start)
                 if wait > 0:

@@ -30,6 +30,8 @@ from caproto import AlarmSeverity, AlarmStatus
 from caproto.server import PVGroup, PvpropertyDouble, pvproperty
 from caproto.server.records import MotorFields
 
+from sim.ioc.monitors import monitors_sent
+
 #: MSTA bit values (motor record documentation, "MSTA" field).
 MSTA_DIRECTION = 1 << 0
 MSTA_DONE = 1 << 1
@@ -167,8 +169,7 @@ class MotorValue(PvpropertyDouble):
         assert isinstance(group, MotorRecord)
         result = await super().write_from_dbr(*args, **kwargs)
         await group.wait_done(group.requested_id)
-        # Let the subscription loop send the final RBV/DMOV updates before the put reply.
-        await asyncio.sleep(0.002)
+        await monitors_sent()  # the final RBV/DMOV updates go out before the put reply
         return result
 
 
@@ -211,6 +212,10 @@ class MotorRecord(PVGroup):
     def readback(self) -> float:
         """The encoder reading in user coordinates (subclasses add noise)."""
         return self.user_position
+
+    def deadband(self) -> float:
+        """Retry deadband RDBD [EGU]: a readback this close to VAL is in position."""
+        return self.spec.resolution
 
     async def _publish_position(self) -> None:
         rbv = self.readback()
@@ -259,6 +264,7 @@ class MotorRecord(PVGroup):
         await f.velocity.write(spec.velocity)
         await f.seconds_to_velocity.write(spec.acceleration_s)
         await f.motor_step_size.write(spec.resolution)
+        await f.retry_deadband.write(self.deadband())
         await f.max_velocity.write(10 * spec.velocity)
         await f.user_high_limit.write(spec.high_limit)
         await f.user_low_limit.write(spec.low_limit)
@@ -460,6 +466,7 @@ MOTOR_FIELD_MEANINGS: dict[str, str] = {
     "TWF": "put 1 to move +TWV",
     "TWR": "put 1 to move -TWV",
     "MRES": "motor resolution [EGU]",
+    "RDBD": "retry deadband [EGU]: a readback this close to VAL is in position",
     "DRBV": "dial readback",
 }
 

@@ -71,6 +71,10 @@ class PiezoRecord(MotorRecord):
         noise = self.piezo.encoder_noise
         return self.user_position + (float(self._rng.normal(0.0, noise)) if noise > 0 else 0.0)
 
+    def deadband(self) -> float:
+        """In-position tolerance as the encoder sees it (tolerance + 4 sigma of encoder noise)."""
+        return self.piezo.tolerance + 4.0 * self.piezo.encoder_noise
+
     def status_bits(self, *, moving: bool) -> int:
         """MSTA with the closed-loop bits (encoder present, gain support, stall)."""
         bits = super().status_bits(moving=moving) | MSTA_PRESENT | MSTA_GAIN_SUPPORT

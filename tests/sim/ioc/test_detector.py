@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -140,6 +141,33 @@ def test_frame_written_with_tags_and_readbacks(det: Det, sim_ioc: IocHandle) -> 
     contents = read_scan(path)
     assert contents.header.steps == TINY.schedule.steps
     assert contents.header.preset_json == TINY.model_dump_json()
+
+
+def test_acquire_rbv_and_counter_monitors_arrive_before_put_completion(det: Det) -> None:
+    """A client completing a trigger on put-completion sees the frame's end in its monitors."""
+    det.state(exposure_s=0.005)
+    put(det.cam("ImageMode"), "Single")
+    rbv = epics.PV(det.cam("Acquire_RBV"), auto_monitor=True)
+    counter = epics.PV(det.cam("ArrayCounter_RBV"), auto_monitor=True)
+    assert rbv.wait_for_connection(timeout=5.0)
+    assert counter.wait_for_connection(timeout=5.0)
+    rbv.get()
+    before = int(counter.get())
+    misses = []
+    writer = epics.PV(det.cam("Acquire"))
+    done = threading.Event()
+    try:
+        for k in range(1, 16):
+            done.clear()
+            writer.put(1, callback=lambda **kw: done.set())
+            assert done.wait(10.0)
+            seen = (rbv.get(use_monitor=True), counter.get(use_monitor=True))
+            if seen != (0, before + k):
+                misses.append((k, seen))
+    finally:
+        rbv.disconnect()
+        counter.disconnect()
+    assert misses == [], misses
 
 
 def test_shutter_closed_gives_dark_level_only(det: Det) -> None:

@@ -69,3 +69,34 @@ def test_stall_keeps_dmov_low_until_cleared(sim_ioc: IocHandle) -> None:
     assert get(f"{g2}.DMOV") == 1
     assert abs(get(f"{g2}.RBV") - 15.2) < PIEZO.tolerance + 5 * PIEZO.encoder_noise
     assert int(get(f"{g2}.MSTA")) & (1 << 6) == 0
+
+
+def test_final_monitors_arrive_before_put_completion(sim_ioc: IocHandle) -> None:
+    """A client that completes a move on put-completion (``devices.Motor``) reads the monitored
+    RBV and DMOV right after: the server must have sent their final values first."""
+    g2 = sim_ioc.pvs.motor_records()["g2_x"]
+    rbv = epics.PV(f"{g2}.RBV", auto_monitor=True)
+    dmov = epics.PV(f"{g2}.DMOV", auto_monitor=True)
+    rdbd = get(f"{g2}.RDBD")
+    assert PIEZO.tolerance <= rdbd < PIEZO.tolerance + 5 * PIEZO.encoder_noise
+    assert rbv.wait_for_connection(timeout=5.0)
+    assert dmov.wait_for_connection(timeout=5.0)
+    rbv.get()
+    dmov.get()
+    misses = []
+    writer = epics.PV(g2)
+    done = threading.Event()
+    try:
+        for k in range(30):
+            target = 20.0 + 0.2 * (k % 5) + 0.013 * k
+            done.clear()
+            writer.put(target, callback=lambda **kw: done.set())
+            assert done.wait(10.0)
+            # the values held by the monitors at the moment of completion, no network read
+            seen = (rbv.get(use_monitor=True), dmov.get(use_monitor=True))
+            if not (seen[1] == 1 and abs(seen[0] - target) <= rdbd):
+                misses.append((target, seen))
+    finally:
+        rbv.disconnect()
+        dmov.disconnect()
+    assert misses == [], misses
