@@ -15,7 +15,7 @@ class Shutter(Device):
     """Beam shutter: ``set("open" | "close")`` completes when the readback has followed."""
 
     command = Cpt(EpicsSignal, "Open", string=True, put_complete=True, kind="omitted")
-    state = Cpt(EpicsSignalRO, "Open_RBV", string=True, kind="normal")
+    state = Cpt(EpicsSignalRO, "Open_RBV", string=True, kind="normal", auto_monitor=True)
 
     def set(self, value: Any, **kwargs: Any) -> StatusBase:
         """Open or close (``"open"``/``"close"``, case-insensitive)."""

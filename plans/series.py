@@ -5,8 +5,9 @@ Every series starts with exactly one ``checkpoint`` and contains none inside, so
 (beam dump) or a pause rewinds to the start of the series and the RunEngine re-takes the whole
 series (DESIGN §3.4); :class:`plans.attempts.SeriesAttempts` gives the re-take ``attempt + 1``.
 
-Per frame the plan writes the scan tags (frame type, angle index, series index, step index) while
-the stepped grating moves, then triggers and reads the detector(s) with the grating readback,
+After its checkpoint a series writes the scan tags (frame type, angle index, series index, step
+index 0); per frame it writes the step index while the stepped grating moves (a put completes
+only when the IOC holds the tag), then triggers and reads the detector(s) with the grating readback,
 the rotation and sample readbacks, the ring current and the tags (event stream ``primary`` for
 projections, ``reference`` and ``dark`` for the others). Stepping follows Weitkamp et al.,
 Opt. Express 13, 6296 (2005): M steps over ``periods`` grating periods, end point excluded,
@@ -29,6 +30,7 @@ from ophyd import EpicsMotor
 from devices.interferometer import Interferometer
 from devices.motors import step_positions
 from plans.attempts import SeriesAttempts
+from plans.frames import FrameReader, new_group, set_in, wait_for
 
 FrameType = Literal["projection", "reference", "dark"]
 Grating = Literal["g2", "g0"]
@@ -83,8 +85,11 @@ def series_positions_um(
     return step_positions(steps, periods, float(start_um), float(period_um))
 
 
-def _readables(ifm: Interferometer, detectors: Sequence[Any], axis: EpicsMotor) -> list[Any]:
-    return [*detectors, axis, ifm.rotation, ifm.sample, ifm.beam, ifm.tags]
+def _frame_reader(
+    ifm: Interferometer, detectors: Sequence[Any], axis: EpicsMotor, stream: str
+) -> FrameReader:
+    """Trigger the detectors; read them with the stepped axis, rotation, sample, beam, tags."""
+    return FrameReader(detectors, [axis, ifm.rotation, ifm.sample, ifm.beam, ifm.tags], stream)
 
 
 def _check_detectors(detectors: Sequence[Any]) -> list[Any]:
@@ -104,11 +109,13 @@ def _tag_puts(
     series_index: int,
     step_index: int,
 ) -> MsgGenerator[None]:
+    """The tags of the frames that follow (a series writes them after its checkpoint, so a
+    re-take writes them again; within the series only the step index changes)."""
     tags = ifm.tags
-    yield from bps.abs_set(tags.frame_type, frame_type, group=group)
-    yield from bps.abs_set(tags.angle_index, angle_index, group=group)
-    yield from bps.abs_set(tags.series_index, series_index, group=group)
-    yield from bps.abs_set(tags.step_index, step_index, group=group)
+    yield from set_in(tags.frame_type, frame_type, group)
+    yield from set_in(tags.angle_index, angle_index, group)
+    yield from set_in(tags.series_index, series_index, group)
+    yield from set_in(tags.step_index, step_index, group)
 
 
 def _series_start(
@@ -185,23 +192,25 @@ def phase_stepping_series(
         raise ValueError(f"scan_uid must have at most {MAX_SCAN_UID} characters, got {scan_uid!r}")
     axis = stepping_axis(ifm, grating)
     counter = attempts if attempts is not None else SeriesAttempts(ifm.tags.attempt)
-    readables = _readables(ifm, dets, axis)
     stream = STREAMS[frame_type]
     tags = {"frame_type": frame_type, "angle_index": angle_index, "series_index": series_index}
 
     def body() -> MsgGenerator[None]:
         group = f"series-{uuid.uuid4().hex[:8]}"
+        frame = _frame_reader(ifm, dets, axis, stream)
         yield from _series_start(ifm, counter, key, scan_uid, group)
         yield from bps.abs_set(axis, positions[0] - backlash, group=group)
+        yield from _tag_puts(ifm, group, step_index=0, **tags)  # type: ignore[arg-type]
         if setup is not None:
             yield from setup(group)
         yield from bps.wait(group)
         for k, x in enumerate(positions):
-            step_group = f"{group}-{k}"
-            yield from bps.abs_set(axis, x, group=step_group)
-            yield from _tag_puts(ifm, step_group, step_index=k, **tags)  # type: ignore[arg-type]
-            yield from bps.wait(step_group)
-            yield from bps.trigger_and_read(readables, name=stream)
+            step_group = new_group(group)
+            yield from set_in(axis, x, step_group)
+            if k > 0:
+                yield from set_in(ifm.tags.step_index, k, step_group)
+            yield from wait_for(step_group)
+            yield from frame()
 
     return body()
 
@@ -274,7 +283,6 @@ def dark_series(
     if scan_uid is not None and len(scan_uid) > MAX_SCAN_UID:
         raise ValueError(f"scan_uid must have at most {MAX_SCAN_UID} characters, got {scan_uid!r}")
     counter = attempts if attempts is not None else SeriesAttempts(ifm.tags.attempt)
-    readables = _readables(ifm, dets, ifm.g2.x)
 
     def body() -> MsgGenerator[None]:
         group = f"dark-{uuid.uuid4().hex[:8]}"
@@ -284,8 +292,9 @@ def dark_series(
         )
         yield from bps.abs_set(ifm.shutter, "close", group=group)
         yield from bps.wait(group)
+        frame = _frame_reader(ifm, dets, ifm.g2.x, STREAMS["dark"])
         for _ in range(frames):
-            yield from bps.trigger_and_read(readables, name=STREAMS["dark"])
+            yield from frame()
 
     def shutter_command(state: Any) -> str:
         return "open" if str(state) == "Open" else "close"

@@ -43,7 +43,6 @@ from sim.ioc.adcatalog import CAM_TABLE, ADPVs, HookedPV
 from sim.ioc.beam import BeamGroup, ShutterGroup
 from sim.ioc.faults import FaultsGroup
 from sim.ioc.filewriter import FrameEvent, FrameHook, HDF5FilePlugin, pvs_add
-from sim.ioc.monitors import monitors_sent
 from sim.ioc.motor import MotorRecord
 from sim.ioc.tags import FRAME_TYPES, ScanTagsGroup
 from sim.scan import FrameRenderer, FrameState
@@ -89,8 +88,7 @@ class _BusyCompletion:
         self.idle = idle
 
     async def __call__(self) -> None:
-        await self.idle.wait()
-        await monitors_sent()  # the Acquire_RBV 1 -> 0 update goes out before the reply
+        await self.idle.wait()  # the reply follows Acquire_RBV 1 -> 0 (sim.ioc.context)
 
 
 class SimDetector:

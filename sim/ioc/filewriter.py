@@ -98,6 +98,7 @@ class HDF5FilePlugin:
         self._capturing = False
         self._capture_t0 = 0.0
         self._lock = asyncio.Lock()
+        self._frame_shape: tuple[int, int] | None = None  # size PVs last published
         self._queue: asyncio.Queue[FrameEvent] | None = None
         self._worker: asyncio.Task[None] | None = None
         self.pvs.on_put("FilePath", self._put_file_path)
@@ -268,13 +269,15 @@ class HDF5FilePlugin:
     async def _process(self, event: FrameEvent) -> None:
         rows, cols = event.frame.shape
         pvs = self.pvs
-        await pvs["ArraySize0_RBV"].write(cols)
-        await pvs["ArraySize1_RBV"].write(rows)
-        await pvs["ArraySizeX_RBV"].write(cols)
-        await pvs["ArraySizeY_RBV"].write(rows)
-        await pvs["ArraySize_RBV"].write(int(event.frame.nbytes))
-        await pvs["NDimensions_RBV"].write(2)
-        await pvs["Dimensions_RBV"].write([cols, rows] + [0] * 8)
+        if (rows, cols) != self._frame_shape:  # a caproto write costs ~0.1 ms; sizes rarely change
+            await pvs["ArraySize0_RBV"].write(cols)
+            await pvs["ArraySize1_RBV"].write(rows)
+            await pvs["ArraySizeX_RBV"].write(cols)
+            await pvs["ArraySizeY_RBV"].write(rows)
+            await pvs["ArraySize_RBV"].write(int(event.frame.nbytes))
+            await pvs["NDimensions_RBV"].write(2)
+            await pvs["Dimensions_RBV"].write([cols, rows] + [0] * 8)
+            self._frame_shape = (rows, cols)
         await pvs["UniqueId_RBV"].write(event.unique_id)
         await pvs["TimeStamp_RBV"].write(event.time_unix)
         await pvs_add(pvs, "ArrayCounter")

@@ -30,8 +30,6 @@ from caproto import AlarmSeverity, AlarmStatus
 from caproto.server import PVGroup, PvpropertyDouble, pvproperty
 from caproto.server.records import MotorFields
 
-from sim.ioc.monitors import monitors_sent
-
 #: MSTA bit values (motor record documentation, "MSTA" field).
 MSTA_DIRECTION = 1 << 0
 MSTA_DONE = 1 << 1
@@ -169,8 +167,7 @@ class MotorValue(PvpropertyDouble):
         assert isinstance(group, MotorRecord)
         result = await super().write_from_dbr(*args, **kwargs)
         await group.wait_done(group.requested_id)
-        await monitors_sent()  # the final RBV/DMOV updates go out before the put reply
-        return result
+        return result  # the reply goes out after the final RBV/DMOV updates (sim.ioc.context)
 
 
 class MotorRecord(PVGroup):

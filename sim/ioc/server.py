@@ -13,17 +13,15 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 from dataclasses import dataclass, field
 from typing import Any
 
 import caproto.server.common as ca_server_common
-from caproto.asyncio.server import Context
 
 from beamline.config import Preset, preset
 from beamline.pvnames import SIM_PVNAMES, PVNames
-from sim.ioc import monitors
 from sim.ioc.beam import BeamGroup, ShutterGroup
+from sim.ioc.context import BeamlineContext
 from sim.ioc.detector import DetectorSpec, SimDetector
 from sim.ioc.faults import FaultsGroup
 from sim.ioc.motor import MotorRecord, MotorSpec
@@ -209,17 +207,15 @@ async def serve(beamline: SimBeamline, *, host: str = "127.0.0.1", port: int = 5
     os.environ.update(env)
     # caproto batches monitor updates: a batch waits HIGH_LOAD_TIMEOUT (default 10 ms) for more,
     # and under a steady flow (a settling piezo publishes every millisecond) the allowed latency
-    # doubles after every batch up to MAX_LATENCY (default 1 s). Either would let a put-completion
-    # overtake the final RBV/DMOV/Acquire_RBV updates that clients read right after it; 1 ms for
-    # both keeps them in order (tests/sim/ioc/test_piezo.py checks it).
+    # doubles after every batch up to MAX_LATENCY (default 1 s). Send each update as soon as it
+    # is queued; the replies wait for them (sim.ioc.context.OrderedCircuit).
     ca_server_common.HIGH_LOAD_TIMEOUT = 0.0
     ca_server_common.MAX_LATENCY = 0.001
     sink: asyncio.DatagramTransport | None = None
     if host.startswith("127.") and "EPICS_CAS_BEACON_PORT" not in os.environ:
         sink, beacon_port = await _beacon_sink(host)
         os.environ["EPICS_CAS_BEACON_PORT"] = str(beacon_port)
-    ctx = LowLatencyContext(beamline.pvdb, [host])
-    monitors.bind(ctx)
+    ctx = BeamlineContext(beamline.pvdb, [host])
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(ctx.run(startup_hook=_startup(beamline, ctx)))
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -233,7 +229,6 @@ async def serve(beamline: SimBeamline, *, host: str = "127.0.0.1", port: int = 5
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-        monitors.unbind(ctx)
         beamline.detector.close_now()  # never leave a scan file open
         if beamline.publisher is not None:
             beamline.publisher.close()
@@ -246,24 +241,7 @@ async def serve(beamline: SimBeamline, *, host: str = "127.0.0.1", port: int = 5
                 os.environ[key] = value
 
 
-class LowLatencyContext(Context):
-    """caproto's asyncio server with Nagle's algorithm off on every client circuit.
-
-    asyncio turns ``TCP_NODELAY`` on only for sockets whose ``proto`` is ``IPPROTO_TCP``; caproto
-    creates its listening socket with ``proto=0``, so its circuits keep Nagle on. A put to a
-    monitored PV is answered with two small messages (the monitor update and the write-notify
-    reply); Nagle holds the second until the client's delayed ACK (40 ms on Linux), so every
-    other put-completion through libca (pyepics, ophyd) took ~42 ms instead of ~1 ms.
-    """
-
-    async def tcp_handler(self, client: Any, addr: Any) -> Any:
-        sock = client.writer.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return await super().tcp_handler(client, addr)
-
-
-def _startup(beamline: SimBeamline, ctx: Context) -> Any:
+def _startup(beamline: SimBeamline, ctx: BeamlineContext) -> Any:
     async def hook(async_lib: Any) -> None:
         prepare = asyncio.create_task(beamline.detector.prepare())
         stream = f", frames on {beamline.publisher.endpoint}" if beamline.publisher else ""

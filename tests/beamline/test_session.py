@@ -235,6 +235,36 @@ def test_status_reporter_counts_distinct_frames_and_eta() -> None:
     assert rep.eta_s == pytest.approx(30.0)
 
 
+class _Recorder:
+    """Stands in for the OperatorStatus device: records every put."""
+
+    def __init__(self) -> None:
+        self.puts: list[tuple[str, Any]] = []
+
+    def __getattr__(self, attr: str) -> Any:
+        outer = self
+
+        class _Signal:
+            def put(self, value: Any, wait: bool = False) -> None:
+                outer.puts.append((attr, value))
+
+        return _Signal()
+
+
+def test_status_reporter_writes_frame_pvs_at_most_every_interval() -> None:
+    times = iter([0.0] + [0.05 * k for k in range(1, 11)])
+    status = _Recorder()
+    rep = ScanStatusReporter(status, tags_prefix="t", clock=lambda: next(times), min_interval_s=0.2)
+    rep("start", {"uid": "u", "frames_total": 10})
+    status.puts.clear()
+    for step in range(10):  # 20 frames/s for 0.5 s
+        rep("event", {"data": {"t_frame_type": "dark", "t_step_index": step}})
+    done = [v for name, v in status.puts if name == "frames_done"]
+    assert done == [1, 5, 9, 10]  # first frame, then every 0.2 s, and the last frame
+    with pytest.raises(ValueError, match="min_interval_s"):
+        ScanStatusReporter(None, min_interval_s=-1.0)
+
+
 def test_shell_namespace(session: Session) -> None:
     ns = shell_namespace(session)
     assert ns["RE"] is session.RE

@@ -35,6 +35,22 @@ def test_index_tags_round_trip(sim_ioc: IocHandle, suffix: str, value: int) -> N
     assert get(name) == value
 
 
+def test_monitor_of_a_tag_is_current_when_its_put_completes(sim_ioc: IocHandle) -> None:
+    """Events read the tags from monitors right after the plan's puts complete."""
+    name = sim_ioc.pv("tags", "StepIndex")
+    monitor = epics.PV(name, auto_monitor=True)
+    writer = epics.PV(name)
+    assert monitor.wait_for_connection(timeout=5.0)
+    assert writer.wait_for_connection(timeout=5.0)
+    monitor.get()
+    seen = []
+    for k in range(40):
+        assert writer.put(k % 7, wait=True) == 1
+        seen.append(monitor.get(use_monitor=True))
+    monitor.disconnect()
+    assert seen == [k % 7 for k in range(40)]
+
+
 def test_scan_uid_round_trip(sim_ioc: IocHandle) -> None:
     uid = str(uuid.uuid4())
     name = sim_ioc.pv("tags", "ScanUid")
