@@ -52,7 +52,7 @@ from beamline.stream import (
     ScanStart,
 )
 from recon.fbp import Method, accumulate_projection, filter_response, padded_length
-from recon.output import write_recon
+from recon.output import load_plotting, write_recon
 from recon.pipeline import Projections, Volumes, reconstruct_volumes
 from recon.retrieval import (
     StepFit,
@@ -215,6 +215,8 @@ class StreamingReconstructor:
 
     def start(self, start: ScanStart) -> None:
         """Begin a scan (resets all state)."""
+        if self.out is not None:
+            threading.Thread(target=load_plotting, name="load-plotting", daemon=True).start()
         self.scan = start
         self.preset: Preset = start.preset
         sched = start.preset.schedule
