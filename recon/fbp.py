@@ -535,7 +535,16 @@ def reconstruct_delta(
         method=method,
     )
     xi_m = shear_px * pixel_m
-    return (f * np.float32(wavelength_m / (2.0 * np.pi * xi_m))).astype(np.float32)
+    return _scaled_in_place(f, wavelength_m / (2.0 * np.pi * xi_m))
+
+
+def _scaled_in_place(volume: NDArray[np.floating], factor: float) -> F32:
+    """``volume * factor`` as float32, in place when the volume is float32 already: a volume is
+    the largest array of a reconstruction (4 GB at 1024^3), and each temporary copy of it costs
+    its size in fresh memory."""
+    out = volume if volume.dtype == np.float32 else volume.astype(np.float32)
+    out *= np.float32(factor)
+    return out
 
 
 def _neg_log(values: ArrayLike, name: str) -> F32:
@@ -569,7 +578,7 @@ def reconstruct_mu(
         size=size,
         method=method,
     )
-    return (f / np.float32(pixel_m)).astype(np.float32)
+    return _scaled_in_place(f, 1.0 / pixel_m)
 
 
 def reconstruct_darkfield(
@@ -594,4 +603,4 @@ def reconstruct_darkfield(
         size=size,
         method=method,
     )
-    return (f / np.float32(pixel_m)).astype(np.float32)
+    return _scaled_in_place(f, 1.0 / pixel_m)

@@ -122,17 +122,44 @@ def _pseudo_inverse(theta_rad: ArrayLike) -> NDArray[np.float64]:
     return np.asarray(np.linalg.solve(a.T @ a, a.T), dtype=np.float64)
 
 
-def _check_frames(frames: NDArray[np.generic], n_steps: int) -> None:
-    if frames.ndim != 3:
-        raise ValueError(f"frames must be 3-D (steps, rows, columns), got shape {frames.shape}")
-    if frames.shape[0] != n_steps:
-        raise ValueError(
-            f"frames has {frames.shape[0]} steps but theta_rad has {n_steps} (they must match)"
-        )
-    if not (np.issubdtype(frames.dtype, np.integer) or np.issubdtype(frames.dtype, np.floating)):
-        raise ValueError(f"frames must be an integer or float array, got dtype {frames.dtype}")
-    if np.issubdtype(frames.dtype, np.floating) and not np.all(np.isfinite(frames)):
+#: A phase-stepping series: one (steps, rows, columns) array, or one (rows, columns) array per
+#: step (frames kept where they arrived, e.g. in stream buffers: no stacking copy).
+Frames = NDArray[np.generic] | Sequence[NDArray[np.generic]]
+
+
+def _kernel_frames(
+    frames: Frames, n_steps: int
+) -> tuple[tuple[NDArray[np.generic], ...], tuple[int, int]]:
+    """Checked frames as the kernels take them (a tuple of read-only C-contiguous 2-D arrays of
+    one type, views where possible) and the frame shape (rows, columns)."""
+    if isinstance(frames, np.ndarray):
+        if frames.ndim != 3:
+            raise ValueError(f"frames must be 3-D (steps, rows, columns), got shape {frames.shape}")
+        parts: list[NDArray[np.generic]] = list(frames)
+        count, shape = frames.shape[0], (int(frames.shape[1]), int(frames.shape[2]))
+    else:
+        parts = [np.asarray(f) for f in frames]
+        if any(f.ndim != 2 for f in parts) or len({f.shape for f in parts}) > 1:
+            raise ValueError("frames given one per step must all be 2-D of one shape")
+        if len({f.dtype for f in parts}) > 1:
+            raise ValueError("frames given one per step must share one dtype")
+        count = len(parts)
+        shape = (int(parts[0].shape[0]), int(parts[0].shape[1])) if parts else (0, 0)
+    if count != n_steps:
+        raise ValueError(f"frames has {count} steps but theta_rad has {n_steps} (they must match)")
+    dtype = parts[0].dtype
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise ValueError(f"frames must be an integer or float array, got dtype {dtype}")
+    if np.issubdtype(dtype, np.floating) and not all(np.all(np.isfinite(f)) for f in parts):
         raise ValueError("frames contains NaN or inf")
+    # One kernel specialisation for a stack and for frames given one by one, so that both give
+    # bit-identical results (fastmath code differs between specialisations in the last bits).
+    views = []
+    for f in parts:
+        v = np.ascontiguousarray(f).view()
+        v.flags.writeable = False  # one numba type for every frame, whatever its origin
+        views.append(v)
+    return tuple(views), shape
 
 
 def _check_dark(dark: ArrayLike | None, shape: tuple[int, ...]) -> F32 | None:
@@ -195,7 +222,8 @@ def _row_sums(frames, dark, has_dark, pinv, r):  # type: ignore[no-untyped-def]
     The dark is subtracted after the sums, as ``dark * sum_k pinv[j, k]``: one read of the dark
     row instead of one per step (equal in exact arithmetic; the float32 difference is far
     below the photon noise)."""
-    m, _, cols = frames.shape
+    m = len(frames)
+    cols = frames[0].shape[1]
     s0 = np.zeros(cols, np.float32)
     s1 = np.zeros(cols, np.float32)
     s2 = np.zeros(cols, np.float32)
@@ -203,8 +231,9 @@ def _row_sums(frames, dark, has_dark, pinv, r):  # type: ignore[no-untyped-def]
         w0 = pinv[0, k]
         w1 = pinv[1, k]
         w2 = pinv[2, k]
+        fk = frames[k]
         for c in range(cols):
-            v = np.float32(frames[k, r, c])
+            v = np.float32(fk[r, c])
             s0[c] += w0 * v
             s1[c] += w1 * v
             s2[c] += w2 * v
@@ -226,7 +255,7 @@ def _row_sums(frames, dark, has_dark, pinv, r):  # type: ignore[no-untyped-def]
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
 def _fit_kernel(frames, dark, has_dark, pinv, a0_out, c1_out):  # type: ignore[no-untyped-def]
-    _, rows, cols = frames.shape
+    rows, cols = frames[0].shape
     for r in numba.prange(rows):
         s0, s1, s2 = _row_sums(frames, dark, has_dark, pinv, r)
         for c in range(cols):
@@ -236,7 +265,7 @@ def _fit_kernel(frames, dark, has_dark, pinv, a0_out, c1_out):  # type: ignore[n
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
 def _retrieve_kernel(frames, dark, has_dark, pinv, ref_a0, ref_c1, t_out, p_out, d_out):  # type: ignore[no-untyped-def]
-    _, rows, cols = frames.shape
+    rows, cols = frames[0].shape
     for r in numba.prange(rows):
         s0, s1, s2 = _row_sums(frames, dark, has_dark, pinv, r)
         for c in range(cols):
@@ -261,7 +290,7 @@ def _retrieve_kernel(frames, dark, has_dark, pinv, ref_a0, ref_c1, t_out, p_out,
 
 
 def fit_stepping(
-    frames: NDArray[np.generic],
+    frames: Frames,
     theta_rad: ArrayLike,
     dark: ArrayLike | None = None,
     *,
@@ -272,7 +301,8 @@ def fit_stepping(
     Parameters
     ----------
     frames
-        Phase-stepping series (steps M, rows, columns) [counts], any integer or float dtype.
+        Phase-stepping series (steps M, rows, columns) [counts], any integer or float dtype, or
+        the M frames (rows, columns) as a sequence (read where they are, not stacked).
     theta_rad
         Step phases (M,) [rad], ``2 pi x_k / p2`` from the measured grating positions; may span
         several periods. At least 3 steps spread over the circle.
@@ -290,32 +320,28 @@ def fit_stepping(
 
 
 def _fit_with(
-    frames: NDArray[np.generic],
+    frames: Frames,
     pinv: NDArray[np.float64],
     steps: int,
     dark: ArrayLike | None,
     backend: str = "numba",
 ) -> StepFit:
     """The fit with a given (3, M) pseudo-inverse (dose scaling folded in by the caller)."""
-    frames = np.asarray(frames)
-    _check_frames(frames, steps)
-    d = _check_dark(dark, frames.shape[1:])
+    kframes, shape = _kernel_frames(frames, steps)
+    d = _check_dark(dark, shape)
     if backend == "numba":
-        rows, cols = frames.shape[1:]
-        a0 = np.empty((rows, cols), np.float32)
-        c1 = np.empty((rows, cols), np.complex64)
+        a0 = np.empty(shape, np.float32)
+        c1 = np.empty(shape, np.complex64)
         dd = d if d is not None else np.zeros((1, 1), np.float32)
-        _fit_kernel(
-            np.ascontiguousarray(frames), dd, d is not None, pinv.astype(np.float32), a0, c1
-        )
+        _fit_kernel(kframes, dd, d is not None, pinv.astype(np.float32), a0, c1)
         return StepFit(a0, c1)
     if backend == "numpy":
-        return _fit_numpy(frames, pinv, d)
+        return _fit_numpy(np.stack(kframes), pinv, d)
     raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
 
 
 def fit_dose_normalised(
-    frames: NDArray[np.generic],
+    frames: Frames,
     theta_rad: ArrayLike,
     dark: ArrayLike | None,
     current_ma: ArrayLike,
@@ -326,7 +352,7 @@ def fit_dose_normalised(
     do not leak into phase or visibility. Falls back to the plain fit when a monitor reading is
     not positive or every scale is 1. ``current_ma`` (M,) [mA]."""
     current = np.asarray(current_ma, dtype=np.float64)
-    if current.shape != (np.asarray(frames).shape[0],):
+    if current.shape != (len(frames),):
         raise ValueError(f"current_ma must have one value per frame, got shape {current.shape}")
     theta = np.asarray(theta_rad, dtype=np.float64)
     pinv = _pseudo_inverse(theta)
@@ -372,7 +398,7 @@ def retrieve(sample: StepFit, reference: StepFit) -> Signals:
 
 
 def retrieve_frames(
-    frames: NDArray[np.generic],
+    frames: Frames,
     theta_rad: ArrayLike,
     reference: StepFit,
     dark: ArrayLike | None = None,
@@ -384,21 +410,17 @@ def retrieve_frames(
     """
     theta = np.asarray(theta_rad, dtype=np.float64)
     pinv = _pseudo_inverse(theta)
-    frames = np.asarray(frames)
-    _check_frames(frames, theta.size)
-    d = _check_dark(dark, frames.shape[1:])
-    if reference.a0.shape != frames.shape[1:]:
-        raise ValueError(
-            f"reference shape {reference.a0.shape} must equal the frame shape {frames.shape[1:]}"
-        )
-    shape = frames.shape[1:]
+    kframes, shape = _kernel_frames(frames, theta.size)
+    d = _check_dark(dark, shape)
+    if reference.a0.shape != shape:
+        raise ValueError(f"reference shape {reference.a0.shape} must equal the frame shape {shape}")
     t = np.empty(shape, np.float32)
     p = np.empty(shape, np.float32)
     dfield = np.empty(shape, np.float32)
     dd = d if d is not None else np.zeros((1, 1), np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
         _retrieve_kernel(
-            np.ascontiguousarray(frames),
+            kframes,
             dd,
             d is not None,
             pinv.astype(np.float32),
@@ -461,13 +483,31 @@ def unwrap_rows(dphi: ArrayLike, axis: int = -1) -> F32:
     integrates the wrapped neighbour differences. Valid when the true phase changes by less than
     pi between neighbouring pixels (reference/physics.md §3.3). Input (..., columns) [rad].
     """
-    p = np.asarray(dphi, dtype=np.float64)
+    p = np.asarray(dphi)
     if p.ndim == 0:
         raise ValueError("dphi must have at least one axis")
     if not np.all(np.isfinite(p)):
         raise ValueError("dphi contains NaN or inf")
-    diff = np.diff(p, axis=axis)
-    wrapped = (diff + np.pi) % (2.0 * np.pi) - np.pi
-    first = np.take(p, [0], axis=axis)
-    out = np.concatenate([first, first + np.cumsum(wrapped, axis=axis)], axis=axis)
-    return out.astype(np.float32)
+    moved = np.moveaxis(p, axis, -1)
+    rows = np.ascontiguousarray(moved.reshape(-1, moved.shape[-1]))
+    out = np.empty(rows.shape, np.float32)
+    if rows.shape[-1] > 0:
+        _unwrap_kernel(rows, out)
+    return np.moveaxis(out.reshape(moved.shape), -1, axis)
+
+
+@numba.njit(parallel=True, cache=True)
+def _unwrap_kernel(p, out):  # type: ignore[no-untyped-def]
+    """Itoh unwrapping of every row of ``p`` (rows, n) into ``out`` (float64 running sum)."""
+    two_pi = 2.0 * np.pi
+    rows, n = p.shape
+    for r in numba.prange(rows):
+        prev = np.float64(p[r, 0])
+        acc = prev
+        out[r, 0] = acc
+        for c in range(1, n):
+            v = np.float64(p[r, c])
+            d = v - prev
+            acc += d - two_pi * math.floor((d + np.pi) / two_pi)  # wrapped to [-pi, pi)
+            out[r, c] = acc
+            prev = v

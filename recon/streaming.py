@@ -102,11 +102,12 @@ class StreamStats:
 
 @dataclass
 class _Series:
-    """An open series: its frames (steps, rows, columns) and per-step tags."""
+    """An open series: its frames (one (rows, columns) array per step, where they arrived: a
+    stream buffer or a file read, never copied into a stack) and per-step tags."""
 
     key: tuple[int, int, int]  # image_key, angle or series index, attempt
     first_frame: int
-    stack: NDArray[np.generic]
+    frames: list[NDArray[np.generic] | None]
     filled: NDArray[np.bool_]
     g2_m: NDArray[np.float64]
     current_ma: NDArray[np.float64]
@@ -321,9 +322,9 @@ class StreamingReconstructor:
         skey = (key, index, header.attempt)
         s = self._open.get(skey)
         if s is None:
-            s = self._new_series(skey, n, slab.dtype)
+            s = self._new_series(skey, n)
         k = header.step_index
-        s.stack[k] = slab
+        s.frames[k] = slab
         s.filled[k] = True
         s.g2_m[k] = header.g2_position_m
         s.current_ma[k] = header.ring_current_ma
@@ -342,7 +343,7 @@ class StreamingReconstructor:
             return None
         return data[a:b]
 
-    def _new_series(self, skey: tuple[int, int, int], n: int, dtype: np.dtype) -> _Series:
+    def _new_series(self, skey: tuple[int, int, int], n: int) -> _Series:
         while len(self._open) >= self.max_open_series:
             oldest = min(self._open.values(), key=lambda s: s.first_frame)
             del self._open[oldest.key]
@@ -351,7 +352,7 @@ class StreamingReconstructor:
         s = _Series(
             skey,
             n,
-            np.empty((m, self.r1 - self.r0, self.cols), dtype),
+            [None] * m,
             np.zeros(m, bool),
             np.zeros(m),
             np.zeros(m),
@@ -387,11 +388,11 @@ class StreamingReconstructor:
         theta = step_phases(s.g2_m[sel], period)
         a = design_matrix(theta)
         pinv = np.linalg.solve(a.T @ a, a.T)
-        stack = s.stack[sel] if not sel.all() else s.stack
+        frames = [f for f, ok in zip(s.frames, sel, strict=True) if ok and f is not None]
         current = s.current_ma[sel]
         dark = self._dark
         dose_ref = self._dose_ref if self._dose_ref is not None else 1.0
-        fit = fit_dose_normalised(stack, theta, dark, current, dose_ref)
+        fit = fit_dose_normalised(frames, theta, dark, current, dose_ref)
         if np.all(current > 0):
             scale = dose_ref / np.asarray(current, np.float64)
             return fit, np.asarray(pinv @ scale.astype(np.float32).astype(np.float64), np.float64)

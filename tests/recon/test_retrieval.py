@@ -7,6 +7,7 @@ import pytest
 
 from recon.retrieval import (
     StepFit,
+    fit_dose_normalised,
     fit_stepping,
     interpolate_reference,
     retrieve,
@@ -74,6 +75,30 @@ def test_numba_kernel_equals_numpy_path_on_uint16_with_dark(maps) -> None:
     np.testing.assert_allclose(fast.c1, ref.c1, rtol=2e-5, atol=1e-5 * a0.max())
     # darks are subtracted: a0 back to the model within the uint16 rounding
     np.testing.assert_allclose(fast.a0, a0, atol=0.5)
+
+
+def test_frames_given_one_per_step_equal_the_stacked_series(maps) -> None:
+    """Stream buffers (read-only) and file reads (writable) mixed, sliced to a row slab."""
+    a0, vis, phi = maps
+    theta = 2 * np.pi * np.arange(5) / 5 + 0.1
+    dark = np.full((ROWS, COLS), 90.0, np.float32)
+    full = np.round(_curves(theta, a0, vis, phi) + dark[None]).astype(np.uint16)
+    frames = [f.copy() for f in full]
+    frames[1].flags.writeable = False
+    slab = [f[2:9] for f in frames]
+    current = np.array([200.0, 199.0, 201.0, 200.5, 198.0])
+    stacked = fit_dose_normalised(full[:, 2:9], theta, dark[2:9], current, 200.0)
+    listed = fit_dose_normalised(slab, theta, dark[2:9], current, 200.0)
+    np.testing.assert_array_equal(listed.a0, stacked.a0)
+    np.testing.assert_array_equal(listed.c1, stacked.c1)
+    ref = fit_stepping(full, theta, dark)
+    np.testing.assert_array_equal(
+        retrieve_frames(frames, theta, ref, dark).dphi, retrieve_frames(full, theta, ref, dark).dphi
+    )
+    with pytest.raises(ValueError, match="one shape"):
+        fit_stepping([full[0], full[1, :5], full[2]], theta[:3])
+    with pytest.raises(ValueError, match="4 steps but theta_rad has 5"):
+        fit_stepping(frames[:4], theta)
 
 
 def test_retrieve_gives_transmission_dphi_darkfield(maps) -> None:
