@@ -180,6 +180,31 @@ class Interferometer(_Frozen):
     reference_drift_rad_per_s: float = Field(default=0.0, description="reference phase drift")
 
 
+#: One entry of the acquisition order: ("reference", series index) or ("projection", angle index).
+SeriesKey = tuple[Literal["reference", "projection"], int]
+
+
+def acquisition_order(angles: int, reference_every: int) -> list[SeriesKey]:
+    """Series in acquisition order: a reference series at the start, after every
+    ``reference_every`` angles and at the end (never two in a row). The plans acquire, the
+    simulator renders and the reconstructor expects this order."""
+    for name, value in (("angles", angles), ("reference_every", reference_every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if reference_every > angles:
+        raise ValueError(f"reference_every={reference_every} is larger than angles={angles}")
+    order: list[SeriesKey] = [("reference", 0)]
+    n_ref = 1
+    for i in range(angles):
+        order.append(("projection", i))
+        if (i + 1) % reference_every == 0:
+            order.append(("reference", n_ref))
+            n_ref += 1
+    if order[-1][0] != "reference":
+        order.append(("reference", n_ref))
+    return order
+
+
 class Schedule(_Frozen):
     """Acquisition schedule of a phase-stepping CT scan."""
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
 from bluesky.utils import MsgGenerator
 
-from beamline.config import Preset, Schedule
+from beamline.config import Preset, Schedule, acquisition_order
 from devices.interferometer import Interferometer
 from plans.attempts import SeriesAttempts
 from plans.series import (
@@ -33,27 +33,6 @@ from plans.series import (
     series_positions_um,
     stepping_axis,
 )
-
-#: One entry of the acquisition order: ("reference", series index) or ("projection", angle index).
-SeriesKey = tuple[Literal["reference", "projection"], int]
-
-
-def acquisition_order(angles: int, reference_every: int) -> list[SeriesKey]:
-    """Series in acquisition order: references at the start, every N angles and at the end."""
-    check_count("angles", angles, 1)
-    check_count("reference_every", reference_every, 1)
-    if reference_every > angles:
-        raise ValueError(f"reference_every={reference_every} is larger than angles={angles}")
-    order: list[SeriesKey] = [("reference", 0)]
-    n_ref = 1
-    for i in range(angles):
-        order.append(("projection", i))
-        if (i + 1) % reference_every == 0:
-            order.append(("reference", n_ref))
-            n_ref += 1
-    if order[-1][0] != "reference":
-        order.append(("reference", n_ref))
-    return order
 
 
 def frames_planned(schedule: Schedule) -> int:

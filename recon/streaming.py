@@ -40,7 +40,7 @@ import numpy as np
 import scipy.fft
 from numpy.typing import NDArray
 
-from beamline.config import Preset
+from beamline.config import Preset, acquisition_order
 from beamline.scanfile import DATA_PATH, ImageKey, read_frame_table, read_header
 from beamline.stream import (
     Frame,
@@ -238,6 +238,13 @@ class StreamingReconstructor:
         self._dose_ref: float | None = None
         self._refs: dict[int, _Fitted] = {}
         self._projs: dict[int, _Fitted] = {}
+        try:
+            order = acquisition_order(sched.angles, sched.reference_every)
+        except ValueError:  # a schedule no plan acquires: reconstruct at scan-end only
+            order = []
+        self._expected_refs = {i for kind, i in order if kind == "reference"}
+        self._version = 0  # bumped by every change of the fits or the dark
+        self._early: tuple[int, StreamResult, float] | None = None
         self._pending_live: list[int] = []
         self._last_publish = -math.inf
         wanted = (full_rows // 2,) if self.live_rows_requested is None else self.live_rows_requested
@@ -282,7 +289,6 @@ class StreamingReconstructor:
     ) -> None:
         """Apply one frame (rows, columns) of the current scan; never raises on bad input."""
         t_arrival = time.perf_counter()
-        self._t_last_frame = t_arrival
         if self.scan is None or header.scan_uid != self.scan.scan_uid:
             self.stats.foreign += 1
             return
@@ -295,6 +301,7 @@ class StreamingReconstructor:
             self.stats.bad_frames += 1
             return
         self._seen.add(n)
+        self._t_last_frame = t_arrival  # the last frame taken (not duplicates, not foreign)
         self.stats.frames += 1
         if from_file:
             self.stats.from_file += 1
@@ -378,6 +385,7 @@ class StreamingReconstructor:
         self._dark_count[attempt] += 1
         latest = max(self._dark_sum)
         self._dark = (self._dark_sum[latest] / self._dark_count[latest]).astype(np.float32)
+        self._version += 1
 
     # --------------------------------------------------------------------------------------------
     # fitting
@@ -428,18 +436,34 @@ class StreamingReconstructor:
                 self.stats.superseded += rec.frames  # an older attempt, or a worse part
                 return
             self.stats.superseded += old.frames
+        self._version += 1
         if key == ImageKey.FLAT:
             self.stats.references += 1
             self._refs[index] = rec
             pending, self._pending_live = self._pending_live, []
             for angle in pending:
                 self._live_update(angle, None)
+        else:
+            self.stats.projections += 1
+            if old is not None and old.live_q is not None:
+                self._accumulate(old, -self._live_weight)
+            self._projs[index] = rec
+            self._live_update(index, t_arrival)
+        self._finish_early()
+
+    def _finish_early(self) -> None:
+        """Reconstruct as soon as every planned series is in, before ``scan-end``: the beamline
+        still restores the sample and closes the run after the last frame (~1 s). ``end``
+        reuses the result unless something changed since (a re-take, a late frame)."""
+        if self._early is not None or self._open or self.scan is None:
             return
-        self.stats.projections += 1
-        if old is not None and old.live_q is not None:
-            self._accumulate(old, -self._live_weight)
-        self._projs[index] = rec
-        self._live_update(index, t_arrival)
+        if not self._expected_refs or len(self._projs) < self.preset.schedule.angles:
+            return
+        if not self._expected_refs <= set(self._refs):
+            return
+        version = self._version
+        result = self._reconstruct()
+        self._early = (version, result, time.perf_counter())
 
     # --------------------------------------------------------------------------------------------
     # live view
@@ -532,11 +556,11 @@ class StreamingReconstructor:
     # end of scan
 
     def end(self, end: ScanEnd | None) -> StreamResult:
-        """Close the scan: count losses, re-finalise every projection, reconstruct, write."""
+        """Close the scan: count losses, re-finalise every projection, reconstruct, write (or keep
+        the reconstruction made when the last planned series came in, if nothing changed)."""
         if self.scan is None:
             raise RuntimeError("end() without a scan in progress")
         t_end = time.perf_counter()
-        uid = self.scan.scan_uid
         if end is not None:
             self.stats.frames_sent = end.frames_sent
             self.stats.lost = [n for n in range(end.frames_sent) if n not in self._seen]
@@ -549,7 +573,26 @@ class StreamingReconstructor:
             self._close(s, None)
         self._open.clear()
         self._publish_live(force=True)
-        result = StreamResult(uid, self.stats)
+        early = self._early
+        if early is not None and early[0] == self._version:
+            result, t_done = early[1], early[2]
+        else:
+            result = self._reconstruct()
+            t_done = time.perf_counter()
+        result.stats = self.stats
+        result.timings_s = {
+            "last_frame_to_volume_s": max(0.0, t_done - getattr(self, "_t_last_frame", t_end)),
+            "finalize_s": time.perf_counter() - t_end,
+        }
+        self.scan = None
+        self.stats = StreamStats()
+        self._early = None
+        return result
+
+    def _reconstruct(self) -> StreamResult:
+        """Projections, volumes and (with ``out``) the files, from the fits so far."""
+        assert self.scan is not None
+        result = StreamResult(self.scan.scan_uid, self.stats)
         try:
             result.projections = self.projections()
             result.volumes = reconstruct_volumes(
@@ -564,13 +607,6 @@ class StreamingReconstructor:
             result.files = write_recon(
                 self.out, result.volumes, result.projections if self.write_projections else None
             )
-        t_done = time.perf_counter()
-        result.timings_s = {
-            "last_frame_to_volume_s": t_done - getattr(self, "_t_last_frame", t_end),
-            "finalize_s": t_done - t_end,
-        }
-        self.scan = None
-        self.stats = StreamStats()
         return result
 
     def projections(self) -> Projections:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from beamline.config import Preset
+from beamline.config import Preset, acquisition_order
 from beamline.scanfile import FrameTable, ImageKey
 from sim.forward import (
     FloatArray,
@@ -177,15 +177,9 @@ class SimulatedScan:
 
 
 def _series_plan(n_angles: int, every: int) -> list[int]:
-    """Acquisition order: -1 for a reference series, else the angle index."""
-    plan = [-1]
-    for i in range(n_angles):
-        plan.append(i)
-        if (i + 1) % every == 0:
-            plan.append(-1)
-    if plan[-1] != -1:
-        plan.append(-1)
-    return plan
+    """Acquisition order (``beamline.config.acquisition_order``): -1 for a reference series,
+    else the angle index."""
+    return [-1 if kind == "reference" else i for kind, i in acquisition_order(n_angles, every)]
 
 
 def compute_truth(renderer: FrameRenderer, angles_deg: FloatArray) -> TruthProjections:

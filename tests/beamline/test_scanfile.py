@@ -45,7 +45,8 @@ def _tags(**values: float) -> dict[str, float]:
 
 def test_simulated_scan_round_trips_and_reconstructs_the_same(tmp_path: Path) -> None:
     p = preset("tiny")
-    p = p.model_copy(update={"schedule": p.schedule.model_copy(update={"angles": 6})})
+    schedule = p.schedule.model_copy(update={"angles": 6, "reference_every": 6})
+    p = p.model_copy(update={"schedule": schedule})
     scan = simulate_scan(p, seed=0, noise=True)
     path = tmp_path / "scan.h5"
     header = ScanHeader(

@@ -229,7 +229,9 @@ def test_a_full_pipe_drops_or_times_out_instead_of_queueing_without_bound() -> N
     p = P.model_copy(update={"detector": P.detector.model_copy(update={"shape": (512, 512)})})
     with FramePublisher(hwm=2, block=False) as pub, FrameReceiver(pub.endpoint, hwm=2) as rx:
         pub.start_scan("uid", p)
-        sent = [pub.publish(big, tags(n)) for n in range(200)]
+        # copied sends: zero-copy sends dropped at a full pipe occasionally left context
+        # termination waiting on pyzmq's buffer collector (pyzmq issue #65 family), a test hang
+        sent = [pub.publish(big, tags(n), copy=True) for n in range(200)]
         assert not all(sent)
         assert pub.dropped == sent.count(False)
         assert pub.sent < 40  # about SNDHWM + RCVHWM + kernel buffers, not 200

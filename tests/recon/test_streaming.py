@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -271,3 +272,51 @@ def test_frames_the_stream_lost_are_recovered_from_the_scan_file() -> None:
     assert (s.lost, s.recovered, s.frames, s.incomplete_series) == ([], 2, n, 0)
     offline, _ = reconstruct_file(path)
     assert_same_volumes(result.volumes, offline)
+
+
+def test_volume_is_written_when_the_last_series_arrives_and_redone_after_a_retake(
+    tmp_path: Path,
+) -> None:
+    rec = shared_recorded()
+    n = len(rec.rows)
+    early = StreamingReconstructor(live_rows=(), out=tmp_path / "early")
+    early.start(scan_start(rec))
+    for i in range(n):
+        early.add_frame(header_of(rec, i), rec.frames[i])
+    # every planned series is in: the files exist before scan-end (the beamline is still
+    # restoring the sample and closing the run)
+    assert (tmp_path / "early" / "recon.h5").exists()
+    kept = early.end(None)
+    assert kept.volumes is not None
+    with h5py.File(tmp_path / "early" / "recon.h5", "r") as f:  # scan-end kept that result
+        np.testing.assert_array_equal(f["mu"][()], kept.volumes.mu)
+
+    # a re-take of the last projection series arrives after that, with other data
+    last = max(i for i in range(n) if rec.rows["image_key"][i] == 0)
+    angle = int(rec.rows["angle_index"][last])
+    series = [i for i in range(n) if rec.rows["angle_index"][i] == angle]
+    series = [i for i in series if rec.rows["attempt"][i] == rec.rows["attempt"][last]]
+    dimmer = {i: (rec.frames[i] * 0.8).astype(rec.frames.dtype) for i in series}
+    redo = StreamingReconstructor(live_rows=(), out=tmp_path / "redo")
+    redo.start(scan_start(rec))
+    for i in range(n):
+        redo.add_frame(header_of(rec, i), rec.frames[i])
+    for k, i in enumerate(series):
+        h = header_of(rec, i)
+        retake = FrameHeader(
+            h.scan_uid, n + k, h.image_key, h.angle_index, h.series_index, h.step_index,
+            h.attempt + 1, h.g2_position_m, h.rotation_deg, h.timestamp_s, h.ring_current_ma,
+            h.dtype, h.shape,
+        )  # fmt: skip
+        redo.add_frame(retake, dimmer[i])
+    result = redo.end(None)
+    # the same as a scan that had the dimmer frames in the first place
+    frames = rec.frames.copy()
+    for i, f in dimmer.items():
+        frames[i] = f
+    proj = retrieve_projections(frames, FrameTable(rec.rows.copy()), rec.preset.geometry)
+    want = reconstruct_volumes(proj, rec.preset.geometry)
+    assert_same_volumes(result.volumes, want)
+    assert not np.allclose(kept.volumes.mu, want.mu)
+    with h5py.File(tmp_path / "redo" / "recon.h5", "r") as f:  # the files were rewritten
+        np.testing.assert_array_equal(f["mu"][()], result.volumes.mu)
