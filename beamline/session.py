@@ -403,12 +403,17 @@ class Session:
     reporter: ScanStatusReporter
     suspenders: list[SuspenderBase] = field(default_factory=list)
     msg_hooks: list[Callable[[Msg], None]] = field(default_factory=list)
+    #: Closed with the session (the Tiled client's connections, when a Tiled server is used).
+    closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
-        """Remove the suspenders, close the document store and disconnect the devices."""
+        """Remove the suspenders, close the document store, the Tiled connection and disconnect
+        the devices."""
         for suspender in self.suspenders:
             self.RE.remove_suspender(suspender)
         self.store.close()
+        for closer in self.closers:
+            closer()
         for det in self.detectors:
             if hasattr(det, "destroy"):
                 det.destroy()
@@ -563,21 +568,25 @@ def make_session(
 
     RE.msg_hook = msg_hook  # type: ignore[assignment]
     if tiled_uri is not None:
-        RE.subscribe(_tiled_writer(tiled_uri, tiled_api_key))
+        writer, close_tiled = _tiled_writer(tiled_uri, tiled_api_key)
+        RE.subscribe(writer)
+        session.closers.append(close_tiled)
     reporter.set_state("Idle", "session ready")
     return session
 
 
-def _tiled_writer(uri: str, api_key: str | None) -> Any:
-    """A ``bluesky_tiled_plugins.TiledWriter`` for the Tiled server at ``uri``."""
+def _tiled_writer(uri: str, api_key: str | None) -> tuple[Any, Callable[[], None]]:
+    """A ``bluesky_tiled_plugins.TiledWriter`` for the Tiled server at ``uri`` (the key in the
+    URI or ``api_key``), and the function that closes its connection."""
     try:
-        from bluesky_tiled_plugins import TiledWriter  # type: ignore[import-not-found]
-        from tiled.client import from_uri  # type: ignore[import-not-found]
+        from bluesky_tiled_plugins import TiledWriter
+        from tiled.client import from_uri
     except ImportError as exc:
         raise ConfigError(
             f"tiled_uri needs bluesky-tiled-plugins and tiled[client] installed ({exc})"
         ) from exc
-    return TiledWriter(from_uri(uri, api_key=api_key))
+    client = from_uri(uri, api_key=api_key)
+    return TiledWriter(client), client.context.close
 
 
 def shell_namespace(session: Session) -> dict[str, Any]:

@@ -281,3 +281,39 @@ def test_make_session_validates(sim_ioc: IocHandle, tmp_path: Path) -> None:
         make_session("tiny", tmp_path, pvs=sim_ioc.pvs, beam_floor_ma=50, beam_resume_ma=10)
     with pytest.raises(ValueError, match="preset"):
         make_session("huge", tmp_path, pvs=sim_ioc.pvs)
+
+
+def test_documents_also_go_to_a_tiled_server(sim_ioc: IocHandle, tmp_path: Path) -> None:
+    """The facility path: the same run in a Tiled server (bluesky-tiled-plugins TiledWriter)
+    as in the embedded store. The frames stay in the scan file (read_run reads them there):
+    TiledWriter maps an areaDetector resource shared by several streams to the whole dataset."""
+    from tiled.client import from_uri
+    from tiled.server import SimpleTiledServer
+
+    data = tmp_path / "data"
+    data.mkdir()
+    server = SimpleTiledServer(tmp_path / "tiled", readable_storage=[data])
+    try:
+        s = make_session("tiny", data, pvs=sim_ioc.pvs, suspend_sleep_s=0.0, tiled_uri=server.uri)
+        try:
+            epics.caput(sim_ioc.pv("sample", "X"), 0.0, wait=True)
+            (uid,) = s.RE(
+                s.ct(angles=2, reference_every=2, steps=3, darks=2, exposure_s=EXPOSURE_S)
+            )
+        finally:
+            s.close()
+        local = read_run(data, uid)
+        client = from_uri(server.uri)
+        try:
+            remote = client[uid]
+            assert remote.metadata["start"]["plan_name"] == local.start["plan_name"]
+            assert remote.metadata["stop"]["exit_status"] == "success"
+            assert sorted(remote) == local.streams()
+            for stream in local.streams():
+                table = local.table(stream)
+                for key in ("ifm_tags_step_index", "ifm_g2_x", "ifm_beam_current"):
+                    np.testing.assert_array_equal(remote[stream][key].read(), table[key])
+        finally:
+            client.context.close()
+    finally:
+        server.close()
