@@ -53,9 +53,9 @@ class Motor(EpicsMotor):
     """
 
     _moving: bool
+    _started_moving: bool
 
     retry_deadband = Cpt(EpicsSignalRO, ".RDBD", kind="config", auto_monitor=True)
-    _started_moving: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
