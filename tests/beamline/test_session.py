@@ -24,6 +24,7 @@ from beamline.session import (
 )
 from plans import frames_planned
 from recon.pipeline import retrieve_projections
+from sim.ioc.piezo import PiezoSpec
 from tests.conftest import IocHandle
 
 EXPOSURE_S = 0.03
@@ -186,15 +187,23 @@ def test_beam_dump_retakes_the_series_with_next_attempt(
     retake = (rows["image_key"] == ImageKey.PROJECTION) & (rows["angle_index"] == 1)
     assert list(rows["attempt"][retake]) == [0] * n_first + [1] * 5
     assert list(scan.superseded) == list(retake & (rows["attempt"] == 0))
-    # the reconstruction input equals that of the undisturbed scan within noise: the re-taken
-    # angle differs from the calm scan no more than an undisturbed angle does
+    # the reconstruction input equals that of the undisturbed scan within noise: pixel by pixel,
+    # the re-taken angle differs from the calm scan no more than an undisturbed angle does
     geometry = session.preset.geometry
     p_calm = retrieve_projections(calm.frames, calm.table, geometry)
     p_dump = retrieve_projections(scan.frames, scan.table, geometry)
     for field in ("transmission", "dphi"):
         a, b = getattr(p_calm, field), getattr(p_dump, field)
-        diff = [float(np.sqrt(np.mean((a[i] - b[i]) ** 2))) for i in range(3)]
-        assert diff[1] < 2.0 * max(diff[0], diff[2]), (field, diff)
+        spread = [float(np.std(a[i] - b[i])) for i in range(3)]
+        assert spread[1] < 2.0 * max(spread[0], spread[2]), (field, spread)
+    # and its dphi offset within that of any series: the encoder reads the piezo with 2 nm rms,
+    # so a series' phase offset scatters by 2 pi sigma / p2 sqrt(2 / M), and the difference of
+    # two scans' offsets by sqrt(2) times that (~0.011 rad here; 0.026 rad was seen on an
+    # undisturbed angle, and an rms over the whole projection that counted offsets as noise
+    # failed this test about once in 20 runs)
+    sigma = 2 * np.pi * PiezoSpec().encoder_noise * 1e-6 / geometry.g2_pitch_m
+    offset = float(np.mean(p_calm.dphi[1] - p_dump.dphi[1]))
+    assert abs(offset) < 5 * sigma * np.sqrt(2 * 2 / args["steps"]), offset
     assert float(np.mean(p_dump.transmission[1])) == pytest.approx(
         float(np.mean(p_calm.transmission[1])), rel=0.01
     )
