@@ -152,6 +152,7 @@ class ScanFileWriter:
         # Datasets looked up once: a group lookup costs ~0.1 ms, a frame's whole append ~0.7 ms.
         self._data: h5py.Dataset | None = None
         self._columns: list[tuple[str, h5py.Dataset, NDArray[np.generic]]] = []
+        self._one = h5py.h5s.create_simple((1,))  # memory space of one tag value
 
     def __enter__(self) -> ScanFileWriter:
         self.open()
@@ -241,13 +242,12 @@ class ScanFileWriter:
             data.id.write_direct_chunk((n, 0, 0), frame.tobytes())
         else:
             data[n] = frame  # HDF5 converts the type
-        one = h5py.h5s.create_simple((1,))
         for name, ds, value in self._columns:
             value[0] = 0 if name == SUPERSEDED else row[name]
             ds.resize((n + 1,))
             space = ds.id.get_space()
             space.select_hyperslab((n,), (1,))
-            ds.id.write(one, space, value)
+            ds.id.write(self._one, space, value)
         self._mark_superseded(row, n)
         self._count = n + 1
         self._file.flush()

@@ -80,9 +80,7 @@ def load_plotting() -> None:
 def write_preview(path: Path, volumes: Volumes, z: int | None = None) -> None:
     """PNG of one axial slice (default: the middle one) of delta, mu and dark-field, masked
     outside the reconstruction circle, axes in micrometres."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    load_plotting()
     import matplotlib.pyplot as plt
 
     vols = volumes_dict(volumes)

@@ -207,10 +207,10 @@ async def serve(beamline: SimBeamline, *, host: str = "127.0.0.1", port: int = 5
     os.environ.update(env)
     # caproto batches monitor updates: a batch waits HIGH_LOAD_TIMEOUT (default 10 ms) for more,
     # and under a steady flow (a settling piezo publishes every millisecond) the allowed latency
-    # doubles after every batch up to MAX_LATENCY (default 1 s). Send each update as soon as it
-    # is queued; the replies wait for them (sim.ioc.context.OrderedCircuit).
+    # doubles from there after every batch, up to MAX_LATENCY (1 s). At 0 it stays 0: each
+    # update goes out as soon as it is queued, and the replies wait for them
+    # (sim.ioc.context.OrderedCircuit).
     ca_server_common.HIGH_LOAD_TIMEOUT = 0.0
-    ca_server_common.MAX_LATENCY = 0.001
     sink: asyncio.DatagramTransport | None = None
     if host.startswith("127.") and "EPICS_CAS_BEACON_PORT" not in os.environ:
         sink, beacon_port = await _beacon_sink(host)
