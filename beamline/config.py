@@ -267,6 +267,25 @@ class Preset(_Frozen):
     rotation_center_offset_px: float = Field(
         default=0.0, description="rotation axis minus detector centre (cols-1)/2 [px]"
     )
+    sample_out_mm: float | None = Field(
+        default=None,
+        gt=0,
+        description="sample x travel out of the beam for reference series [mm]; "
+        "default: field-of-view width + sample diameter",
+    )
+
+    def sample_out_offset_mm(self) -> float:
+        """How far [mm] the sample stage moves (in x) to take the sample out of the beam.
+
+        ``sample_out_mm`` when set; otherwise the field-of-view width (columns x object-space
+        pixel) plus the sample (rod) diameter: twice the distance at which the rod just clears
+        the field, so a centred sample is out with a margin and the stage travels no further
+        than needed (tiny: 0.088 mm instead of a fixed 10 mm, 5 ms instead of 0.5 s each way).
+        """
+        if self.sample_out_mm is not None:
+            return self.sample_out_mm
+        fov_m = self.detector.shape[1] * self.geometry.pixel_size_m
+        return (fov_m + self.phantom.rod_diameter_m) * 1e3
 
 
 def _tiny() -> Preset:

@@ -58,6 +58,9 @@ class PVNames(BaseModel):
     beam: str = Field(default="BEAM:", description="beam monitor: Current (mA)")
     tags: str = Field(default="TAG:", description="scan-tag PVs written before each trigger")
     status: str = Field(default="STATUS:", description="operator status PVs")
+    sequencer: str = Field(
+        default="SEQ:", description="hardware phase-step sequencer (G2 piezo steps per frame)"
+    )
     faults: str = Field(default="FAULT:", description="fault-injection PVs (simulator only)")
     detector: str = Field(default="DET:", description="area detector (cam1:, HDF1:)")
 

@@ -502,6 +502,7 @@ def make_session(
     ifm = Interferometer(pvs=names, name="ifm")
     ifm.wait_for_connection(timeout=connect_timeout_s)
     ifm.g2.x.period.put(config.geometry.g2_pitch_m * 1e6)
+    ifm.sample.out_position.put(ifm.sample.in_position.get() + config.sample_out_offset_mm())
     dets = list(detectors) if detectors is not None else []
     if detectors is None:
         det = _make_detector(names, data)

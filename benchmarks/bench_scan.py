@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=tiny.steps)
     parser.add_argument("--darks", type=int, default=tiny.darks)
     parser.add_argument("--exposure", type=float, default=0.05)
+    parser.add_argument(
+        "--stepping", choices=("hardware", "software", "both"), default="hardware",
+        help="series timing to measure (default: both, in one run)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     import tests.conftest as ioc  # sets the loopback CA environment before pyepics loads
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             session = make_session("tiny", Path(tmp) / "data", pvs=pvs, suspend_sleep_s=0.0)
             plan = session.ct(
                 angles=args.angles, reference_every=args.reference_every, steps=args.steps,
-                darks=args.darks, exposure_s=args.exposure,
+                darks=args.darks, exposure_s=args.exposure, stepping=args.stepping,
             )  # fmt: skip
             t0 = time.monotonic()
             session.RE(plan)

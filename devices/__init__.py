@@ -11,6 +11,7 @@ from devices.motors import (
     SampleStage,
     step_positions,
 )
+from devices.sequencer import SequencedAcquisition, SequencedFrames, StepSequencer
 from devices.tags import FRAME_TYPES, OperatorStatus, ScanTags
 
 __all__ = [
@@ -24,7 +25,10 @@ __all__ = [
     "RotationStage",
     "SampleStage",
     "ScanTags",
+    "SequencedAcquisition",
+    "SequencedFrames",
     "Shutter",
+    "StepSequencer",
     "TalbotDetector",
     "TalbotHDF5Plugin",
     "step_positions",

@@ -85,6 +85,14 @@ class TalbotDetector(SingleTrigger, DetectorBase):
         the network at every trigger (~5 ms) to drive progress bars for multi-image triggers,
         and this trigger always takes one image.
         """
+        status = self.acquire()
+        self.reference_frame(time.time())
+        return status
+
+    def acquire(self) -> DeviceStatus:
+        """Start one acquisition of ``cam.num_images`` frames without referencing them in the
+        documents (hardware-timed series reference each frame with :meth:`reference_frame`);
+        the status finishes when areaDetector completes the put of ``Acquire = 1``."""
         if self._staged != Staged.yes:
             raise RuntimeError(f"{self.name} is not staged; call stage() before trigger()")
         status = DeviceStatus(self)
@@ -95,8 +103,11 @@ class TalbotDetector(SingleTrigger, DetectorBase):
                 status.set_finished()
 
         self._acquisition_signal.put(1, use_complete=True, callback=acquired)
-        self.generate_datum(self._image_name, time.time(), {})
         return status
+
+    def reference_frame(self, timestamp: float) -> None:
+        """Reference the next frame of the file (its point number) in the next reading."""
+        self.generate_datum(self._image_name, timestamp, {})
 
     def generate_datum(
         self, key: str, timestamp: float, datum_kwargs: dict[str, Any] | None = None

@@ -10,11 +10,13 @@ from ophyd import FormattedComponent as FCpt
 from beamline.pvnames import SIM_PVNAMES, PVNames
 from devices.beam import BeamMonitor, Shutter
 from devices.motors import AnalyzerStage, GratingStage, RotationStage, SampleStage
+from devices.sequencer import StepSequencer
 from devices.tags import OperatorStatus, ScanTags
 
 
 class Interferometer(Device):
-    """G0 and G2 stages, rotation and sample stages, shutter, beam monitor, tags and status."""
+    """G0 and G2 stages, rotation and sample stages, shutter, beam monitor, tags, status and the
+    hardware step sequencer."""
 
     g0 = FCpt(GratingStage, "{_names[g0]}", kind="config")
     g2 = FCpt(AnalyzerStage, "{_names[g2]}", kind="normal")
@@ -24,6 +26,8 @@ class Interferometer(Device):
     beam = FCpt(BeamMonitor, "{_names[beam]}", kind="normal")
     tags = FCpt(ScanTags, "{_names[tags]}", kind="normal")
     status = FCpt(OperatorStatus, "{_names[status]}", kind="omitted")
+    #: Connected on first use: a beamline without a hardware sequencer steps in software.
+    sequencer = FCpt(StepSequencer, "{_names[sequencer]}", kind="omitted", lazy=True)
 
     def __init__(
         self, prefix: str = "", *, pvs: PVNames | None = None, name: str, **kwargs: Any

@@ -23,13 +23,16 @@ from devices.interferometer import Interferometer
 from plans.attempts import SeriesAttempts
 from plans.series import (
     Grating,
+    Stepping,
     _check_detectors,
     _restoring,
     check_count,
     check_positive,
+    check_stepping,
     dark_series,
     phase_stepping_series,
     reference_series,
+    sequenced_frames,
     series_positions_um,
     stepping_axis,
 )
@@ -138,6 +141,7 @@ def phase_stepping_ct(
     start_deg: float = 0.0,
     grating: Grating = "g2",
     backlash_um: float | None = None,
+    stepping: Stepping = "hardware",
     md: dict[str, Any] | None = None,
 ) -> MsgGenerator[Any]:
     """A phase-stepping CT scan in one run.
@@ -161,6 +165,11 @@ def phase_stepping_ct(
         ``"g2"`` (analyser piezo) or ``"g0"`` (source grating).
     backlash_um
         Approach distance below the first step [um] (default one step).
+    stepping
+        ``"hardware"`` (default): each series is one camera acquisition of M frames, the step
+        sequencer moving the G2 piezo after each exposure; ``"software"``: move and trigger
+        once per step (G0 stepping, detectors other than one area detector, beamlines without
+        a sequencer). See :func:`plans.series.phase_stepping_series`.
     md
         Extra start-document metadata.
 
@@ -192,7 +201,16 @@ def phase_stepping_ct(
         raise ValueError(f"backlash_um must be >= 0, got {backlash_um!r}")
     if md is not None and not isinstance(md, dict):
         raise ValueError(f"md must be a dict or None, got {type(md).__name__}")
+    check_stepping(stepping, grating, dets)
     axis = stepping_axis(ifm, grating)
+    if stepping == "hardware":
+        try:
+            ifm.sequencer.wait_for_connection(timeout=2.0)
+        except TimeoutError as exc:
+            raise ValueError(
+                f"stepping='hardware': the step sequencer does not answer ({exc}); "
+                "use stepping='software'"
+            ) from None
     order = acquisition_order(schedule.angles, schedule.reference_every)
     angles_deg = [start_deg + a for a in schedule.angles_deg()]
     total = frames_planned(schedule)
@@ -211,6 +229,7 @@ def phase_stepping_ct(
             "start_deg": float(start_deg),
             "grating": grating,
             "backlash_um": backlash_um,
+            "stepping": stepping,
         }
         run_md = _standard_md(
             "phase_stepping_ct", plan_args, dets, [axis, ifm.rotation, ifm.sample.x],
@@ -223,6 +242,7 @@ def phase_stepping_ct(
                 "schedule": schedule.model_dump(mode="json"),
                 "exposure_s": exposure,
                 "grating": grating,
+                "stepping": stepping,
                 "period_um": period_um,
                 "start_um": start,
                 "angles_deg": angles_deg,
@@ -245,7 +265,10 @@ def phase_stepping_ct(
             "backlash_um": backlash_um,
             "attempts": attempts,
             "scan_uid": scan_uid,
+            "stepping": stepping,
         }
+        if stepping == "hardware":
+            common["frames"] = sequenced_frames(ifm, dets[0], axis)
         yield from set_exposure(dets, exposure)
         if schedule.darks:
             yield from dark_series(

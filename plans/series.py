@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+from bluesky import Msg
 from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
 from bluesky.utils import MsgGenerator
@@ -29,11 +30,15 @@ from ophyd import EpicsMotor
 
 from devices.interferometer import Interferometer
 from devices.motors import step_positions
+from devices.sequencer import SequencedAcquisition, SequencedFrames
 from plans.attempts import SeriesAttempts
 from plans.frames import FrameReader, new_group, set_in, wait_for
 
 FrameType = Literal["projection", "reference", "dark"]
 Grating = Literal["g2", "g0"]
+#: ``"software"``: move, tag and trigger once per step; ``"hardware"``: one camera acquisition
+#: of M frames with the step sequencer moving the G2 piezo after each exposure.
+Stepping = Literal["software", "hardware"]
 
 #: Event stream of each frame type.
 STREAMS: dict[str, str] = {"projection": "primary", "reference": "reference", "dark": "dark"}
@@ -100,6 +105,45 @@ def _check_detectors(detectors: Sequence[Any]) -> list[Any]:
     return dets
 
 
+def check_stepping(stepping: str, grating: str, detectors: Sequence[Any]) -> None:
+    """ValueError naming ``stepping`` unless it is possible with this grating and detectors."""
+    if stepping == "software":
+        return
+    if stepping != "hardware":
+        raise ValueError(f"stepping must be 'software' or 'hardware', got {stepping!r}")
+    if grating != "g2":
+        raise ValueError("stepping='hardware' steps the G2 piezo; use stepping='software' for G0")
+    if len(detectors) != 1 or not all(
+        hasattr(d, name) for d in detectors for name in ("acquire", "reference_frame", "cam")
+    ):
+        raise ValueError(
+            "stepping='hardware' needs exactly one area detector whose exposures drive the "
+            f"sequencer (got {[getattr(d, 'name', d) for d in detectors]}); "
+            "use stepping='software'"
+        )
+
+
+def sequenced_frames(ifm: Interferometer, detector: Any, axis: EpicsMotor) -> SequencedFrames:
+    """The per-frame readings of a hardware-stepped series (one object per scan and detector:
+    an event stream's descriptor names the objects read)."""
+    return SequencedFrames(
+        detector,
+        ifm.sequencer,
+        axis,
+        ifm.tags.step_index,
+        [axis, ifm.rotation, ifm.sample, ifm.beam, ifm.tags],
+    )
+
+
+def _images_per_trigger(detectors: Sequence[Any], images: int, group: str) -> MsgGenerator[None]:
+    """Set ``cam.num_images`` of every area detector (each kind of series sets what it needs:
+    1 for a software-triggered frame, M for a hardware-stepped series)."""
+    for det in detectors:
+        cam = getattr(det, "cam", None)
+        if cam is not None and hasattr(cam, "num_images"):
+            yield from set_in(cam.num_images, images, group)
+
+
 def _tag_puts(
     ifm: Interferometer,
     group: str,
@@ -148,6 +192,8 @@ def phase_stepping_series(
     attempts: SeriesAttempts | None = None,
     scan_uid: str | None = None,
     setup: Callable[[str], MsgGenerator[Any]] | None = None,
+    stepping: Stepping = "software",
+    frames: SequencedFrames | None = None,
 ) -> MsgGenerator[None]:
     """One phase-stepping series (stub, no run): checkpoint, then M tagged frames.
 
@@ -171,8 +217,17 @@ def phase_stepping_series(
     setup
         ``setup(group)``: plan run right after the checkpoint (e.g. move the sample out, in the
         status group ``group`` that is waited on before the first step); a re-take repeats it.
+    stepping
+        ``"software"``: per step, move, write the step index, trigger and read. ``"hardware"``
+        (G2 only, one area detector): after the first step's move, arm the step sequencer for
+        M - 1 steps and take the M frames in one acquisition; then one event per frame with the
+        encoder reading the sequencer latched for it (same data keys).
+    frames
+        For ``stepping="hardware"``: the :func:`sequenced_frames` object shared by a scan's
+        series (a new one by default).
     """
     dets = _check_detectors(detectors)
+    check_stepping(stepping, grating, dets)
     positions = series_positions_um(
         steps=steps, periods=periods, period_um=period_um, start_um=start_um
     )
@@ -195,12 +250,20 @@ def phase_stepping_series(
     stream = STREAMS[frame_type]
     tags = {"frame_type": frame_type, "angle_index": angle_index, "series_index": series_index}
 
+    if stepping == "hardware":
+        per_frame = frames if frames is not None else sequenced_frames(ifm, dets[0], axis)
+        return _sequenced_series(
+            ifm, dets[0], axis, per_frame, positions, backlash, counter, key, scan_uid,
+            stream, tags, setup,
+        )  # fmt: skip
+
     def body() -> MsgGenerator[None]:
         group = f"series-{uuid.uuid4().hex[:8]}"
         frame = _frame_reader(ifm, dets, axis, stream)
         yield from _series_start(ifm, counter, key, scan_uid, group)
         yield from bps.abs_set(axis, positions[0] - backlash, group=group)
         yield from _tag_puts(ifm, group, step_index=0, **tags)  # type: ignore[arg-type]
+        yield from _images_per_trigger(dets, 1, group)
         if setup is not None:
             yield from setup(group)
         yield from bps.wait(group)
@@ -211,6 +274,57 @@ def phase_stepping_series(
                 yield from set_in(ifm.tags.step_index, k, step_group)
             yield from wait_for(step_group)
             yield from frame()
+
+    return body()
+
+
+def _sequenced_series(
+    ifm: Interferometer,
+    det: Any,
+    axis: EpicsMotor,
+    frames: SequencedFrames,
+    positions: list[float],
+    backlash: float,
+    attempts: SeriesAttempts,
+    key: tuple[str, int],
+    scan_uid: str | None,
+    stream: str,
+    tags: dict[str, Any],
+    setup: Callable[[str], MsgGenerator[Any]] | None,
+) -> MsgGenerator[None]:
+    """A hardware-stepped series: approach, arm, one M-frame acquisition, M events."""
+    sequencer = ifm.sequencer
+    steps = len(positions)
+    step_um = positions[1] - positions[0]
+    acquisition = SequencedAcquisition(det)
+    reader = FrameReader([frames], [], stream)
+    cam = det.cam
+
+    def body() -> MsgGenerator[None]:
+        group = f"series-{uuid.uuid4().hex[:8]}"
+        yield from _series_start(ifm, attempts, key, scan_uid, group)
+        for x in positions:  # LimitError before anything of this series moves
+            axis.check_value(x)
+        yield from set_in(axis, positions[0] - backlash, group)
+        yield from _tag_puts(ifm, group, step_index=0, **tags)
+        # A re-take may find the acquisition of the interrupted take still running: stop it
+        # (its frames stay in the file under the old attempt).
+        yield from set_in(cam.acquire, 0, group)
+        yield from _images_per_trigger([det], steps, group)
+        if setup is not None:
+            yield from setup(group)
+        yield from wait_for(group)
+        arm = new_group(group)
+        yield from set_in(axis, positions[0], arm)
+        yield from set_in(sequencer.step_size, step_um, arm)
+        yield from set_in(sequencer.num_steps, steps - 1, arm)
+        yield from set_in(frames, positions, arm)
+        yield from wait_for(arm)
+        acquired = new_group(group)
+        yield Msg("trigger", acquisition, group=acquired)
+        yield from wait_for(acquired)
+        for _ in positions:
+            yield from reader()
 
     return body()
 
@@ -241,6 +355,8 @@ def reference_series(
     backlash_um: float | None = None,
     attempts: SeriesAttempts | None = None,
     scan_uid: str | None = None,
+    stepping: Stepping = "software",
+    frames: SequencedFrames | None = None,
 ) -> MsgGenerator[None]:
     """A reference (flat) phase-stepping series with the sample out of the beam (stub, no run).
 
@@ -262,6 +378,8 @@ def reference_series(
         attempts=attempts,
         scan_uid=scan_uid,
         setup=lambda group: bps.abs_set(ifm.sample, "out", group=group),
+        stepping=stepping,
+        frames=frames,
     )
     return _restoring(series, ifm.sample.x.user_setpoint, ifm.sample, float)
 
@@ -291,6 +409,7 @@ def dark_series(
             ifm, group, frame_type="dark", angle_index=-1, series_index=-1, step_index=-1
         )
         yield from bps.abs_set(ifm.shutter, "close", group=group)
+        yield from _images_per_trigger(dets, 1, group)
         yield from bps.wait(group)
         frame = _frame_reader(ifm, dets, ifm.g2.x, STREAMS["dark"])
         for _ in range(frames):

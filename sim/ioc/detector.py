@@ -44,6 +44,7 @@ from sim.ioc.beam import BeamGroup, ShutterGroup
 from sim.ioc.faults import FaultsGroup
 from sim.ioc.filewriter import FrameEvent, FrameHook, HDF5FilePlugin, pvs_add
 from sim.ioc.motor import MotorRecord
+from sim.ioc.sequencer import StepSequencerGroup
 from sim.ioc.tags import FRAME_TYPES, ScanTagsGroup
 from sim.scan import FrameRenderer, FrameState
 
@@ -105,6 +106,7 @@ class SimDetector:
         tags: ScanTagsGroup,
         faults: FaultsGroup,
         spec: DetectorSpec | None = None,
+        sequencer: StepSequencerGroup | None = None,
     ) -> None:
         self.config = config
         self.spec = DetectorSpec() if spec is None else spec
@@ -113,6 +115,7 @@ class SimDetector:
         self.beam = beam
         self.tags = tags
         self.faults = faults
+        self.sequencer = sequencer
         rows, cols = config.detector.shape
         self.shape = (rows, cols)
         sizes = {
@@ -250,13 +253,18 @@ class SimDetector:
         )
         tags = self.tags
         frame_type = str(tags.frame_type.value)
+        g2_encoder_um = piezo.readback()
+        step_offset = 0
+        if self.sequencer is not None:
+            self.sequencer.latch(g2_encoder_um)
+            step_offset = self.sequencer.step_offset()
         row = {
             "image_key": FRAME_TYPES.index(frame_type),
             "angle_index": int(tags.angle_index.value),
             "series_index": int(tags.series_index.value),
-            "step_index": int(tags.step_index.value),
+            "step_index": int(tags.step_index.value) + step_offset,
             "attempt": int(tags.attempt.value),
-            "g2_position_m": piezo.readback() * 1e-6,
+            "g2_position_m": g2_encoder_um * 1e-6,
             "rotation_deg": rotation.readback(),
             "ring_current_ma": current,
         }
@@ -275,17 +283,28 @@ class SimDetector:
         loop = asyncio.get_running_loop()
         n = self._n_frames()
         done = 0
+        seq = self.sequencer
+        if seq is not None:
+            seq.begin()
+        # Frame i is handed to the plugins while frame i + 1 exposes (a camera in Multiple mode
+        # keeps exposing while the driver runs the plugin callbacks); the writes stay in order
+        # and the acquisition ends only when the last one is done.
+        writing: asyncio.Task[None] | None = None
         try:
             await cam["NumImagesCounter_RBV"].write(0)
             await cam["StatusMessage_RBV"].write("Acquiring")
             while done < n and not self._stop.is_set():
+                if seq is not None:
+                    await seq.on_target()  # the piezo's on-target output gates the exposure
                 t_start = loop.time()
                 time_unix = time.time()
                 state, row, frame_type, scan_uid = self.instrument_state()
                 exposure = float(cam.value("AcquireTime"))
                 # The frame integrates the state at the start of the exposure, so it is rendered
                 # in a worker thread while the exposure runs (the loop stays free for CA).
-                renderer = await asyncio.to_thread(self.renderer)
+                renderer = self._renderer
+                if renderer is None:
+                    renderer = await asyncio.to_thread(self.renderer)
                 rendering = asyncio.ensure_future(
                     asyncio.to_thread(renderer.render, state, self._rng)
                 )
@@ -294,6 +313,8 @@ class SimDetector:
                     await asyncio.gather(rendering, return_exceptions=True)
                     break
                 await cam["DetectorState_RBV"].write("Readout")
+                if seq is not None:
+                    await seq.exposure_ended(more_frames=done + 1 < n)
                 frame = await rendering
                 late = await self.faults.take_late()
                 wait = exposure + self.spec.readout_s + late - (loop.time() - t_start)
@@ -313,17 +334,31 @@ class SimDetector:
                         unique_id=self._unique_id,
                         time_unix=time_unix,
                     )
-                    await self.hdf.receive(event, dropped=dropped)
+                    writing = asyncio.create_task(self._deliver(writing, event, dropped))
                 period = float(cam.value("AcquirePeriod"))
                 rest = period - (loop.time() - t_start)
                 if done < n and rest > 0 and not await self._exposure(rest):
                     break
         finally:
-            await cam["DetectorState_RBV"].write("Idle")
-            await cam["StatusMessage_RBV"].write("Idle")
-            await cam["Acquire_RBV"].write(0)
-            await cam["Acquire"].write(0, verify_value=False)
-            self._idle.set()
+            try:
+                if writing is not None:
+                    await writing
+            finally:
+                if seq is not None:
+                    await seq.end()
+                await cam["DetectorState_RBV"].write("Idle")
+                await cam["StatusMessage_RBV"].write("Idle")
+                await cam["Acquire_RBV"].write(0)
+                await cam["Acquire"].write(0, verify_value=False)
+                self._idle.set()
+
+    async def _deliver(
+        self, previous: asyncio.Task[None] | None, event: FrameEvent, dropped: bool
+    ) -> None:
+        """Give ``event`` to the file plugin after the frame before it."""
+        if previous is not None:
+            await previous
+        await self.hdf.receive(event, dropped=dropped)
 
 
 def _positive(suffix: str, value: Any) -> None:

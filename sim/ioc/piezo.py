@@ -111,8 +111,12 @@ class PiezoRecord(MotorRecord):
             await self._publish_position()
             if self._interrupted():
                 return self._stop_requested
-            remaining = piezo.settle_s - elapsed
-            await asyncio.sleep(piezo.tick_s if remaining <= 0 else min(piezo.tick_s, remaining))
+            # Ticks on a fixed schedule from t0 (a late wake-up shortens the next sleep, so the
+            # loop's latency does not add up over the settling time).
+            wake = (math.floor(elapsed / piezo.tick_s) + 1) * piezo.tick_s
+            if elapsed < piezo.settle_s:
+                wake = min(wake, piezo.settle_s)
+            await asyncio.sleep(max(wake - (loop.time() - t0), 0.0))
             if self._interrupted():
                 return self._stop_requested
         self._hold_since = loop.time()

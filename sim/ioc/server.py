@@ -27,6 +27,7 @@ from sim.ioc.faults import FaultsGroup
 from sim.ioc.motor import MotorRecord, MotorSpec
 from sim.ioc.piezo import PiezoRecord, PiezoSpec
 from sim.ioc.publisher import FrameStreamHook
+from sim.ioc.sequencer import StepSequencerGroup
 from sim.ioc.tags import OperatorStatusGroup, ScanTagsGroup
 
 
@@ -81,6 +82,7 @@ class SimBeamline:
     status: OperatorStatusGroup
     faults: FaultsGroup
     detector: SimDetector
+    sequencer: StepSequencerGroup
     groups: list[Any] = field(default_factory=list)
     publisher: FrameStreamHook | None = None  # the frame stream, when configured
 
@@ -142,6 +144,7 @@ def build_beamline(
     piezo_record = motors["g2_x"]
     assert isinstance(piezo_record, PiezoRecord)
     faults = FaultsGroup(pvs.full("faults"), beam=beam, piezo=piezo_record)
+    sequencer = StepSequencerGroup(pvs.full("sequencer"), axis=piezo_record)
     camera = SimDetector(
         pvs.full("detector"),
         config=config,
@@ -151,6 +154,7 @@ def build_beamline(
         tags=tags,
         faults=faults,
         spec=DetectorSpec(seed=seed) if detector is None else detector,
+        sequencer=sequencer,
     )
     publisher = None
     if stream is not None:
@@ -166,7 +170,8 @@ def build_beamline(
         status=status,
         faults=faults,
         detector=camera,
-        groups=[*motors.values(), shutter, beam, tags, status, faults, camera],
+        sequencer=sequencer,
+        groups=[*motors.values(), shutter, beam, tags, status, faults, sequencer, camera],
         publisher=publisher,
     )
 

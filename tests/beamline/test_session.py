@@ -99,8 +99,10 @@ def test_ct_run_documents_status_and_restore(session: Session, sim_ioc: IocHandl
     assert primary["ifm_g2_x_user_setpoint"][:3] == pytest.approx([10.0, 10 + 1 / 3, 10 + 2 / 3])
     assert primary["ifm_rotation"] == pytest.approx([0, 0, 0, 90, 90, 90], abs=1e-3)
     assert np.all(primary["ifm_beam_current"] > 150)
-    # references with the sample out (10 mm), projections in (0 mm)
-    assert run.table("reference")["ifm_sample_x"] == pytest.approx([10.0] * 6, abs=1e-3)
+    # references with the sample out (field of view 48 um + rod 40 um), projections in (0 mm)
+    out_mm = session.preset.sample_out_offset_mm()
+    assert out_mm == pytest.approx(0.088)
+    assert run.table("reference")["ifm_sample_x"] == pytest.approx([out_mm] * 6, abs=1e-3)
     assert primary["ifm_sample_x"] == pytest.approx([0.0] * 6, abs=1e-3)
     # restored: shutter closed again, sample in; operator status says done
     assert ifm.shutter.state.get(use_monitor=False) == "Closed"
@@ -131,14 +133,20 @@ def test_ct_run_documents_status_and_restore(session: Session, sim_ioc: IocHandl
     assert means[:2].max() < 0.2 * means[2:5].min()
 
 
+@pytest.mark.parametrize("stepping", ["software", "hardware"])
 def test_beam_dump_retakes_the_series_with_next_attempt(
-    session: Session, sim_ioc: IocHandle
+    session: Session, sim_ioc: IocHandle, stepping: str
 ) -> None:
     RE = session.RE
     epics.caput(sim_ioc.pv("faults", "BeamDumpTime"), 0.3, wait=True)
-    dumped: list[int] = []
+    dumped: list[str] = []
 
-    def inject(name: str, doc: dict[str, Any]) -> None:
+    def dump() -> None:
+        dumped.append("dump")
+        epics.caput(sim_ioc.pv("faults", "BeamDump"), "Dump")
+
+    def inject_at_event(name: str, doc: dict[str, Any]) -> None:
+        # software stepping: the beam dies after the first frame of angle 1
         data = doc.get("data", {})
         if (
             name == "event"
@@ -147,27 +155,45 @@ def test_beam_dump_retakes_the_series_with_next_attempt(
             and data.get("ifm_tags_angle_index") == 1
             and data.get("ifm_tags_step_index") == 0
         ):
-            dumped.append(doc["seq_num"])
-            epics.caput(sim_ioc.pv("faults", "BeamDump"), "Dump")
+            dump()
 
-    args = {"angles": 3, "reference_every": 3, "steps": 5, "darks": 2, "exposure_s": EXPOSURE_S}
+    def inject_at_acquisition(msg: Msg) -> None:
+        # hardware stepping: the beam dies while the camera takes the frames of angle 1
+        if (
+            msg.command == "trigger"
+            and getattr(msg.obj, "name", "") == "det_sequence"
+            and not dumped
+            and session.ifm.tags.angle_index.get() == 1
+            and session.ifm.tags.frame_type.get() == "projection"
+        ):
+            dump()
+
+    args = {
+        "angles": 3, "reference_every": 3, "steps": 5, "darks": 2, "exposure_s": EXPOSURE_S,
+        "stepping": stepping,
+    }  # fmt: skip
     RE(session.ct(**args))  # undisturbed, for comparison
     calm = _scan_file(read_run(session.data_dir))
-    token = RE.subscribe(inject)
+    token = RE.subscribe(inject_at_event)
+    session.msg_hooks.append(inject_at_acquisition)
     try:
         RE(session.ct(**args))
     finally:
         RE.unsubscribe(token)
+        session.msg_hooks.remove(inject_at_acquisition)
     assert dumped
     run = read_run(session.data_dir)
     assert run.stop is not None
     assert run.stop["exit_status"] == "success"
     series = _frames_by_series(run)
-    # the interrupted series: a partial first take (kept, nothing deleted), a full re-take
-    first = series[("projection", 1, 0)]
-    assert 1 <= len(first) < 5
-    assert first == list(range(len(first)))
+    # the interrupted series: a full re-take with attempt 1
     assert series[("projection", 1, 1)] == [0, 1, 2, 3, 4]
+    first = series.get(("projection", 1, 0), [])
+    if stepping == "software":  # the first take's frames before the dump have their events
+        assert 1 <= len(first) < 5
+    else:  # the dump interrupted the wait for the acquisition: no event of the first take
+        assert first == []
+    assert first == list(range(len(first)))
     # every other series taken once
     others = {k: v for k, v in series.items() if k[:2] != ("projection", 1)}
     assert all(k[2] == 0 for k in others)
@@ -175,16 +201,17 @@ def test_beam_dump_retakes_the_series_with_next_attempt(
     # the frames of the latest attempts are exactly the planned scan
     latest = sum(len(v) for k, v in series.items() if k != ("projection", 1, 0))
     schedule = session.preset.schedule.model_copy(
-        update={k: v for k, v in args.items() if k != "exposure_s"}
+        update={k: v for k, v in args.items() if k not in ("exposure_s", "stepping")}
     )
     assert latest == frames_planned(schedule)
     assert session.ifm.status.state.get(use_monitor=False) == "Done"
-    # the scan file keeps every frame; the first take is marked superseded
+    # the scan file keeps every frame acquired; the first take is marked superseded
     scan = _scan_file(run)
     rows = scan.table.rows
-    n_first = len(first)
-    assert len(rows) == latest + n_first
     retake = (rows["image_key"] == ImageKey.PROJECTION) & (rows["angle_index"] == 1)
+    n_first = int(np.sum(retake & (rows["attempt"] == 0)))
+    assert n_first >= max(len(first), 1)
+    assert len(rows) == latest + n_first
     assert list(rows["attempt"][retake]) == [0] * n_first + [1] * 5
     assert list(scan.superseded) == list(retake & (rows["attempt"] == 0))
     # the reconstruction input equals that of the undisturbed scan within noise: pixel by pixel,

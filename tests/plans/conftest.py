@@ -14,8 +14,9 @@ from devices import Interferometer
 @pytest.fixture
 def ifm() -> Interferometer:
     """An Interferometer whose signals are fakes: plans generate messages without any IOC."""
-    fake = make_fake_device(Interferometer)
-    return fake(name="ifm")
+    fake = make_fake_device(Interferometer)(name="ifm")
+    fake.g2.x.user_setpoint.sim_set_limits((0.5, 99.5))  # the simulated piezo's soft limits
+    return fake
 
 
 @pytest.fixture
@@ -40,3 +41,11 @@ def drive(plan: Any, values: dict[str, Any] | None = None) -> list[Msg]:
         reply = None
         if msg.command == "read" and name in values:
             reply = {name: {"value": values[name], "timestamp": 0.0}}
+
+
+@pytest.fixture
+def area_det() -> Any:
+    """An unconnected ``TalbotDetector`` (hardware-stepped series need an area detector)."""
+    from devices import TalbotDetector
+
+    return make_fake_device(TalbotDetector)("FAKE:", name="det")

@@ -46,8 +46,9 @@ def test_ct_order_of_darks_references_projections_and_steps(
     ifm: Any, det: Any, tiny: Preset
 ) -> None:
     plan = phase_stepping_ct(
-        ifm, [det], preset=tiny, angles=4, reference_every=2, darks=2, steps=3, start_um=10.0
-    )
+        ifm, [det], preset=tiny, angles=4, reference_every=2, darks=2, steps=3, start_um=10.0,
+        stepping="software",
+    )  # fmt: skip
     msgs = drive(plan, {"ifm_shutter_state": "Closed", "ifm_sample_x_user_setpoint": 0.25})
     frames = _frames(msgs)
     expected = [("dark", "dark", None, -1)] * 2
@@ -80,7 +81,7 @@ def test_ct_start_metadata_describes_the_scan(ifm: Any, det: Any, tiny: Preset) 
     msgs = list(
         phase_stepping_ct(
             ifm, [det], preset=tiny, angles=6, reference_every=3, exposure_s=0.02,
-            start_um=12.0, md={"operator": "test"},
+            start_um=12.0, md={"operator": "test"}, stepping="software",
         )
     )  # fmt: skip
     md = next(m for m in msgs if m.command == "open_run").kwargs
@@ -116,6 +117,8 @@ def test_ct_start_metadata_describes_the_scan(ifm: Any, det: Any, tiny: Preset) 
         ({"backlash_um": -0.1}, "backlash_um"),
         ({"start_deg": float("inf")}, "start_deg"),
         ({"md": ["not", "a", "dict"]}, "md"),
+        ({"stepping": "fly"}, "stepping"),
+        ({}, "stepping='hardware' needs exactly one area detector"),
     ],
 )
 def test_ct_validates_before_any_message(

@@ -134,3 +134,98 @@ def test_series_validation_reference_and_dark(ifm: Any, det: Any) -> None:
         dark_series(ifm, [det], frames=0)
     with pytest.raises(ValueError, match="detectors"):
         dark_series(ifm, [object()], frames=1)
+
+
+def test_hardware_series_arms_the_sequencer_once_and_reads_one_event_per_frame(
+    ifm: Any, area_det: Any
+) -> None:
+    attempts = SeriesAttempts()
+    msgs = list(
+        phase_stepping_series(
+            ifm, [area_det], steps=5, period_um=1.0, start_um=10.0, angle_index=3,
+            attempts=attempts, stepping="hardware",
+        )
+    )  # fmt: skip
+    commands = [m.command for m in msgs]
+    assert commands[0] == "checkpoint"
+    assert commands.count("checkpoint") == 1
+    assert msgs[1].obj is attempts
+    # the grating approaches the first step from below; the sequencer takes the other steps
+    assert _sets(msgs, "ifm_g2_x") == pytest.approx([9.8, 10.0])
+    assert _sets(msgs, "ifm_sequencer_step_size") == pytest.approx([0.2])
+    assert _sets(msgs, "ifm_sequencer_num_steps") == [4]
+    assert _sets(msgs, "det_frames") == [pytest.approx([10.0, 10.2, 10.4, 10.6, 10.8])]
+    assert _sets(msgs, "det_cam_num_images") == [5]
+    assert _sets(msgs, "det_cam_acquire") == [0]  # a re-take first stops a leftover acquisition
+    assert _sets(msgs, "ifm_tags_step_index") == [0]
+    # one acquisition, after every set has been waited for; then one event per frame
+    acquire = next(i for i, m in enumerate(msgs) if m.command == "trigger")
+    assert msgs[acquire].obj.name == "det_sequence"
+    assert "set" not in commands[acquire:]
+    assert commands[acquire - 1] == "wait"
+    creates = [m for m in msgs if m.command == "create"]
+    assert [m.kwargs["name"] for m in creates] == ["primary"] * 5
+    reads = [getattr(m.obj, "name", None) for m in msgs if m.command == "read"]
+    assert reads == ["det_frames"] * 5
+    frame_triggers = [m for m in msgs[acquire + 1 :] if m.command == "trigger"]
+    assert [m.obj.name for m in frame_triggers] == ["det_frames"] * 5
+
+
+def test_reference_series_hardware_moves_the_sample_out_first(ifm: Any, area_det: Any) -> None:
+    msgs = drive(
+        reference_series(
+            ifm, [area_det], series_index=1, steps=3, period_um=1.0, start_um=5.0,
+            stepping="hardware",
+        ),
+        {"ifm_sample_x_user_setpoint": 0.0},
+    )  # fmt: skip
+    sample = [i for i, m in enumerate(msgs) if m.command == "set" and m.obj is ifm.sample]
+    acquire = next(i for i, m in enumerate(msgs) if m.command == "trigger")
+    assert msgs[sample[0]].args[0] == "out"
+    assert sample[0] < acquire < sample[1]
+    assert msgs[sample[1]].args[0] == 0.0
+    assert [m.kwargs["name"] for m in msgs if m.command == "create"] == ["reference"] * 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"stepping": "fly"}, "stepping must be"),
+        ({"stepping": "hardware", "grating": "g0"}, "G0"),
+    ],
+)
+def test_hardware_stepping_validation(
+    ifm: Any, area_det: Any, kwargs: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        phase_stepping_series(
+            ifm, [area_det], steps=5, period_um=1.0, start_um=10.0, angle_index=0, **kwargs
+        )
+
+
+def test_hardware_stepping_needs_one_area_detector(ifm: Any, det: Any, area_det: Any) -> None:
+    for dets in ([det], [area_det, area_det]):
+        with pytest.raises(ValueError, match="exactly one area detector"):
+            phase_stepping_series(
+                ifm, dets, steps=5, period_um=1.0, start_um=10.0, angle_index=0,
+                stepping="hardware",
+            )  # fmt: skip
+
+
+def test_hardware_series_checks_every_step_against_the_limits_before_moving(
+    ifm: Any, area_det: Any
+) -> None:
+    from ophyd.utils import LimitError
+
+    plan = phase_stepping_series(
+        ifm, [area_det], steps=5, period_um=1.0, start_um=98.9, angle_index=0,
+        stepping="hardware",
+    )  # fmt: skip
+    msgs: list[Msg] = []
+
+    def drain() -> None:
+        msgs.extend(plan)
+
+    with pytest.raises(LimitError):
+        drain()
+    assert not any(m.command == "set" and m.obj is ifm.g2.x for m in msgs)
