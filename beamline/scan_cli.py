@@ -45,6 +45,10 @@ def add_scan_parser(subparsers: Any) -> argparse.ArgumentParser:
     ct.add_argument("--reference-every", type=int, default=None, help="reference every N angles")
     ct.add_argument("--darks", type=int, default=None, help="dark frames at the start (0: none)")
     ct.add_argument("--grating", choices=("g2", "g0"), default="g2", help="grating to step")
+    ct.add_argument("--stepping", choices=("hardware", "software"), default=None,
+                    help="hardware: one camera acquisition per series, the step sequencer moves "
+                    "the G2 piezo after each exposure (default for g2); software: move and "
+                    "trigger at every step (default for g0)")  # fmt: skip
     ct.add_argument("--resume-on-pause", action="store_true",
                     help="after Ctrl-C, resume instead of stopping")  # fmt: skip
     return scan
@@ -109,7 +113,7 @@ def run_scan(args: argparse.Namespace) -> int:
                 exposure_s=args.exposure, steps=args.steps, periods=args.periods,
                 angles=args.angles, angular_range_deg=args.angular_range_deg,
                 reference_every=args.reference_every, darks=args.darks,
-                start_um=args.start_um, grating=args.grating,
+                start_um=args.start_um, grating=args.grating, stepping=args.stepping,
             )  # fmt: skip
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -141,7 +141,7 @@ def phase_stepping_ct(
     start_deg: float = 0.0,
     grating: Grating = "g2",
     backlash_um: float | None = None,
-    stepping: Stepping = "hardware",
+    stepping: Stepping | None = None,
     md: dict[str, Any] | None = None,
 ) -> MsgGenerator[Any]:
     """A phase-stepping CT scan in one run.
@@ -166,10 +166,10 @@ def phase_stepping_ct(
     backlash_um
         Approach distance below the first step [um] (default one step).
     stepping
-        ``"hardware"`` (default): each series is one camera acquisition of M frames, the step
-        sequencer moving the G2 piezo after each exposure; ``"software"``: move and trigger
-        once per step (G0 stepping, detectors other than one area detector, beamlines without
-        a sequencer). See :func:`plans.series.phase_stepping_series`.
+        ``"hardware"`` (default for G2): each series is one camera acquisition of M frames, the
+        step sequencer moving the G2 piezo after each exposure; ``"software"`` (default for G0):
+        move and trigger once per step (also for detectors other than one area detector and
+        beamlines without a sequencer). See :func:`plans.series.phase_stepping_series`.
     md
         Extra start-document metadata.
 
@@ -201,9 +201,10 @@ def phase_stepping_ct(
         raise ValueError(f"backlash_um must be >= 0, got {backlash_um!r}")
     if md is not None and not isinstance(md, dict):
         raise ValueError(f"md must be a dict or None, got {type(md).__name__}")
-    check_stepping(stepping, grating, dets)
+    mode: Stepping = stepping or ("hardware" if grating == "g2" else "software")
+    check_stepping(mode, grating, dets)
     axis = stepping_axis(ifm, grating)
-    if stepping == "hardware":
+    if mode == "hardware":
         try:
             ifm.sequencer.wait_for_connection(timeout=2.0)
         except TimeoutError as exc:
@@ -229,7 +230,7 @@ def phase_stepping_ct(
             "start_deg": float(start_deg),
             "grating": grating,
             "backlash_um": backlash_um,
-            "stepping": stepping,
+            "stepping": mode,
         }
         run_md = _standard_md(
             "phase_stepping_ct", plan_args, dets, [axis, ifm.rotation, ifm.sample.x],
@@ -242,7 +243,7 @@ def phase_stepping_ct(
                 "schedule": schedule.model_dump(mode="json"),
                 "exposure_s": exposure,
                 "grating": grating,
-                "stepping": stepping,
+                "stepping": mode,
                 "period_um": period_um,
                 "start_um": start,
                 "angles_deg": angles_deg,
@@ -265,9 +266,9 @@ def phase_stepping_ct(
             "backlash_um": backlash_um,
             "attempts": attempts,
             "scan_uid": scan_uid,
-            "stepping": stepping,
+            "stepping": mode,
         }
-        if stepping == "hardware":
+        if mode == "hardware":
             common["frames"] = sequenced_frames(ifm, dets[0], axis)
         yield from set_exposure(dets, exposure)
         if schedule.darks:

@@ -131,3 +131,43 @@ def test_ct_validates_before_any_message(
 def test_ct_needs_a_detector(ifm: Any, tiny: Preset) -> None:
     with pytest.raises(ValueError, match="detectors"):
         phase_stepping_ct(ifm, [], preset=tiny)
+
+
+def test_ct_steps_in_hardware_by_default_with_one_acquisition_per_series(
+    ifm: Any, area_det: Any, tiny: Preset
+) -> None:
+    plan = phase_stepping_ct(
+        ifm, [area_det], preset=tiny, angles=4, reference_every=2, darks=2, steps=3,
+        start_um=10.0,
+    )  # fmt: skip
+    msgs = drive(plan, {"ifm_shutter_state": "Closed", "ifm_sample_x_user_setpoint": 0.25})
+    md = next(m for m in msgs if m.command == "open_run").kwargs
+    assert md["stepping"] == "hardware"
+    assert md["plan_args"]["stepping"] == "hardware"
+    commands = [m.command for m in msgs]
+    assert commands.count("checkpoint") == 1 + 7  # darks + 7 series
+    acquisitions = [m for m in msgs if m.command == "trigger" and m.obj.name == "det_sequence"]
+    assert len(acquisitions) == 7
+    # darks stay software-triggered (one trigger per frame); the series read one event a frame
+    streams = [m.kwargs["name"] for m in msgs if m.command == "create"]
+    expected = ["dark"] * 2
+    for kind, _ in acquisition_order(4, 2):
+        expected += ["primary" if kind == "projection" else "reference"] * 3
+    assert streams == expected
+    # one object reads every hardware-stepped frame of the scan (one descriptor per stream)
+    readers = {id(m.obj) for m in msgs if m.command == "read" and m.obj.name == "det_frames"}
+    assert len(readers) == 1
+
+
+def test_ct_steps_g0_in_software_by_default(ifm: Any, area_det: Any, tiny: Preset) -> None:
+    geometry = tiny.geometry.model_copy(update={"g0_pitch_m": 2e-6})
+    talbot_lau = tiny.model_copy(update={"geometry": geometry})
+    msgs = list(
+        phase_stepping_ct(
+            ifm, [area_det], preset=talbot_lau, angles=2, reference_every=2, darks=0, steps=3,
+            start_um=0.0, grating="g0",
+        )
+    )  # fmt: skip
+    md = next(m for m in msgs if m.command == "open_run").kwargs
+    assert md["stepping"] == "software"
+    assert not any(m.command == "trigger" and m.obj.name == "det_sequence" for m in msgs)
