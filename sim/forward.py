@@ -245,11 +245,14 @@ class StepCurve:
         theta_rad: float,
         dose: float = 1.0,
         phase_offset_rad: float | FloatArray = 0.0,
+        visibility_factor: float = 1.0,
     ) -> FloatArray:
-        """Expected counts (nrows, ncols) at grating phase ``theta_rad`` [rad]."""
+        """Expected counts (nrows, ncols) at grating phase ``theta_rad`` [rad]; every harmonic
+        scaled by ``visibility_factor`` (a misaligned analyser, ``sim.misalignment``)."""
         out = self.a0.copy()
         for n, cn in self.harmonics.items():
-            out += 2.0 * np.real(cn * np.exp(1j * n * (theta_rad + phase_offset_rad)))
+            wave = np.real(cn * np.exp(1j * n * (theta_rad + phase_offset_rad)))
+            out += (2.0 * visibility_factor) * wave
         return dose * out
 
     @property

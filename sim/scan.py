@@ -39,6 +39,7 @@ from sim.forward import (
     projection_fields,
     step_curve,
 )
+from sim.misalignment import roll_moire_phase, talbot_visibility_factor
 from sim.phantom import BonePhantom, make_bone_phantom
 
 #: Ring current at nominal dose [mA].
@@ -53,6 +54,9 @@ class FrameState:
 
     ``g2_position_m`` is the ACTUAL stepped-grating position [m]; ``exposure_s`` None means the
     detector's configured exposure; ``time_s`` [s] since scan start drives the reference drift.
+    ``g2_roll_rad`` [rad] turns G2 against the fringes (moire along the rows) and
+    ``g2_distance_m`` [m] is the G1-G2 distance (None: the design distance); see
+    ``sim.misalignment``.
     """
 
     rotation_deg: float
@@ -62,6 +66,8 @@ class FrameState:
     exposure_s: float | None = None
     ring_current_ma: float = NOMINAL_RING_CURRENT_MA
     time_s: float = 0.0
+    g2_roll_rad: float = 0.0
+    g2_distance_m: float | None = None
 
 
 class FrameRenderer:
@@ -130,10 +136,18 @@ class FrameRenderer:
         dose = (exposure / det.exposure_s) * (state.ring_current_ma / NOMINAL_RING_CURRENT_MA)
         curve = self.step_curve(state.rotation_deg if state.sample_in else None)
         theta = 2.0 * math.pi * state.g2_position_m / self.preset.geometry.g2_pitch_m
-        drift = drift_phase(
+        geometry = self.preset.geometry
+        offset = drift_phase(
             self.preset.interferometer.reference_drift_rad_per_s, state.time_s, det.shape
         )
-        return np.maximum(curve.counts(theta, dose, drift), 0.0)
+        factor = 1.0
+        if state.g2_distance_m is not None:
+            factor = talbot_visibility_factor(geometry, state.g2_distance_m)
+        if state.g2_roll_rad != 0.0:
+            moire, loss = roll_moire_phase(geometry, state.g2_roll_rad, det.shape)
+            offset = offset + moire
+            factor *= loss
+        return np.maximum(curve.counts(theta, dose, offset, factor), 0.0)
 
     def render(
         self, state: FrameState, rng: np.random.Generator | None = None

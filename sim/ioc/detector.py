@@ -8,6 +8,10 @@ An areaDetector-compatible camera (PVs: :mod:`sim.ioc.adcatalog`) whose frames a
   shift: stepping G0 by p0/M moves the fringes like stepping G2 by p2/M, so the effective G2
   position is ``x_G2 + x_G0 p2/p0`` when the geometry has a G0 pitch (Pfeiffer et al., Nat. Phys.
   2, 258 (2006)). Without ``g0_pitch_m`` in the geometry, G0 has no effect on the frames.
+- G2 roll [mrad] and G2 z [mm] (the G1-G2 distance) as ``sim.misalignment`` models them:
+  a roll adds moire fringes along the rows, a distance away from the fractional Talbot distance
+  lowers the visibility; the roll motor's 0 is parallel to the fringes, z starts at the design
+  distance;
 - rotation at the rotation stage's position; sample in the beam when the sample stage x is within
   (half field of view + rod radius) of ``sample_in_mm`` (default 0 mm), i.e. the rod is seen;
 - shutter closed -> dark frame (offset + read noise only);
@@ -250,6 +254,8 @@ class SimDetector:
             exposure_s=float(self.cam.value("AcquireTime")),
             ring_current_ma=max(current, 0.0),
             time_s=time.monotonic() - self._t0,
+            g2_roll_rad=motors["g2_roll"].user_position * 1e-3,  # mrad -> rad
+            g2_distance_m=motors["g2_z"].user_position * 1e-3,  # mm -> m
         )
         tags = self.tags
         frame_type = str(tags.frame_type.value)

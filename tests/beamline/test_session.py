@@ -12,6 +12,13 @@ import numpy as np
 import pytest
 from bluesky.utils import Msg
 
+from beamline.alignment import (
+    center_check_result,
+    distance_scan_result,
+    fringe_frequency,
+    roll_scan_result,
+    visibility_maps,
+)
 from beamline.config import Preset
 from beamline.scanfile import ImageKey, ScanFileContents, read_scan
 from beamline.session import (
@@ -23,8 +30,16 @@ from beamline.session import (
     shell_namespace,
 )
 from plans import frames_planned
+from plans.alignment import (
+    center_check_scan,
+    g2_roll_scan,
+    talbot_distance_scan,
+    visibility_scan,
+)
 from recon.pipeline import retrieve_projections
 from sim.ioc.piezo import PiezoSpec
+from sim.misalignment import roll_moire_frequency, talbot_visibility_factor
+from sim.scan import FrameRenderer, FrameState
 from tests.conftest import IocHandle
 
 EXPOSURE_S = 0.03
@@ -353,3 +368,83 @@ def test_documents_also_go_to_a_tiled_server(sim_ioc: IocHandle, tmp_path: Path)
             client.context.close()
     finally:
         server.close()
+
+
+def _alignment_scan(session: Session, plan: Any) -> ScanFileContents:
+    (uid,) = session.RE(plan)
+    return _scan_file(read_run(session.data_dir, uid))
+
+
+def test_roll_scan_on_the_simulator_finds_the_roll_without_moire(session: Session) -> None:
+
+    ifm, p = session.ifm, session.preset
+    g = p.geometry
+    ifm.shutter.open().wait(timeout=10)
+    rolls = [-15.0, -5.0, 5.0, 15.0]  # mrad
+    kw = {"steps": 4, "period_um": g.g2_pitch_m * 1e6, "exposure_s": EXPOSURE_S}
+    try:
+        scan = _alignment_scan(
+            session, g2_roll_scan(ifm, session.detectors, rolls_mrad=rolls, **kw)
+        )
+    finally:
+        ifm.shutter.close().wait(timeout=10)
+    result = roll_scan_result(scan.frames, scan.table, g.g2_pitch_m, rolls)
+    # truth: the roll whose moire cancels the y tilt of the reference fringes the simulator
+    # renders (its seed-0 aberration), from the noise-free renderer
+    renderer = FrameRenderer(p, 0)
+    k = np.arange(4)[:, None, None]
+    frames = np.stack(
+        [
+            renderer.expected(FrameState(0.0, j * g.g2_pitch_m / 4, sample_in=False))
+            for j in range(4)
+        ]
+    )
+    flat_y, _ = fringe_frequency(np.sum(frames * np.exp(-2j * np.pi * k / 4), axis=0))
+    truth_mrad = -flat_y / roll_moire_frequency(g, 1e-3)
+    assert result.best == pytest.approx(truth_mrad, abs=0.5)
+    # the moire period shrinks away from the best roll: p_y = 1 / |f_y| [px]
+    assert result.values[0] < result.values[1]
+    assert result.values[3] < result.values[2]
+    assert ifm.g2.roll.position == pytest.approx(0.0, abs=1e-3)  # restored
+
+
+def test_distance_scan_on_the_simulator_peaks_at_the_talbot_distance(session: Session) -> None:
+
+    ifm, p = session.ifm, session.preset
+    g = p.geometry
+    d_mm = g.distance_m * 1e3
+    z_mm = [d_mm - 2.0, d_mm - 1.0, d_mm, d_mm + 1.0, d_mm + 2.0]
+    ifm.shutter.open().wait(timeout=10)
+    kw = {"steps": 4, "period_um": g.g2_pitch_m * 1e6, "exposure_s": EXPOSURE_S}
+    try:
+        scan = _alignment_scan(
+            session, talbot_distance_scan(ifm, session.detectors, z_mm=z_mm, **kw)
+        )
+    finally:
+        ifm.shutter.close().wait(timeout=10)
+    result = distance_scan_result(scan.frames, scan.table, g.g2_pitch_m, z_mm)
+    assert result.best == pytest.approx(d_mm, abs=0.1)
+    # visibility versus z follows the Fresnel factor (median visibility / the one at d)
+    factors = [talbot_visibility_factor(g, z * 1e-3) for z in z_mm]
+    np.testing.assert_allclose(result.values / result.values[2], factors, rtol=0.02)
+    assert ifm.g2.z.position == pytest.approx(d_mm, abs=1e-3)  # restored
+
+
+def test_visibility_and_centre_checks_on_the_simulator(session: Session) -> None:
+    ifm, p = session.ifm, session.preset
+    g = p.geometry
+    kw = {"steps": 5, "period_um": g.g2_pitch_m * 1e6, "exposure_s": EXPOSURE_S, "darks": 2}
+    ifm.shutter.open().wait(timeout=10)
+    try:
+        vis_scan = _alignment_scan(session, visibility_scan(ifm, session.detectors, **kw))
+        centre_scan = _alignment_scan(session, center_check_scan(ifm, session.detectors, **kw))
+    finally:
+        ifm.shutter.close().wait(timeout=10)
+    # the measured visibility map is the simulator's reference visibility (PSF-blurred)
+    maps = visibility_maps(vis_scan.frames, vis_scan.table, g.g2_pitch_m)
+    truth = FrameRenderer(p, 0).reference.visibility
+    assert float(np.median(maps.visibility)) == pytest.approx(float(np.median(truth)), rel=0.05)
+    # the rotation axis of the tiny preset sits on the detector centre
+    assert p.rotation_center_offset_px == 0.0
+    offset = center_check_result(centre_scan.frames, centre_scan.table, g.g2_pitch_m)
+    assert offset == pytest.approx(0.0, abs=0.3)
