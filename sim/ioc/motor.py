@@ -193,6 +193,8 @@ class MotorRecord(PVGroup):
         self._kick = asyncio.Event()
         self._stop_requested = False
         self._direction = 1
+        self.travelled = False  # whether the last move left its start position
+        self.arrival_time = 0.0  # loop time [s] at which the last move reached its target
         super().__init__(prefix, **kwargs)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -391,19 +393,25 @@ class MotorRecord(PVGroup):
         goal = min(max(goal, spec.hard_low), spec.hard_high)
         start = self.dial
         distance = goal - start
+        loop = asyncio.get_running_loop()
         if abs(distance) < 0.5 * spec.resolution:
             # Zero-length move: DMOV still blinks (done by the caller); yield once so the
             # 0 is published before the 1.
+            self.travelled = False
+            self.arrival_time = loop.time()
             await asyncio.sleep(0)
             return False
+        self.travelled = True
         self._direction = 1 if distance > 0 else -1
         await f.direction_of_travel.write(1 if distance > 0 else 0)
         await f.motor_is_moving.write(1)
         await f.motor_status.write(self.status_bits(moving=True))
         velocity = max(float(f.velocity.value), 1e-12)
         duration = abs(distance) / velocity
-        loop = asyncio.get_running_loop()
         t0 = loop.time()
+        # The motion arrives at t0 + duration whenever the loop notices: the settling that
+        # follows counts from then, so the event loop's latency does not lengthen the move.
+        self.arrival_time = t0 + duration
         while True:
             elapsed = loop.time() - t0
             if elapsed >= duration:

@@ -3,7 +3,8 @@
 On top of :class:`~sim.ioc.motor.MotorRecord`: after the actuator reaches the commanded position
 the servo settles. The position error starts at the hysteresis error (``hysteresis`` times the
 sign of the move) and decays exponentially with time constant ``settle_s / 5``; ``DMOV`` returns
-to 1 only once ``settle_s`` has passed *and* the error is within ``tolerance``. ``RBV`` is the true
+to 1 only once ``settle_s`` has passed since the motion arrived *and* the error is within
+``tolerance``; a move to where the servo already holds (within ``tolerance``) settles at once. ``RBV`` is the true
 position plus Gaussian encoder noise (``encoder_noise`` rms, fresh each update). While holding, the
 true position creeps at ``drift_per_s``. A stall (fault injection) holds the error at
 ``10 * tolerance``, so ``DMOV`` stays 0 until the stall is cleared or the move is stopped.
@@ -93,10 +94,14 @@ class PiezoRecord(MotorRecord):
         """Closed-loop settling after arrival; returns True when STOP ended it."""
         piezo = self.piezo
         loop = asyncio.get_running_loop()
+        if not self.travelled and abs(self.error) <= piezo.tolerance and not self.stalled:
+            # commanded to where it holds: the servo is in position, nothing to settle
+            self._hold_since = loop.time()
+            return False
         self.error = piezo.hysteresis * self._direction
         e0 = self.error
         tau = piezo.settle_s / 5.0 if piezo.settle_s > 0 else 0.0
-        t0 = loop.time()
+        t0 = min(self.arrival_time, loop.time())  # settling starts when the motion arrived
         while True:
             elapsed = loop.time() - t0
             if self.stalled:
