@@ -305,14 +305,15 @@ def _sequenced_series(
         yield from _series_start(ifm, attempts, key, scan_uid, group)
         for x in positions:  # LimitError before anything of this series moves
             axis.check_value(x)
+        placed = new_group(group)  # the sample moves while the grating makes its approach
+        if setup is not None:
+            yield from setup(placed)
         yield from set_in(axis, positions[0] - backlash, group)
         yield from _tag_puts(ifm, group, step_index=0, **tags)
         # A re-take may find the acquisition of the interrupted take still running: stop it
         # (its frames stay in the file under the old attempt).
         yield from set_in(cam.acquire, 0, group)
         yield from _images_per_trigger([det], steps, group)
-        if setup is not None:
-            yield from setup(group)
         yield from wait_for(group)
         arm = new_group(group)
         yield from set_in(axis, positions[0], arm)
@@ -320,11 +321,17 @@ def _sequenced_series(
         yield from set_in(sequencer.num_steps, steps - 1, arm)
         yield from set_in(frames, positions, arm)
         yield from wait_for(arm)
+        yield from wait_for(placed)
         acquired = new_group(group)
         yield Msg("trigger", acquisition, group=acquired)
         yield from wait_for(acquired)
+        # The grating goes back below the first step while the events are saved, so the next
+        # series from the same start finds it there (its own approach repeats the move).
+        back = new_group(group)
+        yield from set_in(axis, positions[0] - backlash, back)
         for _ in positions:
             yield from reader()
+        yield from wait_for(back)
 
     return body()
 

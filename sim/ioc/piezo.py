@@ -4,11 +4,12 @@ On top of :class:`~sim.ioc.motor.MotorRecord`: after the actuator reaches the co
 the servo settles. The position error starts at the hysteresis error (``hysteresis`` times the
 sign of the move) and decays exponentially with time constant ``settle_s / 5``; ``DMOV`` returns
 to 1 only once ``settle_s`` has passed since the motion arrived *and* the error is within
-``tolerance``; a move to where the servo already holds (within ``tolerance``) settles at once. ``RBV`` is the true
-position plus Gaussian encoder noise (``encoder_noise`` rms, fresh each update). While holding, the
-true position creeps at ``drift_per_s``. A stall (fault injection) holds the error at
-``10 * tolerance``, so ``DMOV`` stays 0 until the stall is cleared or the move is stopped.
-Step positions follow Weitkamp et al., Opt. Express 13, 6296 (2005): M steps over one G2 period.
+``tolerance``; a move to where the servo already holds (within ``tolerance``) settles at once.
+``RBV`` is the true position plus Gaussian encoder noise (``encoder_noise`` rms, fresh each
+update). While holding, the true position creeps at ``drift_per_s``. A stall (fault injection)
+holds the error at ``10 * tolerance``, so ``DMOV`` stays 0 until the stall is cleared or the
+move is stopped. Step positions follow Weitkamp et al., Opt. Express 13, 6296 (2005): M steps
+over one G2 period.
 """
 
 from __future__ import annotations

@@ -150,8 +150,9 @@ def test_hardware_series_arms_the_sequencer_once_and_reads_one_event_per_frame(
     assert commands[0] == "checkpoint"
     assert commands.count("checkpoint") == 1
     assert msgs[1].obj is attempts
-    # the grating approaches the first step from below; the sequencer takes the other steps
-    assert _sets(msgs, "ifm_g2_x") == pytest.approx([9.8, 10.0])
+    # the grating approaches the first step from below; the sequencer takes the other steps;
+    # after the acquisition it goes back below the first step while the events are saved
+    assert _sets(msgs, "ifm_g2_x") == pytest.approx([9.8, 10.0, 9.8])
     assert _sets(msgs, "ifm_sequencer_step_size") == pytest.approx([0.2])
     assert _sets(msgs, "ifm_sequencer_num_steps") == [4]
     assert _sets(msgs, "det_frames") == [pytest.approx([10.0, 10.2, 10.4, 10.6, 10.8])]
@@ -161,8 +162,10 @@ def test_hardware_series_arms_the_sequencer_once_and_reads_one_event_per_frame(
     # one acquisition, after every set has been waited for; then one event per frame
     acquire = next(i for i, m in enumerate(msgs) if m.command == "trigger")
     assert msgs[acquire].obj.name == "det_sequence"
-    assert "set" not in commands[acquire:]
+    after = [m for m in msgs[acquire:] if m.command == "set"]
+    assert [m.obj for m in after] == [ifm.g2.x]
     assert commands[acquire - 1] == "wait"
+    assert commands[-1] == "wait"  # for the grating's return
     creates = [m for m in msgs if m.command == "create"]
     assert [m.kwargs["name"] for m in creates] == ["primary"] * 5
     reads = [getattr(m.obj, "name", None) for m in msgs if m.command == "read"]
