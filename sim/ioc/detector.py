@@ -219,6 +219,8 @@ class SimDetector:
             if self._idle.is_set():
                 self._idle.clear()
                 self._stop.clear()
+                if self.sequencer is not None:
+                    self.sequencer.begin()  # before any later put (NumSteps) is processed
                 await self.cam["Acquire_RBV"].write(1)
                 self._task = asyncio.create_task(self._acquire())
         else:
@@ -289,9 +291,7 @@ class SimDetector:
         loop = asyncio.get_running_loop()
         n = self._n_frames()
         done = 0
-        seq = self.sequencer
-        if seq is not None:
-            seq.begin()
+        seq = self.sequencer  # begun by the Acquire put
         # Frame i is handed to the plugins while frame i + 1 exposes (a camera in Multiple mode
         # keeps exposing while the driver runs the plugin callbacks); the writes stay in order
         # and the acquisition ends only when the last one is done.

@@ -444,7 +444,8 @@ def test_visibility_and_centre_checks_on_the_simulator(session: Session) -> None
     maps = visibility_maps(vis_scan.frames, vis_scan.table, g.g2_pitch_m)
     truth = FrameRenderer(p, 0).reference.visibility
     assert float(np.median(maps.visibility)) == pytest.approx(float(np.median(truth)), rel=0.05)
-    # the rotation axis of the tiny preset sits on the detector centre
+    # the rotation axis of the tiny preset sits on the detector centre; two noisy opposite
+    # projections locate it to ~0.17 px rms (5 runs: +0.30, -0.14, -0.02, +0.17, -0.04 px)
     assert p.rotation_center_offset_px == 0.0
     offset = center_check_result(centre_scan.frames, centre_scan.table, g.g2_pitch_m)
-    assert offset == pytest.approx(0.0, abs=0.3)
+    assert offset == pytest.approx(0.0, abs=0.5)

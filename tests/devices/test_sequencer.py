@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,6 +126,10 @@ def test_refused_puts_leave_the_sequencer_as_it_was(
     # NumSteps cannot change while the camera acquires
     det.cam.num_images.put(3, wait=True)
     status = det.acquire()
+    deadline = time.monotonic() + 10.0
+    while det.cam.acquire.get(use_monitor=False) != 1:  # Acquire_RBV: the camera acquires
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
     epics.caput(seq.num_steps.pvname, 2, wait=True, timeout=5.0)
     assert seq.armed.get(use_monitor=False) == 0
     status.wait(timeout=30.0)
