@@ -401,7 +401,7 @@ def test_roll_scan_on_the_simulator_finds_the_roll_without_moire(session: Sessio
     )
     flat_y, _ = fringe_frequency(np.sum(frames * np.exp(-2j * np.pi * k / 4), axis=0))
     truth_mrad = -flat_y / roll_moire_frequency(g, 1e-3)
-    assert result.best == pytest.approx(truth_mrad, abs=0.5)
+    assert result.best == pytest.approx(truth_mrad, abs=0.05)  # seen: within 0.011 mrad
     # the moire period shrinks away from the best roll: p_y = 1 / |f_y| [px]
     assert result.values[0] < result.values[1]
     assert result.values[3] < result.values[2]
@@ -423,10 +423,10 @@ def test_distance_scan_on_the_simulator_peaks_at_the_talbot_distance(session: Se
     finally:
         ifm.shutter.close().wait(timeout=10)
     result = distance_scan_result(scan.frames, scan.table, g.g2_pitch_m, z_mm)
-    assert result.best == pytest.approx(d_mm, abs=0.1)
+    assert result.best == pytest.approx(d_mm, abs=0.05)  # seen: within 0.021 mm
     # visibility versus z follows the Fresnel factor (median visibility / the one at d)
     factors = [talbot_visibility_factor(g, z * 1e-3) for z in z_mm]
-    np.testing.assert_allclose(result.values / result.values[2], factors, rtol=0.02)
+    np.testing.assert_allclose(result.values / result.values[2], factors, rtol=0.01)
     assert ifm.g2.z.position == pytest.approx(d_mm, abs=1e-3)  # restored
 
 
