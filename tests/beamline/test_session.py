@@ -371,23 +371,22 @@ def test_documents_also_go_to_a_tiled_server(sim_ioc: IocHandle, tmp_path: Path)
 
 
 def _alignment_scan(session: Session, plan: Any) -> ScanFileContents:
-    (uid,) = session.RE(plan)
+    """Run an alignment plan with the shutter open (closed again afterwards); its scan file."""
+    shutter = session.ifm.shutter
+    shutter.open().wait(timeout=10)
+    try:
+        (uid,) = session.RE(plan)
+    finally:
+        shutter.close().wait(timeout=10)
     return _scan_file(read_run(session.data_dir, uid))
 
 
 def test_roll_scan_on_the_simulator_finds_the_roll_without_moire(session: Session) -> None:
-
     ifm, p = session.ifm, session.preset
     g = p.geometry
-    ifm.shutter.open().wait(timeout=10)
     rolls = [-15.0, -5.0, 5.0, 15.0]  # mrad
     kw = {"steps": 4, "period_um": g.g2_pitch_m * 1e6, "exposure_s": EXPOSURE_S}
-    try:
-        scan = _alignment_scan(
-            session, g2_roll_scan(ifm, session.detectors, rolls_mrad=rolls, **kw)
-        )
-    finally:
-        ifm.shutter.close().wait(timeout=10)
+    scan = _alignment_scan(session, g2_roll_scan(ifm, session.detectors, rolls_mrad=rolls, **kw))
     result = roll_scan_result(scan.frames, scan.table, g.g2_pitch_m, rolls)
     # truth: the roll whose moire cancels the y tilt of the reference fringes the simulator
     # renders (its seed-0 aberration), from the noise-free renderer
@@ -409,19 +408,12 @@ def test_roll_scan_on_the_simulator_finds_the_roll_without_moire(session: Sessio
 
 
 def test_distance_scan_on_the_simulator_peaks_at_the_talbot_distance(session: Session) -> None:
-
     ifm, p = session.ifm, session.preset
     g = p.geometry
     d_mm = g.distance_m * 1e3
     z_mm = [d_mm - 2.0, d_mm - 1.0, d_mm, d_mm + 1.0, d_mm + 2.0]
-    ifm.shutter.open().wait(timeout=10)
     kw = {"steps": 4, "period_um": g.g2_pitch_m * 1e6, "exposure_s": EXPOSURE_S}
-    try:
-        scan = _alignment_scan(
-            session, talbot_distance_scan(ifm, session.detectors, z_mm=z_mm, **kw)
-        )
-    finally:
-        ifm.shutter.close().wait(timeout=10)
+    scan = _alignment_scan(session, talbot_distance_scan(ifm, session.detectors, z_mm=z_mm, **kw))
     result = distance_scan_result(scan.frames, scan.table, g.g2_pitch_m, z_mm)
     assert result.best == pytest.approx(d_mm, abs=0.05)  # seen: within 0.021 mm
     # visibility versus z follows the Fresnel factor (median visibility / the one at d)
@@ -434,12 +426,8 @@ def test_visibility_and_centre_checks_on_the_simulator(session: Session) -> None
     ifm, p = session.ifm, session.preset
     g = p.geometry
     kw = {"steps": 5, "period_um": g.g2_pitch_m * 1e6, "exposure_s": EXPOSURE_S, "darks": 2}
-    ifm.shutter.open().wait(timeout=10)
-    try:
-        vis_scan = _alignment_scan(session, visibility_scan(ifm, session.detectors, **kw))
-        centre_scan = _alignment_scan(session, center_check_scan(ifm, session.detectors, **kw))
-    finally:
-        ifm.shutter.close().wait(timeout=10)
+    vis_scan = _alignment_scan(session, visibility_scan(ifm, session.detectors, **kw))
+    centre_scan = _alignment_scan(session, center_check_scan(ifm, session.detectors, **kw))
     # the measured visibility map is the simulator's reference visibility (PSF-blurred)
     maps = visibility_maps(vis_scan.frames, vis_scan.table, g.g2_pitch_m)
     truth = FrameRenderer(p, 0).reference.visibility

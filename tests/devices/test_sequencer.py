@@ -58,6 +58,20 @@ def _acquire(det: TalbotDetector, frames: int) -> str:
     return path
 
 
+def _arm(
+    rig: tuple[TalbotDetector, StepSequencer, PiezoStepper, ScanTags],
+    start_um: float,
+    step_um: float,
+    steps: int,
+) -> None:
+    """Piezo at ``start_um``, step-index tag 0, sequencer armed for ``steps`` of ``step_um``."""
+    _det, seq, piezo, tags = rig
+    piezo.move(start_um, wait=True, timeout=10.0)
+    tags.step_index.put(0, wait=True)
+    seq.step_size.put(step_um, wait=True)
+    seq.num_steps.put(steps, wait=True)
+
+
 def test_armed_acquisition_steps_the_piezo_after_each_exposure(
     rig: tuple[TalbotDetector, StepSequencer, PiezoStepper, ScanTags], sim_ioc: IocHandle
 ) -> None:
@@ -65,11 +79,8 @@ def test_armed_acquisition_steps_the_piezo_after_each_exposure(
     shutter = Shutter(sim_ioc.pv("shutter"), name="shutter")
     shutter.wait_for_connection(timeout=10.0)
     shutter.open().wait(timeout=10.0)
-    piezo.move(20.0, wait=True, timeout=10.0)
     tags.frame_type.put("reference", wait=True)
-    tags.step_index.put(0, wait=True)
-    seq.step_size.put(0.25, wait=True)
-    seq.num_steps.put(3, wait=True)
+    _arm(rig, 20.0, 0.25, 3)
     assert seq.armed.get(use_monitor=False) == 1
     try:
         path = _acquire(det, 4)
@@ -139,10 +150,7 @@ def test_a_step_beyond_the_soft_limit_is_refused_and_the_frames_say_so(
     rig: tuple[TalbotDetector, StepSequencer, PiezoStepper, ScanTags],
 ) -> None:
     det, seq, piezo, tags = rig
-    piezo.move(99.0, wait=True, timeout=10.0)
-    tags.step_index.put(0, wait=True)
-    seq.step_size.put(0.4, wait=True)
-    seq.num_steps.put(3, wait=True)
+    _arm(rig, 99.0, 0.4, 3)
     _acquire(det, 4)
     assert piezo.user_setpoint.get(use_monitor=False) == pytest.approx(99.4)
     assert "soft limits" in seq.message.get(use_monitor=False)
