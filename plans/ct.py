@@ -32,7 +32,6 @@ from plans.series import (
     dark_series,
     phase_stepping_series,
     reference_series,
-    sequenced_frames,
     series_positions_um,
     stepping_axis,
 )
@@ -268,8 +267,6 @@ def phase_stepping_ct(
             "scan_uid": scan_uid,
             "stepping": mode,
         }
-        if mode == "hardware":
-            common["frames"] = sequenced_frames(ifm, dets[0], axis)
         yield from set_exposure(dets, exposure)
         if schedule.darks:
             yield from dark_series(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -123,16 +124,26 @@ def check_stepping(stepping: str, grating: str, detectors: Sequence[Any]) -> Non
         )
 
 
+#: One :class:`SequencedFrames` per (detector, interferometer, stepped axis): an event stream's
+#: descriptor names the objects read, so every hardware-stepped series of a run must read
+#: through the same one.
+_SEQUENCED: weakref.WeakKeyDictionary[Any, SequencedFrames] = weakref.WeakKeyDictionary()
+
+
 def sequenced_frames(ifm: Interferometer, detector: Any, axis: EpicsMotor) -> SequencedFrames:
-    """The per-frame readings of a hardware-stepped series (one object per scan and detector:
-    an event stream's descriptor names the objects read)."""
-    return SequencedFrames(
-        detector,
-        ifm.sequencer,
-        axis,
-        ifm.tags.step_index,
-        [axis, ifm.rotation, ifm.sample, ifm.beam, ifm.tags],
-    )
+    """The per-frame readings of hardware-stepped series with these devices (one object for
+    every series, since the descriptor of an event stream names the objects read)."""
+    frames = _SEQUENCED.get(detector)
+    if frames is None or frames.axis is not axis or frames.sequencer is not ifm.sequencer:
+        frames = SequencedFrames(
+            detector,
+            ifm.sequencer,
+            axis,
+            ifm.tags.step_index,
+            [axis, ifm.rotation, ifm.sample, ifm.beam, ifm.tags],
+        )
+        _SEQUENCED[detector] = frames
+    return frames
 
 
 def _images_per_trigger(detectors: Sequence[Any], images: int, group: str) -> MsgGenerator[None]:
@@ -193,7 +204,6 @@ def phase_stepping_series(
     scan_uid: str | None = None,
     setup: Callable[[str], MsgGenerator[Any]] | None = None,
     stepping: Stepping = "software",
-    frames: SequencedFrames | None = None,
 ) -> MsgGenerator[None]:
     """One phase-stepping series (stub, no run): checkpoint, then M tagged frames.
 
@@ -222,9 +232,6 @@ def phase_stepping_series(
         (G2 only, one area detector): after the first step's move, arm the step sequencer for
         M - 1 steps and take the M frames in one acquisition; then one event per frame with the
         encoder reading the sequencer latched for it (same data keys).
-    frames
-        For ``stepping="hardware"``: the :func:`sequenced_frames` object shared by a scan's
-        series (a new one by default).
     """
     dets = _check_detectors(detectors)
     check_stepping(stepping, grating, dets)
@@ -251,10 +258,10 @@ def phase_stepping_series(
     tags = {"frame_type": frame_type, "angle_index": angle_index, "series_index": series_index}
 
     if stepping == "hardware":
-        per_frame = frames if frames is not None else sequenced_frames(ifm, dets[0], axis)
+        frames = sequenced_frames(ifm, dets[0], axis)
         return _sequenced_series(
-            ifm, dets[0], axis, per_frame, positions, backlash, counter, key, scan_uid,
-            stream, tags, setup,
+            ifm, dets[0], axis, frames, positions, backlash, counter, key, scan_uid, stream,
+            tags, setup,
         )  # fmt: skip
 
     def body() -> MsgGenerator[None]:
@@ -363,7 +370,6 @@ def reference_series(
     attempts: SeriesAttempts | None = None,
     scan_uid: str | None = None,
     stepping: Stepping = "software",
-    frames: SequencedFrames | None = None,
 ) -> MsgGenerator[None]:
     """A reference (flat) phase-stepping series with the sample out of the beam (stub, no run).
 
@@ -386,7 +392,6 @@ def reference_series(
         scan_uid=scan_uid,
         setup=lambda group: bps.abs_set(ifm.sample, "out", group=group),
         stepping=stepping,
-        frames=frames,
     )
     return _restoring(series, ifm.sample.x.user_setpoint, ifm.sample, float)
 
