@@ -10,11 +10,12 @@ frame (``LazyOpen``), after the plan has written the scan tags.
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
 from ophyd import Component as Cpt
-from ophyd import DeviceStatus, Staged
+from ophyd import DeviceStatus, EpicsSignalRO, Staged
 from ophyd.areadetector import DetectorBase, SingleTrigger
 from ophyd.areadetector.cam import AreaDetectorCam
 from ophyd.areadetector.filestore_mixins import FileStoreHDF5IterativeWrite
@@ -27,12 +28,26 @@ DEFAULT_WRITE_PATH = "/tmp/talbot-data/%Y/%m/%d/"
 class TalbotHDF5Plugin(FileStoreHDF5IterativeWrite, HDF5Plugin_V34):
     """HDF5 file plugin (Stream mode, lazy open, blocking callbacks) with AD_HDF5 datums."""
 
+    #: Frames written to the current file, monitored: a series checks it without a round trip
+    #: (the update arrives before the put-completion of ``Acquire``).
+    num_captured = Cpt(EpicsSignalRO, "NumCaptured_RBV", auto_monitor=True)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Write mode before Capture (apstools #823); open the file at the first frame.
         self.stage_sigs.update([("lazy_open", "Yes")])
         self.stage_sigs.move_to_end("lazy_open", last=False)
         self.stage_sigs.move_to_end("capture")
+
+    def generate_datum(
+        self, key: str, timestamp: float, datum_kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        """As stock (``point_number`` = the next frame of the file), except that an explicit
+        ``point_number`` is kept and the automatic numbers continue after it."""
+        kwargs = dict(datum_kwargs or {})
+        if "point_number" in kwargs:
+            self._point_counter = itertools.count(int(kwargs.pop("point_number")))
+        return super().generate_datum(key, timestamp, kwargs)
 
     @property
     def primed(self) -> bool:
@@ -105,9 +120,11 @@ class TalbotDetector(SingleTrigger, DetectorBase):
         self._acquisition_signal.put(1, use_complete=True, callback=acquired)
         return status
 
-    def reference_frame(self, timestamp: float) -> None:
-        """Reference the next frame of the file (its point number) in the next reading."""
-        self.generate_datum(self._image_name, timestamp, {})
+    def reference_frame(self, timestamp: float, point_number: int | None = None) -> None:
+        """Reference a frame of the file in the next reading: ``point_number`` (its index along
+        ``/entry/data/data``), by default the frame after the last one referenced."""
+        kwargs = {} if point_number is None else {"point_number": int(point_number)}
+        self.generate_datum(self._image_name, timestamp, kwargs)
 
     def generate_datum(
         self, key: str, timestamp: float, datum_kwargs: dict[str, Any] | None = None

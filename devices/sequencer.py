@@ -55,8 +55,10 @@ class SequencedFrames:
     """The frames of the last sequenced acquisition, one reading per ``trigger()``.
 
     ``set(positions)`` gives the commanded step positions [axis units] of the next acquisition
-    (and forgets the frames of the previous one). Each ``trigger()`` then makes the next frame
-    current: it references that frame of the detector's file and takes its values. ``read()``
+    (and forgets the frames of the previous one); its frames are the next ones of the detector's
+    file. :meth:`lost` says how many of them never reached the file. Each ``trigger()`` then
+    makes the next frame current: it references that frame of the file (by its index) and takes
+    its values. ``read()``
     returns the current frame's reading under the data keys of a software-stepped frame.
 
     Parameters
@@ -93,6 +95,7 @@ class SequencedFrames:
         self._fixed: dict[str, dict[str, Any]] = {}
         self._encoder: np.ndarray = np.zeros(0)
         self._step0 = 0
+        self._first_point = 0
         self._current: dict[str, dict[str, Any]] = {}
 
     # -- bluesky: Movable ----------------------------------------------------------------------
@@ -104,9 +107,17 @@ class SequencedFrames:
         self._positions = values
         self._next = 0
         self._current = {}
+        # the frames of the acquisition follow the ones the file holds now (read when the set
+        # is executed, so a re-take after a rewind counts the interrupted take's frames too)
+        self._first_point = int(self.detector.hdf5.num_captured.get())
         status = Status(obj=self)
         status.set_finished()
         return status
+
+    def lost(self) -> int:
+        """Frames of the acquisition that did not reach the file (0 when all are written)."""
+        written = int(self.detector.hdf5.num_captured.get()) - self._first_point
+        return max(len(self._positions) - written, 0)
 
     # -- bluesky: Triggerable ------------------------------------------------------------------
     def trigger(self) -> StatusBase:
@@ -127,7 +138,7 @@ class SequencedFrames:
         if i == 0:
             self._load()
         now = time.time()
-        self.detector.reference_frame(now)
+        self.detector.reference_frame(now, self._first_point + i)
         reading = dict(self._fixed)
         reading.update(self.detector.read())
         setpoint_key = self.axis.user_setpoint.name

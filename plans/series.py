@@ -17,6 +17,7 @@ step).
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 import weakref
@@ -46,6 +47,11 @@ STREAMS: dict[str, str] = {"projection": "primary", "reference": "reference", "d
 
 #: Length limit of the ScanUid tag PV (a CA string).
 MAX_SCAN_UID = 39
+
+#: Takes of a hardware-stepped series that lost frames on the way to the file, at most.
+MAX_TAKES = 3
+
+log = logging.getLogger(__name__)
 
 
 def check_positive(name: str, value: float) -> float:
@@ -307,7 +313,8 @@ def _sequenced_series(
     reader = FrameReader([frames], [], stream)
     cam = det.cam
 
-    def body() -> MsgGenerator[None]:
+    def take() -> MsgGenerator[int]:
+        """One take: checkpoint, approach, arm, acquire; the number of frames lost."""
         group = f"series-{uuid.uuid4().hex[:8]}"
         yield from _series_start(ifm, attempts, key, scan_uid, group)
         for x in positions:  # LimitError before anything of this series moves
@@ -332,9 +339,22 @@ def _sequenced_series(
         acquired = new_group(group)
         yield Msg("trigger", acquisition, group=acquired)
         yield from wait_for(acquired)
+        return frames.lost()
+
+    def body() -> MsgGenerator[None]:
+        for _ in range(MAX_TAKES):
+            lost = yield from take()
+            if not lost:
+                break
+            log.warning("%s %d: %d frame(s) lost on the way to the file; re-taking", *key, lost)
+        else:
+            raise RuntimeError(
+                f"{key[0]} series {key[1]}: frames lost on the way to the file in {MAX_TAKES} "
+                "takes; check the detector's file writer (DroppedArrays)"
+            )
         # The grating goes back below the first step while the events are saved, so the next
         # series from the same start finds it there (its own approach repeats the move).
-        back = new_group(group)
+        back = new_group("back")
         yield from set_in(axis, positions[0] - backlash, back)
         for _ in positions:
             yield from reader()

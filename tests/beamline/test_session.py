@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from beamline.session import (
     read_run,
     shell_namespace,
 )
+from devices import FRAME_TYPES
 from plans import frames_planned
 from plans.alignment import (
     center_check_scan,
@@ -437,3 +439,59 @@ def test_visibility_and_centre_checks_on_the_simulator(session: Session) -> None
     assert p.rotation_center_offset_px == 0.0
     offset = center_check_result(centre_scan.frames, centre_scan.table, g.g2_pitch_m)
     assert offset == pytest.approx(0.0, abs=0.5)
+
+
+def _event_frames(run: Any) -> list[tuple[dict[str, Any], int]]:
+    """(event data, the file frame its image datum points to) for every event of the run."""
+    points: dict[str, int] = {}
+    for line in run.path.read_text().splitlines():
+        doc = json.loads(line)
+        if doc["name"] == "datum":
+            points[doc["doc"]["datum_id"]] = int(doc["doc"]["datum_kwargs"]["point_number"])
+    return [(e["data"], points[e["data"]["det_image"]]) for e in run.events]
+
+
+def test_a_frame_lost_by_the_file_writer_retakes_the_hardware_series(
+    session: Session, sim_ioc: IocHandle
+) -> None:
+    drop = sim_ioc.pv("faults", "DropFrames")
+    dropped_before = epics.caget(sim_ioc.pv("detector", "HDF1:DroppedArrays_RBV"))
+    injected: list[int] = []
+
+    def drop_one(msg: Msg) -> None:
+        if (
+            msg.command == "trigger"
+            and getattr(msg.obj, "name", "") == "det_sequence"
+            and not injected
+            and session.ifm.tags.angle_index.get() == 1
+            and session.ifm.tags.frame_type.get() == "projection"
+        ):
+            injected.append(1)
+            epics.caput(drop, 1, wait=True)
+
+    session.msg_hooks.append(drop_one)
+    try:
+        session.RE(session.ct(angles=3, reference_every=3, steps=5, darks=2, exposure_s=EXPOSURE_S))
+    finally:
+        session.msg_hooks.remove(drop_one)
+    assert injected
+    assert epics.caget(sim_ioc.pv("detector", "HDF1:DroppedArrays_RBV")) == dropped_before + 1
+    run = read_run(session.data_dir)
+    assert run.stop is not None
+    assert run.stop["exit_status"] == "success"
+    series = _frames_by_series(run)
+    # the take that lost a frame has no events; the re-take (attempt 1) has all five
+    assert ("projection", 1, 0) not in series
+    assert series[("projection", 1, 1)] == [0, 1, 2, 3, 4]
+    scan = _scan_file(run)
+    rows = scan.table.rows
+    angle1 = (rows["image_key"] == ImageKey.PROJECTION) & (rows["angle_index"] == 1)
+    assert list(rows["attempt"][angle1]) == [0] * 4 + [1] * 5  # 4 written, all kept
+    assert list(scan.superseded) == list(angle1 & (rows["attempt"] == 0))
+    # every event's image points at the file frame carrying the event's tags and encoder value
+    for data, point in _event_frames(run):
+        assert rows["image_key"][point] == FRAME_TYPES.index(data["ifm_tags_frame_type"])
+        assert rows["step_index"][point] == data["ifm_tags_step_index"]
+        assert rows["attempt"][point] == data["ifm_tags_attempt"]
+        if data["ifm_tags_frame_type"] != "dark":  # latched per frame (darks: read per event)
+            assert rows["g2_position_m"][point] == pytest.approx(data["ifm_g2_x"] * 1e-6)
