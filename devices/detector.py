@@ -25,6 +25,10 @@ from ophyd.areadetector.plugins import HDF5Plugin_V34
 DEFAULT_WRITE_PATH = "/tmp/talbot-data/%Y/%m/%d/"
 
 
+class FrameLost(RuntimeError):
+    """A triggered frame never reached the file (the file writer dropped it)."""
+
+
 class TalbotHDF5Plugin(FileStoreHDF5IterativeWrite, HDF5Plugin_V34):
     """HDF5 file plugin (Stream mode, lazy open, blocking callbacks) with AD_HDF5 datums."""
 
@@ -98,24 +102,42 @@ class TalbotDetector(SingleTrigger, DetectorBase):
 
         The status is a plain ``DeviceStatus``: the stock ``ADTriggerStatus`` reads two PVs over
         the network at every trigger (~5 ms) to drive progress bars for multi-image triggers,
-        and this trigger always takes one image.
+        and this trigger always takes one image. The frame is referenced by its index in the file
+        (the count of frames written before it); the status fails with :class:`FrameLost` when
+        the file writer drops it, so an event never points at another frame.
         """
-        status = self.acquire()
-        self.reference_frame(time.time())
+        point = int(self.hdf5.num_captured.get())  # the frame's index in the file, once written
+        status = self._start(written=point + 1)
+        self.reference_frame(time.time(), point)
         return status
 
     def acquire(self) -> DeviceStatus:
         """Start one acquisition of ``cam.num_images`` frames without referencing them in the
         documents (hardware-timed series reference each frame with :meth:`reference_frame`);
         the status finishes when areaDetector completes the put of ``Acquire = 1``."""
+        return self._start(written=None)
+
+    def _start(self, written: int | None) -> DeviceStatus:
+        """Put ``Acquire = 1``; with ``written``, the status fails with :class:`FrameLost`
+        unless the file then holds that many frames (the monitored count is current when the
+        put completes: the server sends it first, and pyepics applies both in order)."""
         if self._staged != Staged.yes:
             raise RuntimeError(f"{self.name} is not staged; call stage() before trigger()")
         status = DeviceStatus(self)
         self._status = None  # the stock monitor callback leaves a None status alone
 
         def acquired(*args: Any, **kwargs: Any) -> None:
-            if not status.done:
-                status.set_finished()
+            if status.done:
+                return
+            if written is not None:
+                have = int(self.hdf5.num_captured.get())
+                if have < written:
+                    lost = FrameLost(
+                        f"{self.name}: the frame did not reach the file ({have} written)"
+                    )
+                    status.set_exception(lost)
+                    return
+            status.set_finished()
 
         self._acquisition_signal.put(1, use_complete=True, callback=acquired)
         return status

@@ -27,9 +27,10 @@ from typing import Any, Literal
 from bluesky import Msg
 from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
-from bluesky.utils import MsgGenerator
+from bluesky.utils import FailedStatus, MsgGenerator
 from ophyd import EpicsMotor
 
+from devices.detector import FrameLost
 from devices.interferometer import Interferometer
 from devices.motors import step_positions
 from devices.sequencer import SequencedAcquisition, SequencedFrames
@@ -48,7 +49,7 @@ STREAMS: dict[str, str] = {"projection": "primary", "reference": "reference", "d
 #: Length limit of the ScanUid tag PV (a CA string).
 MAX_SCAN_UID = 39
 
-#: Takes of a hardware-stepped series that lost frames on the way to the file, at most.
+#: Takes of a series that lost frames on the way to the file, at most.
 MAX_TAKES = 3
 
 log = logging.getLogger(__name__)
@@ -270,7 +271,7 @@ def phase_stepping_series(
             tags, setup,
         )  # fmt: skip
 
-    def body() -> MsgGenerator[None]:
+    def take() -> MsgGenerator[int]:
         group = f"series-{uuid.uuid4().hex[:8]}"
         frame = _frame_reader(ifm, dets, axis, stream)
         yield from _series_start(ifm, counter, key, scan_uid, group)
@@ -286,9 +287,40 @@ def phase_stepping_series(
             if k > 0:
                 yield from set_in(ifm.tags.step_index, k, step_group)
             yield from wait_for(step_group)
-            yield from frame()
+            if (yield from _frame_or_lost(frame)):
+                return 1
+        return 0
 
-    return body()
+    return _until_complete(take, key)
+
+
+def _frame_or_lost(frame: FrameReader) -> MsgGenerator[bool]:
+    """Take and read one frame; True (no event) when the detector reports it lost."""
+    try:
+        yield from frame()
+    except FailedStatus as exc:
+        status: Any = exc.args[0] if exc.args else None
+        cause = status.exception() if hasattr(status, "exception") else None
+        if isinstance(cause, FrameLost):
+            return True
+        raise
+    return False
+
+
+def _until_complete(
+    take: Callable[[], MsgGenerator[int]], key: tuple[str, int]
+) -> MsgGenerator[None]:
+    """Run ``take`` (one take of a series: its frames lost on the way to the file) again, with
+    the next attempt, until no frame is lost; RuntimeError after ``MAX_TAKES`` lossy takes."""
+    for _ in range(MAX_TAKES):
+        lost = yield from take()
+        if not lost:
+            return
+        log.warning("%s %d: %d frame(s) lost on the way to the file; re-taking", *key, lost)
+    raise RuntimeError(
+        f"{key[0]} series {key[1]}: frames lost on the way to the file in {MAX_TAKES} takes; "
+        "check the detector's file writer (DroppedArrays)"
+    )
 
 
 def _sequenced_series(
@@ -342,16 +374,7 @@ def _sequenced_series(
         return frames.lost()
 
     def body() -> MsgGenerator[None]:
-        for _ in range(MAX_TAKES):
-            lost = yield from take()
-            if not lost:
-                break
-            log.warning("%s %d: %d frame(s) lost on the way to the file; re-taking", *key, lost)
-        else:
-            raise RuntimeError(
-                f"{key[0]} series {key[1]}: frames lost on the way to the file in {MAX_TAKES} "
-                "takes; check the detector's file writer (DroppedArrays)"
-            )
+        yield from _until_complete(take, key)
         # The grating goes back below the first step while the events are saved, so the next
         # series from the same start finds it there (its own approach repeats the move).
         back = new_group("back")
@@ -434,7 +457,7 @@ def dark_series(
         raise ValueError(f"scan_uid must have at most {MAX_SCAN_UID} characters, got {scan_uid!r}")
     counter = attempts if attempts is not None else SeriesAttempts(ifm.tags.attempt)
 
-    def body() -> MsgGenerator[None]:
+    def take() -> MsgGenerator[int]:
         group = f"dark-{uuid.uuid4().hex[:8]}"
         yield from _series_start(ifm, counter, ("dark", 0), scan_uid, group)
         yield from _tag_puts(
@@ -445,7 +468,12 @@ def dark_series(
         yield from bps.wait(group)
         frame = _frame_reader(ifm, dets, ifm.g2.x, STREAMS["dark"])
         for _ in range(frames):
-            yield from frame()
+            if (yield from _frame_or_lost(frame)):
+                return 1
+        return 0
+
+    def body() -> MsgGenerator[None]:
+        yield from _until_complete(take, ("dark", 0))
 
     def shutter_command(state: Any) -> str:
         return "open" if str(state) == "Open" else "close"
