@@ -31,7 +31,7 @@ def write_volumes(
         for key, value in attrs.items():
             f.attrs[key] = value
         for name in CHANNELS:
-            ds = f.create_dataset(name, data=volumes[name].astype(np.float32), compression="gzip")
+            ds = _dataset(f, name, volumes[name].astype(np.float32, copy=False))
             ds.attrs["units"] = units[name]
             ds.attrs["voxel_size_m"] = voxel_m
             ds.attrs["axes"] = "z,y,x"
@@ -43,9 +43,20 @@ def write_projections(path: Path, projections: Projections) -> None:
         g = f.create_group("projections")
         g.attrs["axes"] = "angle,row,column"
         for name in ("transmission", "dphi", "darkfield"):
-            ds = g.create_dataset(name, data=getattr(projections, name), compression="gzip")
+            ds = _dataset(g, name, getattr(projections, name))
             ds.attrs["units"] = "rad" if name == "dphi" else "1"
         g.create_dataset("angles_rad", data=projections.angles_rad).attrs["units"] = "rad"
+
+
+def _dataset(group: h5py.Group, name: str, data: NDArray[np.float32]) -> h5py.Dataset:
+    """An uncompressed dataset in chunks of one slice (z for volumes, angle for projections).
+
+    Not compressed: gzip saved 14 % on the tiny scan's recon.h5 (noise compresses badly) but
+    took 0.2 s of its 0.8 s from last frame to files, and at ~30-50 MB/s a core it would take
+    minutes for the 13 GB of a 1024^3 scan. ``h5repack -f GZIP=4`` compresses afterwards.
+    """
+    chunks = (1, *data.shape[1:]) if data.ndim == 3 and data.shape[0] > 0 else None
+    return group.create_dataset(name, data=data, chunks=chunks)
 
 
 def volumes_dict(volumes: Volumes) -> dict[str, NDArray[np.float32]]:
