@@ -142,11 +142,10 @@ class TalbotDetector(SingleTrigger, DetectorBase):
         self._acquisition_signal.put(1, use_complete=True, callback=acquired)
         return status
 
-    def reference_frame(self, timestamp: float, point_number: int | None = None) -> None:
-        """Reference a frame of the file in the next reading: ``point_number`` (its index along
-        ``/entry/data/data``), by default the frame after the last one referenced."""
-        kwargs = {} if point_number is None else {"point_number": int(point_number)}
-        self.generate_datum(self._image_name, timestamp, kwargs)
+    def reference_frame(self, timestamp: float, point_number: int) -> None:
+        """Reference the frame ``point_number`` of the file (its index along
+        ``/entry/data/data``) in the next reading."""
+        self.generate_datum(self._image_name, timestamp, {"point_number": int(point_number)})
 
     def generate_datum(
         self, key: str, timestamp: float, datum_kwargs: dict[str, Any] | None = None

@@ -78,9 +78,8 @@ class StepSequencerGroup(PVGroup):
     def __init__(self, prefix: str, *, axis: MotorRecord, **kwargs: Any) -> None:
         self.axis = axis
         self.acquiring = False  # set by the camera for the length of an acquisition
-        self._armed = False
+        self._limit = 0  # steps armed for the next acquisition (0: not armed)
         self._active = False  # armed when the current acquisition started
-        self._limit = 0
         self._counter = 0
         self._captured: list[float] = []
         self._pending_move = 0  # request id of the step in flight
@@ -98,10 +97,9 @@ class StepSequencerGroup(PVGroup):
             raise ValueError("NumSteps cannot change while the camera acquires")
         if not 0 <= value < MAX_FRAMES:
             raise ValueError(f"NumSteps must be in 0..{MAX_FRAMES - 1}, got {value}")
-        self._armed = value > 0
         self._limit = int(value)
         self._counter = 0
-        await self.armed.write(int(self._armed))
+        await self.armed.write(int(self._limit > 0))
         await self.step_counter.write(0)
         await self.message.write("")
         return value
@@ -110,7 +108,7 @@ class StepSequencerGroup(PVGroup):
     def begin(self) -> None:
         """An acquisition starts: the arming (if any) applies to it."""
         self.acquiring = True
-        self._active = self._armed
+        self._active = self._limit > 0
         self._captured = []
 
     def step_offset(self) -> int:
@@ -150,6 +148,7 @@ class StepSequencerGroup(PVGroup):
             values = self._captured + [0.0] * (MAX_FRAMES - len(self._captured))
             await self.positions.write(values)
             await self.num_captured.write(len(self._captured))
-        self._active = self._armed = False
+        self._active = False
+        self._limit = 0
         self.acquiring = False
         await self.armed.write(0)
