@@ -236,7 +236,8 @@ class SimDetector:
         return math.inf
 
     def instrument_state(self) -> tuple[FrameState, dict[str, Any], str, str]:
-        """Instrument state now: (physics state, tags + readbacks, frame type, scan uid)."""
+        """Instrument state at the start of an exposure: (physics state, tags + readbacks, frame
+        type, scan uid); latches the encoder reading for an armed sequencer."""
         cfg = self.config
         geo = cfg.geometry
         motors = self.motors
@@ -262,7 +263,10 @@ class SimDetector:
         tags = self.tags
         frame_type = str(tags.frame_type.value)
         g2_encoder_um = piezo.readback()
-        step_offset = 0 if self.sequencer is None else self.sequencer.step_offset()
+        step_offset = 0
+        if self.sequencer is not None:  # the frame and the sequencer get the same reading
+            self.sequencer.latch(g2_encoder_um)
+            step_offset = self.sequencer.step_offset()
         row = {
             "image_key": FRAME_TYPES.index(frame_type),
             "angle_index": int(tags.angle_index.value),
@@ -302,8 +306,6 @@ class SimDetector:
                 t_start = loop.time()
                 time_unix = time.time()
                 state, row, frame_type, scan_uid = self.instrument_state()
-                if seq is not None:  # the encoder reading this frame carries
-                    seq.latch(row["g2_position_m"] * 1e6)
                 exposure = float(cam.value("AcquireTime"))
                 # The frame integrates the state at the start of the exposure, so it is rendered
                 # in a worker thread while the exposure runs (the loop stays free for CA).
