@@ -7,6 +7,7 @@ Importing this module loads no Channel Access client: set ``client_environment(p
 
 from __future__ import annotations
 
+import random
 import signal
 import socket
 import subprocess
@@ -17,17 +18,42 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+_ISSUED: set[int] = set()
+_LOWEST_PORT = 20000
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux; IANA's 49152 elsewhere)."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
+
+
 def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (Channel Access uses both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
+    """A port free for both TCP and UDP on 127.0.0.1 (Channel Access uses both).
+
+    Drawn at random *below* the kernel's ephemeral range and never twice in one process. A port
+    the kernel hands out (``bind(0)``) can be handed out again, to any socket that binds port 0 or
+    sends before binding (every Channel Access client's UDP search socket does), between this call
+    and the server's bind; the server then fails with EADDRINUSE. Below the ephemeral range only
+    an explicit bind can take it.
+    """
+    high = max(_ephemeral_low(), _LOWEST_PORT + 1000)
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(_LOWEST_PORT, high)
+        if port in _ISSUED:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                tcp.bind(("127.0.0.1", port))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
                 udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+        except OSError:
+            continue
+        _ISSUED.add(port)
         return port
     raise RuntimeError("no free loopback port found")
 

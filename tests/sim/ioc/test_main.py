@@ -68,3 +68,11 @@ def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:
     text = log.read_text()
     assert code == 0, text
     assert "Traceback" not in text, text
+
+
+def test_free_port_is_outside_the_ephemeral_range_and_never_repeats() -> None:
+    from sim.ioc.launch import _ephemeral_low
+
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == len(ports)
+    assert all(1024 < port < max(_ephemeral_low(), 21000) for port in ports)
