@@ -146,7 +146,9 @@ def _report(result: Any, out: Path) -> None:
 def cmd_recon(args: argparse.Namespace) -> int:
     """``talbot recon``."""
     from beamline.stream import FrameReceiver, LivePublisher
+    from recon.allocator import keep_freed_memory
 
+    keep_freed_memory()  # a service: the next scan reuses this one's memory (recon/allocator.py)
     frame_bytes = int(args.max_frame_mib * 2**20)
     if args.workers > 1:
         from recon.slabs import run_slab_workers
@@ -196,8 +198,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if not args.file.exists():
         print(f"talbot reconstruct: file: {args.file} does not exist", file=sys.stderr)
         return 2
+    from recon.allocator import keep_freed_memory
     from recon.offline import reconstruct_file
 
+    keep_freed_memory()  # temporaries reuse each other's memory (recon/allocator.py)
     volumes, files = reconstruct_file(
         args.file, args.out, center_offset_px=args.center, rings=args.rings
     )

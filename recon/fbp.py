@@ -47,8 +47,34 @@ F32 = NDArray[np.float32]
 MAX_CORRECTED_SHEAR_PX = 1.5
 
 
+#: Images at least this many pixels across plan the NUFFT's fine-grid FFT with FFTW_MEASURE
+#: (FFTW times candidate algorithms once per grid size and transform count in a process, ~2 s at
+#: 1024 px, and keeps the winner as wisdom); smaller ones use FFTW_ESTIMATE, whose plans cost
+#: nothing and whose transforms are as fast there. At 1024 px x 180 angles MEASURE halves the
+#: transform (38 -> 19 ms, docs/benchmarks.md).
+FFTW_MEASURE_MIN_SIZE = 512
+_FFTW_MEASURE, _FFTW_ESTIMATE = 0, 64  # FFTW's planner flags, as finufft's ``fftw`` option
+
+
 def _workers() -> int:
     return os.cpu_count() or 1
+
+
+def _fftw_flag(size: int) -> int:
+    return _FFTW_MEASURE if size >= FFTW_MEASURE_MIN_SIZE else _FFTW_ESTIMATE
+
+
+def _finufft_plan(size: int, n_trans: int, eps: float, nthreads: int) -> Any:
+    return finufft.Plan(
+        1,
+        (size, size),
+        n_trans=n_trans,
+        eps=eps,
+        isign=1,
+        dtype="complex64",
+        nthreads=nthreads,
+        fftw=_fftw_flag(size),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,6 +132,25 @@ def padded_length(n_cols: int, pad_factor: float = 2.0) -> int:
         raise ValueError(f"pad_factor must be >= 2 (linear convolution), got {pad_factor!r}")
     n = scipy.fft.next_fast_len(math.ceil(pad_factor * n_cols), real=True)
     return n + (n % 2)
+
+
+def gridding_length(n_cols: int, size: int, center_offset: float = 0.0, margin: int = 8) -> int:
+    """Shortest even FFT length L for the gridding backprojector's periodic projections that keeps
+    every pixel of the ``size``-px square image off the wrapped copies of the data.
+
+    Pixel (x, y) reads the filtered projection at ``u = axis + x cos + y sin`` with ``|u - axis|
+    <= R = size/sqrt(2) + 1`` (the square's half-diagonal); the data occupy columns
+    ``0 .. n_cols-1`` and are zero beyond. A period L maps u outside the data to ``u -+ L``, which
+    must stay ``margin`` columns clear of them: ``L >= max(n_cols - (axis - R), axis + R) +
+    margin``. At 1024 columns this is ~1250 against the 2048 of 2x zero padding, and the NUFFT
+    spreads that many fewer polar points (docs/benchmarks.md).
+    """
+    axis = (n_cols - 1) / 2.0 + center_offset
+    reach = size / math.sqrt(2.0) + 1.0
+    n = scipy.fft.next_fast_len(math.ceil(max(n_cols - (axis - reach), axis + reach)) + margin)
+    while n % 2:
+        n = scipy.fft.next_fast_len(n + 1)
+    return int(n)
 
 
 def filter_response(
@@ -329,7 +374,9 @@ def backproject_rows(
 class GriddingBackprojector:
     """Backprojection of filtered projections by a type-1 NUFFT (Fourier-class gridding).
 
-    With ``Q_theta[m]`` the length-L DFT of the zero-padded filtered projection and
+    With ``Q_theta[m]`` the length-L DFT of the zero-padded filtered projection (L from
+    ``gridding_length``: no pixel of the square image reads a wrapped copy; or
+    ``padded_length(n_cols, pad_factor)`` when ``pad_factor`` is given) and
     ``nu_m = m/L`` (m = -L/2..L/2, Nyquist split in halves so the result stays real),
     ``f(x, y) = pi/(N_theta L) sum_theta sum_m Q_theta[m] e^{2 pi i nu_m u}`` with
     ``u = u_axis + x cos theta + y sin theta``: band-limited interpolation of the same filtered
@@ -348,7 +395,7 @@ class GriddingBackprojector:
         *,
         size: int | None = None,
         center_offset: float = 0.0,
-        pad_factor: float = 2.0,
+        pad_factor: float | None = None,
         eps: float = 1e-4,
         batch: int = 2,
         nthreads: int | None = None,
@@ -363,7 +410,11 @@ class GriddingBackprojector:
         self.n_cols = int(n_cols)
         self.size = _check_size(size, self.n_cols)
         self.center_offset = _check_offset(center_offset)
-        self.n_pad = padded_length(self.n_cols, pad_factor)
+        self.n_pad = (
+            gridding_length(self.n_cols, self.size, self.center_offset)
+            if pad_factor is None
+            else padded_length(self.n_cols, pad_factor)
+        )
         self.batch = int(batch)
         n_ang = self.angles.size
         L = self.n_pad
@@ -392,15 +443,7 @@ class GriddingBackprojector:
     def _plan(self, n_trans: int) -> Any:
         plan = self._plans.get(n_trans)
         if plan is None:
-            plan = finufft.Plan(
-                1,
-                (self.size, self.size),
-                n_trans=n_trans,
-                eps=self._eps,
-                isign=1,
-                dtype="complex64",
-                nthreads=self._nthreads,
-            )
+            plan = _finufft_plan(self.size, n_trans, self._eps, self._nthreads)
             plan.setpts(*self._points)
             self._plans[n_trans] = plan
         return plan
@@ -418,17 +461,24 @@ class GriddingBackprojector:
         n_sl = q3.shape[1]
         out = np.empty((n_sl, self.size, self.size), np.float32)
         pairs = [(z, z + 1 if z + 1 < n_sl else None) for z in range(0, n_sl, 2)]
+        n_ang, n_freq = self._factor.shape
+        # work buffers reused across chunks: fresh memory is slow to touch (docs/benchmarks.md)
+        width = min(self.batch, len(pairs))
+        packed = np.zeros((width, n_ang, self.n_pad), np.complex64)
+        strengths = np.empty((width, n_ang, n_freq), np.complex64)
+        images = np.empty((width, self.size, self.size), np.complex64)
         for b0 in range(0, len(pairs), self.batch):
             chunk = pairs[b0 : b0 + self.batch]
             n_trans = len(chunk)
-            packed = np.zeros((n_trans, self.angles.size, self.n_pad), np.complex64)
             for j, (za, zb) in enumerate(chunk):
                 packed[j, :, : self.n_cols].real = q3[:, za, :]
-                if zb is not None:
-                    packed[j, :, : self.n_cols].imag = q3[:, zb, :]
-            spec = scipy.fft.fft(packed, axis=-1, workers=_workers(), overwrite_x=True)
-            strengths = spec[:, :, self._m_index] * self._factor[None]
-            img = self._plan(n_trans).execute(strengths.reshape(n_trans, -1))
+                packed[j, :, : self.n_cols].imag = 0.0 if zb is None else q3[:, zb, :]
+                packed[j, :, self.n_cols :] = 0.0
+            spec = scipy.fft.fft(packed[:n_trans], axis=-1, workers=_workers())
+            np.take(spec, self._m_index, axis=-1, out=strengths[:n_trans])
+            strengths[:n_trans] *= self._factor
+            img = images[:n_trans]
+            self._plan(n_trans).execute(strengths[:n_trans].reshape(n_trans, -1), out=img)
             for j, (za, zb) in enumerate(chunk):
                 out[za] = img[j].real
                 if zb is not None:
@@ -493,6 +543,30 @@ def gridding_backprojector(
     else:
         _GRIDDERS.move_to_end(key)
     return bp
+
+
+def transform_counts(n_slices: int, batch: int = 2) -> set[int]:
+    """The NUFFT transform counts a ``GriddingBackprojector`` with ``batch`` uses for
+    ``n_slices`` slices (two real slices per complex transform)."""
+    if n_slices < 1 or batch < 1:
+        raise ValueError(f"n_slices and batch must be >= 1, got {n_slices!r}, {batch!r}")
+    pairs = (n_slices + 1) // 2
+    return {c for c in (min(batch, pairs), pairs % batch) if c > 0}
+
+
+def prepare_gridding(
+    size: int, n_slices: int, *, eps: float = 1e-4, batch: int = 2, nthreads: int | None = None
+) -> None:
+    """Plan the fine-grid FFTs that backprojecting ``n_slices`` slices of ``size`` px will use,
+    so that the backprojection itself finds FFTW's wisdom ready (a streaming reconstructor does
+    this at scan start, off the critical path). A no-op below ``FFTW_MEASURE_MIN_SIZE``."""
+    if size < FFTW_MEASURE_MIN_SIZE:
+        return
+    point = np.zeros(1, np.float32)
+    for n_trans in sorted(transform_counts(n_slices, batch)):
+        plan = _finufft_plan(size, n_trans, eps, nthreads or _workers())
+        plan.setpts(point, point)  # finufft plans the FFT here
+        del plan
 
 
 def _check_physical(**values: float) -> None:

@@ -51,7 +51,13 @@ from beamline.stream import (
     ScanEnd,
     ScanStart,
 )
-from recon.fbp import Method, accumulate_projection, filter_response, padded_length
+from recon.fbp import (
+    Method,
+    accumulate_projection,
+    filter_response,
+    padded_length,
+    prepare_gridding,
+)
 from recon.output import load_plotting, write_recon
 from recon.pipeline import Projections, Volumes, reconstruct_volumes
 from recon.retrieval import (
@@ -227,6 +233,13 @@ class StreamingReconstructor:
         if r1 > full_rows:
             raise ValueError(f"rows {self.slab} exceed the detector's {full_rows} rows")
         self.r0, self.r1 = r0, r1
+        if self.method == "gridding":  # FFTW plans the final volume's FFTs while the scan runs
+            threading.Thread(
+                target=prepare_gridding,
+                args=(self.cols, r1 - r0),
+                name="plan-gridding",
+                daemon=True,
+            ).start()
         self.stats = StreamStats()
         self.live_latency_s = []
         self._seen: set[int] = set()
