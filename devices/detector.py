@@ -35,6 +35,9 @@ class TalbotHDF5Plugin(FileStoreHDF5IterativeWrite, HDF5Plugin_V34):
     #: Frames written to the current file, monitored: a series checks it without a round trip
     #: (the update arrives before the put-completion of ``Acquire``).
     num_captured = Cpt(EpicsSignalRO, "NumCaptured_RBV", auto_monitor=True)
+    #: Frames the plugin dropped, monitored: a hardware-timed series tells from it whether the
+    #: file's frames still line up with its steps (a drop is published before later frames).
+    dropped = Cpt(EpicsSignalRO, "DroppedArrays_RBV", auto_monitor=True, kind="omitted")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -298,6 +298,8 @@ def _frame_or_lost(frame: FrameReader) -> MsgGenerator[bool]:
     """Take and read one frame; True (no event) when the detector reports it lost."""
     try:
         yield from frame()
+    except FrameLost:  # a sequenced frame's reading: the acquisition ended without it
+        return True
     except FailedStatus as exc:
         status: Any = exc.args[0] if exc.args else None
         cause = status.exception() if hasattr(status, "exception") else None
@@ -337,11 +339,12 @@ def _sequenced_series(
     tags: dict[str, Any],
     setup: Callable[[str], MsgGenerator[Any]] | None,
 ) -> MsgGenerator[None]:
-    """A hardware-stepped series: approach, arm, one M-frame acquisition, M events."""
+    """A hardware-stepped series: approach, arm, one M-frame acquisition, and each frame's event
+    as soon as the frame is in the file (while the next one exposes)."""
     sequencer = ifm.sequencer
     steps = len(positions)
     step_um = positions[1] - positions[0]
-    acquisition = SequencedAcquisition(det)
+    acquisition = SequencedAcquisition(det, frames)
     reader = FrameReader([frames], [], stream)
     cam = det.cam
 
@@ -370,20 +373,15 @@ def _sequenced_series(
         yield from wait_for(placed)
         acquired = new_group(group)
         yield Msg("trigger", acquisition, group=acquired)
+        for _ in positions:  # frame k's event while frame k + 1 exposes
+            if (yield from _frame_or_lost(reader)):
+                break  # the take is re-taken: its later frames get no event
         yield from wait_for(acquired)
         return frames.lost()
 
-    def body() -> MsgGenerator[None]:
-        yield from _until_complete(take, key)
-        # The grating goes back below the first step while the events are saved, so the next
-        # series from the same start finds it there (its own approach repeats the move).
-        back = new_group("back")
-        yield from set_in(axis, positions[0] - backlash, back)
-        for _ in positions:
-            yield from reader()
-        yield from wait_for(back)
-
-    return body()
+    # The grating stays at the last step: the next series' own approach (below its first step,
+    # then up) runs while the sample rotates, which takes as long.
+    return _until_complete(take, key)
 
 
 def _restoring(

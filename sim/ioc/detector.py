@@ -306,6 +306,8 @@ class SimDetector:
                 t_start = loop.time()
                 time_unix = time.time()
                 state, row, frame_type, scan_uid = self.instrument_state()
+                if seq is not None:
+                    await seq.publish_latched()
                 exposure = float(cam.value("AcquireTime"))
                 # The frame integrates the state at the start of the exposure, so it is rendered
                 # in a worker thread while the exposure runs (the loop stays free for CA).

@@ -18,8 +18,9 @@ PVs (prefix ``PVNames.sequencer``, default ``TALBOT:SEQ:``):
   record feeding the NDAttribute).
 - ``Positions_RBV`` (waveform, ``MAX_FRAMES``) and ``NumCaptured_RBV``: the piezo encoder
   reading [um] latched at the start of each exposure of the armed acquisition, the same value
-  the frame carries in the scan file; published when the acquisition ends, before the camera's
-  ``Acquire`` put completes.
+  the frame carries in the scan file. Both are published as each exposure starts (the count
+  after the waveform), so a client sees frame i's reading before that frame reaches the file;
+  the arming put resets the count to 0.
 - ``Message_RBV``: why a step was refused (a target outside the piezo's soft limits); the
   remaining frames are then taken where the piezo is.
 """
@@ -99,6 +100,8 @@ class StepSequencerGroup(PVGroup):
             raise ValueError(f"NumSteps must be in 0..{MAX_FRAMES - 1}, got {value}")
         self._limit = int(value)
         self._counter = 0
+        if self._limit > 0:
+            await self.num_captured.write(0)
         await self.armed.write(int(self._limit > 0))
         await self.step_counter.write(0)
         await self.message.write("")
@@ -119,6 +122,13 @@ class StepSequencerGroup(PVGroup):
         """An exposure starts with the piezo encoder reading ``encoder_um``."""
         if self._active and len(self._captured) < MAX_FRAMES:
             self._captured.append(encoder_um)
+
+    async def publish_latched(self) -> None:
+        """Publish the readings latched so far in this acquisition (after each ``latch``)."""
+        if self._active:
+            values = self._captured + [0.0] * (MAX_FRAMES - len(self._captured))
+            await self.positions.write(values)
+            await self.num_captured.write(len(self._captured))
 
     async def exposure_ended(self, more_frames: bool) -> None:
         """Take the next step if armed, another frame follows and steps remain."""
@@ -143,11 +153,7 @@ class StepSequencerGroup(PVGroup):
             self._pending_move = 0
 
     async def end(self) -> None:
-        """The acquisition ended: publish the latched positions and disarm."""
-        if self._active:
-            values = self._captured + [0.0] * (MAX_FRAMES - len(self._captured))
-            await self.positions.write(values)
-            await self.num_captured.write(len(self._captured))
+        """The acquisition ended: disarm (the latched readings are already published)."""
         self._active = False
         self._limit = 0
         self.acquiring = False

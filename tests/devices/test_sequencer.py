@@ -16,6 +16,7 @@ from beamline.scanfile import DATA_PATH, FRAMES_GROUP
 from devices import (
     PiezoStepper,
     ScanTags,
+    SequencedAcquisition,
     SequencedFrames,
     Shutter,
     StepSequencer,
@@ -151,12 +152,54 @@ def test_a_step_beyond_the_soft_limit_is_refused_and_the_frames_say_so(
 ) -> None:
     det, seq, piezo, tags = rig
     _arm(rig, 99.0, 0.4, 3)
-    _acquire(det, 4)
+    frames = SequencedFrames(det, seq, piezo, tags.step_index, [piezo, tags])
+    frames.set([99.0, 99.4, 99.8, 100.2]).wait(timeout=1.0)
+    det.cam.num_images.put(4, wait=True)
+    acquisition = SequencedAcquisition(det, frames).trigger()
+    # the frames taken after the refused step (the one after frame 1 would pass the 99.5 um
+    # limit) have no reading: the error names the cause; the frames before it are good
+    refused = None
+    for i in range(4):
+        frames.trigger().wait(timeout=10.0)
+        try:
+            reading = frames.read()
+        except RuntimeError as exc:
+            refused = (i, str(exc))
+            break
+        assert reading["piezo"]["value"] == pytest.approx([99.0, 99.4][i], abs=0.01)
+    acquisition.wait(timeout=30.0)
+    det.unstage()
+    assert refused is not None
+    assert refused[0] == 2, refused
+    assert "refused" in refused[1]
     assert piezo.user_setpoint.get(use_monitor=False) == pytest.approx(99.4)
     assert "soft limits" in seq.message.get(use_monitor=False)
-    # the per-frame readings of such an acquisition are refused, naming the cause
-    frames = SequencedFrames(det, seq, piezo, tags.step_index, [piezo, tags])
-    frames.set([99.0, 99.4, 99.8, 100.2])
-    status = frames.trigger()
-    with pytest.raises(RuntimeError, match="refused"):
-        status.wait(timeout=1.0)
+
+
+def test_frames_are_readable_while_the_acquisition_runs(
+    rig: tuple[TalbotDetector, StepSequencer, PiezoStepper, ScanTags],
+) -> None:
+    det, seq, piezo, tags = rig
+    n = 8
+    _arm(rig, 30.0, 0.25, n - 1)
+    frames = SequencedFrames(det, seq, piezo, tags.step_index, [tags])
+    frames.set([30.0 + 0.25 * k for k in range(n)]).wait(timeout=1.0)
+    det.cam.num_images.put(n, wait=True)
+    acquisition = SequencedAcquisition(det, frames).trigger()
+    encoder = []
+    for k in range(n):
+        frames.trigger().wait(timeout=10.0)
+        if k == 0:  # frame 0 is in the file ~25 ms in, the acquisition ends ~200 ms in
+            assert not acquisition.done
+        reading = frames.read()
+        encoder.append(reading["piezo"]["value"])
+        assert reading["piezo_user_setpoint"]["value"] == pytest.approx(30.0 + 0.25 * k)
+        assert reading["tags_step_index"]["value"] == k
+    acquisition.wait(timeout=30.0)
+    det.unstage()
+    # each reading carries the encoder value the sequencer latched for that frame
+    latched = np.asarray(seq.positions.get())[:n]
+    np.testing.assert_array_equal(encoder, latched)
+    assert frames.lost() == 0
+    with pytest.raises(RuntimeError, match="already read"):
+        frames.trigger().wait(timeout=1.0)

@@ -151,27 +151,29 @@ def test_hardware_series_arms_the_sequencer_once_and_reads_one_event_per_frame(
     assert commands.count("checkpoint") == 1
     assert msgs[1].obj is attempts
     # the grating approaches the first step from below; the sequencer takes the other steps;
-    # after the acquisition it goes back below the first step while the events are saved
-    assert _sets(msgs, "ifm_g2_x") == pytest.approx([9.8, 10.0, 9.8])
+    # the grating stays at the last step (the next series makes its own approach)
+    assert _sets(msgs, "ifm_g2_x") == pytest.approx([9.8, 10.0])
     assert _sets(msgs, "ifm_sequencer_step_size") == pytest.approx([0.2])
     assert _sets(msgs, "ifm_sequencer_num_steps") == [4]
     assert _sets(msgs, "det_frames") == [pytest.approx([10.0, 10.2, 10.4, 10.6, 10.8])]
     assert _sets(msgs, "det_cam_num_images") == [5]
     assert _sets(msgs, "det_cam_acquire") == [0]  # a re-take first stops a leftover acquisition
     assert _sets(msgs, "ifm_tags_step_index") == [0]
-    # one acquisition, after every set has been waited for; then one event per frame
+    # one acquisition, after every set has been waited for; one event per frame while it runs
     acquire = next(i for i, m in enumerate(msgs) if m.command == "trigger")
     assert msgs[acquire].obj.name == "det_sequence"
-    after = [m for m in msgs[acquire:] if m.command == "set"]
-    assert [m.obj for m in after] == [ifm.g2.x]
     assert commands[acquire - 1] == "wait"
-    assert commands[-1] == "wait"  # for the grating's return
-    creates = [m for m in msgs if m.command == "create"]
-    assert [m.kwargs["name"] for m in creates] == ["primary"] * 5
+    assert not [m for m in msgs[acquire:] if m.command == "set"]
+    creates = [i for i, m in enumerate(msgs) if m.command == "create"]
+    assert [msgs[i].kwargs["name"] for i in creates] == ["primary"] * 5
     reads = [getattr(m.obj, "name", None) for m in msgs if m.command == "read"]
     assert reads == ["det_frames"] * 5
     frame_triggers = [m for m in msgs[acquire + 1 :] if m.command == "trigger"]
     assert [m.obj.name for m in frame_triggers] == ["det_frames"] * 5
+    # the acquisition's group is waited for only after the last event
+    waits = [i for i, m in enumerate(msgs) if m.command == "wait"]
+    assert msgs[waits[-1]].kwargs["group"] == msgs[acquire].kwargs["group"]
+    assert creates[-1] < waits[-1] == len(msgs) - 1
 
 
 def test_reference_series_hardware_moves_the_sample_out_first(ifm: Any, area_det: Any) -> None:
