@@ -26,12 +26,13 @@ from ophyd import Device, EpicsSignal, EpicsSignalRO
 from ophyd.status import Status, StatusBase
 
 from devices.detector import FrameLost, TalbotDetector
+from devices.signals import SettingSignal
 
 
 class StepSequencer(Device):
     """Hardware phase-step sequencer (G2 piezo steps once per frame)."""
 
-    step_size = Cpt(EpicsSignal, "StepSize", put_complete=True, kind="config")
+    step_size = Cpt(SettingSignal, "StepSize", kind="config")
     num_steps = Cpt(EpicsSignal, "NumSteps", put_complete=True, kind="omitted")
     armed = Cpt(EpicsSignalRO, "Armed_RBV", kind="omitted")
     step_counter = Cpt(EpicsSignalRO, "StepCounter_RBV", kind="omitted", auto_monitor=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal
 
+from devices.signals import SettingSignal
+
 #: FrameType strings; the enum index is the NXtomo image_key (beamline.scanfile.ImageKey).
 FRAME_TYPES = ("projection", "reference", "dark")
 
@@ -15,21 +17,17 @@ class ScanTags(Device):
     Every event reads the tags, so they are monitored (a network read costs ~3 ms through
     pyepics); a put completes after the server has sent the new value's monitor update, and
     pyepics applies updates and completions in the order they arrive, so a read right after a
-    put sees the value put.
+    put sees the value put. A tag set to the value it holds is not put again
+    (:class:`~devices.signals.SettingSignal`): most tags keep their value from one series to
+    the next.
     """
 
-    frame_type = Cpt(
-        EpicsSignal, "FrameType", string=True, put_complete=True, kind="normal", auto_monitor=True
-    )
-    angle_index = Cpt(
-        EpicsSignal, "AngleIndex", put_complete=True, kind="normal", auto_monitor=True
-    )
-    series_index = Cpt(
-        EpicsSignal, "SeriesIndex", put_complete=True, kind="normal", auto_monitor=True
-    )
-    step_index = Cpt(EpicsSignal, "StepIndex", put_complete=True, kind="normal", auto_monitor=True)
-    attempt = Cpt(EpicsSignal, "Attempt", put_complete=True, kind="normal", auto_monitor=True)
-    scan_uid = Cpt(EpicsSignal, "ScanUid", string=True, put_complete=True, kind="config")
+    frame_type = Cpt(SettingSignal, "FrameType", string=True, kind="normal")
+    angle_index = Cpt(SettingSignal, "AngleIndex", kind="normal")
+    series_index = Cpt(SettingSignal, "SeriesIndex", kind="normal")
+    step_index = Cpt(SettingSignal, "StepIndex", kind="normal")
+    attempt = Cpt(SettingSignal, "Attempt", kind="normal")
+    scan_uid = Cpt(SettingSignal, "ScanUid", string=True, kind="config")
 
 
 class OperatorStatus(Device):

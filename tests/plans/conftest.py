@@ -6,9 +6,13 @@ from typing import Any
 
 import pytest
 from bluesky.utils import Msg
-from ophyd.sim import SynSignal, make_fake_device
+from ophyd.sim import FakeEpicsSignal, SynSignal, fake_device_cache, make_fake_device
 
 from devices import Interferometer
+from devices.signals import SettingSignal
+
+# ophyd fakes the EpicsSignal classes it knows; ours is one with a shortcut for held values
+fake_device_cache[SettingSignal] = FakeEpicsSignal
 
 
 @pytest.fixture
