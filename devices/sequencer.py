@@ -182,7 +182,7 @@ class SequencedFrames:
 
         def unsubscribe() -> None:
             for signal, cid in list(subscriptions):
-                signal.clear_sub(cid)
+                signal.unsubscribe(cid)
 
         def finish(missing: Exception | None) -> None:
             with gate:

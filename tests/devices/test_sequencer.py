@@ -185,6 +185,8 @@ def test_frames_are_readable_while_the_acquisition_runs(
     frames = SequencedFrames(det, seq, piezo, tags.step_index, [tags])
     frames.set([30.0 + 0.25 * k for k in range(n)]).wait(timeout=1.0)
     det.cam.num_images.put(n, wait=True)
+    watched = (det.hdf5.num_captured, seq.num_captured)
+    callbacks_before = [len(s._callbacks[s.SUB_VALUE]) for s in watched]
     acquisition = SequencedAcquisition(det, frames).trigger()
     encoder = []
     for k in range(n):
@@ -201,5 +203,7 @@ def test_frames_are_readable_while_the_acquisition_runs(
     latched = np.asarray(seq.positions.get())[:n]
     np.testing.assert_array_equal(encoder, latched)
     assert frames.lost() == 0
+    # every frame's wait unsubscribed from the counts it watched
+    assert [len(s._callbacks[s.SUB_VALUE]) for s in watched] == callbacks_before
     with pytest.raises(RuntimeError, match="already read"):
         frames.trigger().wait(timeout=1.0)
