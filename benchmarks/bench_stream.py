@@ -18,8 +18,9 @@ Measured (wall clock, ``time.perf_counter``):
    its live slices (one row, 3 channels) updated (``StreamingReconstructor.live_latency_s``).
 3. **Last frame to final volume**: the tiny preset (90 angles, 32 x 96) replayed from a scan file;
    and 1024 columns x 180 angles x 5 steps, measured on a 64-row slab (memory) and extrapolated
-   linearly to 1024 rows (retrieval and FBP are per row); two scans in one reconstructor, the
-   first in a fresh process and the second as in a running ``talbot recon`` service.
+   linearly to 1024 rows (retrieval and FBP are per row); two scans in one new reconstructor
+   (this process has run the throughput part before, so its first scan is not that of a fresh
+   process), the second as in a running ``talbot recon`` service.
 
 The process keeps the memory it frees, as ``talbot recon`` does (``recon/allocator.py``); the
 rates of fresh and reused memory are measured first, before that setting.
@@ -289,8 +290,8 @@ def first_touch_gb_per_s(total_mb: int = 1200, block_mb: int = 12) -> dict[str, 
 
 def bench_final_scaled(rows: int, cols: int, angles: int, scans: int = 2) -> dict[str, Any]:
     """Frames fed directly (no socket): last frame -> final volume for a rows x cols slab, for
-    ``scans`` scans in one reconstructor (the first in a fresh process; the later ones in a
-    reconstructor that has run a scan before, as the ``talbot recon`` service does)."""
+    ``scans`` scans in one new reconstructor (the later ones in a reconstructor that has run a
+    scan before, as the ``talbot recon`` service does)."""
     from beamline.stream import FrameHeader, ScanStart
     from recon.streaming import StreamingReconstructor
 
@@ -396,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     rows_measured = int(scaled["case"].split()[0])
     pairs = zip(scaled["volume_s"], scaled["extrapolated_volume_s"], strict=True)
     for i, (dt, full) in enumerate(pairs):
-        which = "first scan in a fresh process" if i == 0 else f"scan {i + 1}, same reconstructor"
+        which = "first scan of a new reconstructor" if i == 0 else f"scan {i + 1}, same one"
         print(
             f"last frame -> final volume, {scaled['case']}, {which}: {dt:.2f} s; "
             f"x{scaled['extrapolated_rows'] // rows_measured} rows -> {full:.1f} s"
