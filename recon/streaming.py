@@ -178,6 +178,8 @@ class StreamingReconstructor:
     (default: the middle row; empty: no live view). ``center_offset_px``: rotation axis for the
     final volume (None: estimated from the data as the offline pipeline does; slab workers need
     an explicit value so that all slabs share it). ``live_center_offset_px`` (None: the preset's).
+    ``live_max_px``: live slices of a wider detector are binned b x b with the smallest b that
+    brings them to at most this many pixels across (the voxel ``live_voxel_m`` is b pixels).
     """
 
     def __init__(
@@ -193,6 +195,7 @@ class StreamingReconstructor:
         method: Method = "gridding",
         max_open_series: int = 8,
         write_projections: bool = True,
+        live_max_px: int = 1024,
     ) -> None:
         if rows is not None and not (0 <= rows[0] < rows[1]):
             raise ValueError(f"rows must be (r0, r1) with 0 <= r0 < r1, got {rows!r}")
@@ -200,6 +203,8 @@ class StreamingReconstructor:
             raise ValueError(f"max_open_series must be >= 1, got {max_open_series!r}")
         if live_interval_s < 0:
             raise ValueError(f"live_interval_s must be >= 0 s, got {live_interval_s!r}")
+        if live_max_px < 16:
+            raise ValueError(f"live_max_px must be >= 16, got {live_max_px!r}")
         self.out = out
         self.slab = rows
         self.live_rows_requested = live_rows
@@ -210,6 +215,7 @@ class StreamingReconstructor:
         self.method: Method = method
         self.max_open_series = max_open_series
         self.write_projections = write_projections
+        self.live_max_px = live_max_px
         self.scan: ScanStart | None = None
         #: The scan file (``run(catch_up=...)``): frames the stream lost are read from it at end.
         self.scan_file: Path | None = None
@@ -263,14 +269,20 @@ class StreamingReconstructor:
         wanted = (full_rows // 2,) if self.live_rows_requested is None else self.live_rows_requested
         self.live_rows = tuple(r for r in wanted if r0 <= r < r1)
         self._live_local = np.asarray([r - r0 for r in self.live_rows], dtype=np.int64)
-        n = self.cols
+        # live slices of a detector wider than live_max_px are binned b x b (columns binned
+        # before the filter): a viewer's slice, at a quarter of the work for b = 2
+        self._live_bin = b = max(1, math.ceil(self.cols / self.live_max_px))
+        n = self.cols // b
         self.live_slices: F32 = np.zeros((len(CHANNELS), len(self.live_rows), n, n), np.float32)
         geo = start.preset.geometry
+        self.live_voxel_m = geo.pixel_size_m * b
         self._scale = np.array(
             [
+                # the Hilbert FBP of the phase difference over the shear does not depend on the
+                # sampling; the ramp FBP is per (binned) pixel
                 geo.wavelength_m / (2.0 * math.pi * geo.shear_m),
-                1.0 / geo.pixel_size_m,
-                1.0 / geo.pixel_size_m,
+                1.0 / self.live_voxel_m,
+                1.0 / self.live_voxel_m,
             ],
             np.float32,
         )
@@ -288,9 +300,12 @@ class StreamingReconstructor:
             ]
         ).astype(np.complex64)
         if self.live_center_offset_px is None:
-            self._live_center = start.preset.rotation_center_offset_px
+            offset = start.preset.rotation_center_offset_px
         else:
-            self._live_center = self.live_center_offset_px
+            offset = self.live_center_offset_px
+        # the axis at full column (cols-1)/2 + offset, in binned columns (bin j spans jb..jb+b-1)
+        axis = ((self.cols - 1) / 2.0 + offset - (b - 1) / 2.0) / b
+        self._live_center = axis - (n - 1) / 2.0
 
     @property
     def scan_uid(self) -> str | None:
@@ -523,9 +538,13 @@ class StreamingReconstructor:
                 -np.log(_positive(sig.darkfield)),
             ]
         )
+        b = self._live_bin
+        n = self.live_slices.shape[-1]
+        if b > 1:
+            lines = lines[:, : n * b].reshape(len(lines), n, b).mean(axis=-1)
         spec = scipy.fft.rfft(lines, n=self._n_pad, axis=-1) * self._live_resp
         q = np.ascontiguousarray(
-            scipy.fft.irfft(spec, n=self._n_pad, axis=-1)[:, : self.cols], dtype=np.float32
+            scipy.fft.irfft(spec, n=self._n_pad, axis=-1)[:, :n], dtype=np.float32
         )
         rec.live_q = q
         self._accumulate(rec, self._live_weight)
@@ -536,7 +555,7 @@ class StreamingReconstructor:
 
     def _accumulate(self, rec: _Fitted, weight: float) -> None:
         assert rec.live_q is not None
-        n = self.cols
+        n = self.live_slices.shape[-1]
         flat = self.live_slices.reshape(-1, n, n)
         accumulate_projection(
             flat,
@@ -560,7 +579,7 @@ class StreamingReconstructor:
                 self.live_rows,
                 len(self._projs),
                 self.preset.schedule.angles,
-                self.preset.geometry.pixel_size_m,
+                self.live_voxel_m,
                 self.live_slices,
             )
         )
