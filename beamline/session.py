@@ -353,7 +353,30 @@ class ScanStatusReporter:
 # Suspenders
 
 
-class SuspendShutterClosed(SuspenderBase):
+class ConsistentSuspender(SuspenderBase):
+    """A suspender whose ``get_futures`` reads the tripped state under its lock.
+
+    bluesky's reads ``tripped`` before it takes the lock: a resume that lands in between clears
+    the suspender and its event, and ``get_futures`` then makes a fresh event that no later
+    monitor update sets. The RunEngine, starting a plan, waits on it for ever (seen in CI as a
+    hang with an empty justification). Here the resume waits for the lock, then sets the event
+    that ``get_futures`` handed out.
+    """
+
+    def get_futures(self) -> tuple[list[Any], str]:
+        """The futures to wait on and why, consistent with the tripped state."""
+        with self._lock:
+            if not self.tripped:
+                return [], ""
+            make_event = getattr(self, "_SuspenderBase__make_event")  # noqa: B009 (name-mangled)
+            return [make_event().wait], self._get_justification()
+
+
+class SuspendBeamFloor(ConsistentSuspender, SuspendFloor):
+    """``SuspendFloor`` on the ring current, with :class:`ConsistentSuspender`'s futures."""
+
+
+class SuspendShutterClosed(ConsistentSuspender):
     """Suspend while the shutter is closed although the plan last commanded it open.
 
     The plan's own closing (dark series) does not trip it; a closure by the PSS, an operator or a
@@ -533,7 +556,7 @@ def make_session(
         reporter.set_state("Running", "resumed: re-taking the series")
         yield Msg("null")
 
-    beam = SuspendFloor(
+    beam = SuspendBeamFloor(
         ifm.beam.current,
         beam_floor_ma,
         resume_thresh=resume,
