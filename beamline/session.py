@@ -388,16 +388,29 @@ class SuspendShutterClosed(ConsistentSuspender):
         super().__init__(shutter.state, **kwargs)
         self.shutter = shutter
         self.wanted_open = False
+        self._commanded_at = -math.inf  # when the plan last commanded the shutter [unix s]
+        self._value_time: float | None = None  # the IOC's timestamp of the value being judged
 
     def watch(self, msg: Msg) -> None:
         """Track the plan's shutter commands (and forget them at the end of a run)."""
         if msg.command == "set" and msg.obj is self.shutter and msg.args:
             self.wanted_open = str(msg.args[0]).lower() == "open"
+            self._commanded_at = time.time()
         elif msg.command == "close_run":
             self.wanted_open = False
 
+    def __call__(self, value: Any, **kwargs: Any) -> None:
+        """Monitor callback: judge ``value`` together with its timestamp."""
+        stamp = kwargs.get("timestamp")
+        self._value_time = float(stamp) if stamp is not None else None
+        super().__call__(value, **kwargs)
+
     def _should_suspend(self, value: Any) -> bool:
-        return self.wanted_open and str(value) == "Closed"
+        if not (self.wanted_open and str(value) == "Closed"):
+            return False
+        # A "Closed" the IOC stamped before the plan commanded "open" is the plan's own earlier
+        # closing (a dark series), delivered late by a busy monitor thread: not a closure.
+        return self._value_time is None or self._value_time >= self._commanded_at
 
     def _should_resume(self, value: Any) -> bool:
         return str(value) == "Open" or not self.wanted_open

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -265,6 +266,54 @@ def test_shutter_suspender_trips_only_when_the_plan_wants_beam(session: Session)
     sus.watch(Msg("set", shutter, "open"))
     sus.watch(Msg("close_run"))
     assert not sus._should_suspend("Closed")
+    # a "Closed" stamped before the plan's "open" is its own closing, delivered late
+    closed_at = time.time()
+    sus.watch(Msg("set", shutter, "open"))
+    sus._value_time = closed_at - 0.05
+    assert not sus._should_suspend("Closed")
+    sus._value_time = time.time()  # closed after the plan opened it: a real closure
+    assert sus._should_suspend("Closed")
+
+
+def test_a_shutter_closed_by_someone_else_suspends_and_retakes_the_series(
+    session: Session, sim_ioc: IocHandle
+) -> None:
+    command = sim_ioc.pv("shutter", "Open")
+    closed: list[float] = []
+
+    def reopen() -> None:
+        time.sleep(0.4)
+        epics.caput(command, "Open", wait=True)
+
+    def close_at_angle_1(msg: Msg) -> None:
+        # the PSS closes the shutter while the camera takes the frames of angle 1
+        if (
+            msg.command == "trigger"
+            and getattr(msg.obj, "name", "") == "det_sequence"
+            and not closed
+            and session.ifm.tags.angle_index.get() == 1
+            and session.ifm.tags.frame_type.get() == "projection"
+        ):
+            closed.append(time.time())
+            epics.caput(command, "Close", wait=False)
+            threading.Thread(target=reopen, daemon=True).start()
+
+    args = {"angles": 3, "reference_every": 3, "steps": 5, "darks": 2, "exposure_s": EXPOSURE_S}
+    session.msg_hooks.append(close_at_angle_1)
+    try:
+        session.RE(session.ct(**args))
+    finally:
+        session.msg_hooks.remove(close_at_angle_1)
+    assert closed
+    run = read_run(session.data_dir)
+    assert run.stop is not None
+    assert run.stop["exit_status"] == "success"
+    series = _frames_by_series(run)
+    assert series[("projection", 1, 1)] == [0, 1, 2, 3, 4]  # re-taken once the beam was back
+    # the dark series' own closing never suspended the scan: every other series taken once
+    others = {k: v for k, v in series.items() if k[:2] != ("projection", 1)}
+    assert all(k[2] == 0 for k in others)
+    assert len(others) == 1 + 4  # darks, 2 references, projections 0 and 2
 
 
 def test_status_reporter_counts_distinct_frames_and_eta() -> None:
