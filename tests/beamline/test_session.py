@@ -88,6 +88,17 @@ def _frames_by_series(run: Any) -> dict[tuple[str, int, int], list[int]]:
     return out
 
 
+def _starts_acquisition_of_angle_1(session: Session, msg: Msg) -> bool:
+    """Whether ``msg`` starts the camera acquisition of projection angle 1 (hardware stepping)."""
+    tags = session.ifm.tags
+    return (
+        msg.command == "trigger"
+        and getattr(msg.obj, "name", "") == "det_sequence"
+        and tags.angle_index.get() == 1
+        and tags.frame_type.get() == "projection"
+    )
+
+
 def test_ct_run_documents_status_and_restore(session: Session, sim_ioc: IocHandle) -> None:
     RE, ifm = session.RE, session.ifm
     ifm.shutter.close().wait(timeout=5)
@@ -177,13 +188,7 @@ def test_beam_dump_retakes_the_series_with_next_attempt(
 
     def inject_at_acquisition(msg: Msg) -> None:
         # hardware stepping: the beam dies while the camera takes the frames of angle 1
-        if (
-            msg.command == "trigger"
-            and getattr(msg.obj, "name", "") == "det_sequence"
-            and not dumped
-            and session.ifm.tags.angle_index.get() == 1
-            and session.ifm.tags.frame_type.get() == "projection"
-        ):
+        if not dumped and _starts_acquisition_of_angle_1(session, msg):
             dump()
 
     args = {
@@ -287,13 +292,7 @@ def test_a_shutter_closed_by_someone_else_suspends_and_retakes_the_series(
 
     def close_at_angle_1(msg: Msg) -> None:
         # the PSS closes the shutter while the camera takes the frames of angle 1
-        if (
-            msg.command == "trigger"
-            and getattr(msg.obj, "name", "") == "det_sequence"
-            and not closed
-            and session.ifm.tags.angle_index.get() == 1
-            and session.ifm.tags.frame_type.get() == "projection"
-        ):
+        if not closed and _starts_acquisition_of_angle_1(session, msg):
             closed.append(time.time())
             epics.caput(command, "Close", wait=False)
             threading.Thread(target=reopen, daemon=True).start()
