@@ -462,7 +462,8 @@ class GriddingBackprojector:
         out = np.empty((n_sl, self.size, self.size), np.float32)
         pairs = [(z, z + 1 if z + 1 < n_sl else None) for z in range(0, n_sl, 2)]
         n_ang, n_freq = self._factor.shape
-        # work buffers reused across chunks: fresh memory is slow to touch (docs/benchmarks.md)
+        # work buffers reused across chunks (fresh memory is slow to touch, docs/benchmarks.md);
+        # the zero padding beyond n_cols is never written
         width = min(self.batch, len(pairs))
         packed = np.zeros((width, n_ang, self.n_pad), np.complex64)
         strengths = np.empty((width, n_ang, n_freq), np.complex64)
@@ -473,7 +474,6 @@ class GriddingBackprojector:
             for j, (za, zb) in enumerate(chunk):
                 packed[j, :, : self.n_cols].real = q3[:, za, :]
                 packed[j, :, : self.n_cols].imag = 0.0 if zb is None else q3[:, zb, :]
-                packed[j, :, self.n_cols :] = 0.0
             spec = scipy.fft.fft(packed[:n_trans], axis=-1, workers=_workers())
             np.take(spec, self._m_index, axis=-1, out=strengths[:n_trans])
             strengths[:n_trans] *= self._factor

@@ -88,6 +88,14 @@ def _frames_by_series(run: Any) -> dict[tuple[str, int, int], list[int]]:
     return out
 
 
+def _successful_run(session: Session) -> Any:
+    """The session's last run, which must have closed with exit status success."""
+    run = read_run(session.data_dir)
+    assert run.stop is not None
+    assert run.stop["exit_status"] == "success"
+    return run
+
+
 def _starts_acquisition_of_angle_1(session: Session, msg: Msg) -> bool:
     """Whether ``msg`` starts the camera acquisition of projection angle 1 (hardware stepping)."""
     tags = session.ifm.tags
@@ -205,9 +213,7 @@ def test_beam_dump_retakes_the_series_with_next_attempt(
         RE.unsubscribe(token)
         session.msg_hooks.remove(inject_at_acquisition)
     assert dumped
-    run = read_run(session.data_dir)
-    assert run.stop is not None
-    assert run.stop["exit_status"] == "success"
+    run = _successful_run(session)
     series = _frames_by_series(run)
     # the interrupted series: a full re-take with attempt 1
     assert series[("projection", 1, 1)] == [0, 1, 2, 3, 4]
@@ -304,9 +310,7 @@ def test_a_shutter_closed_by_someone_else_suspends_and_retakes_the_series(
     finally:
         session.msg_hooks.remove(close_at_angle_1)
     assert closed
-    run = read_run(session.data_dir)
-    assert run.stop is not None
-    assert run.stop["exit_status"] == "success"
+    run = _successful_run(session)
     series = _frames_by_series(run)
     assert series[("projection", 1, 1)] == [0, 1, 2, 3, 4]  # re-taken once the beam was back
     # the dark series' own closing never suspended the scan: every other series taken once
@@ -543,9 +547,7 @@ def test_a_frame_lost_by_the_file_writer_retakes_the_series(
         session.msg_hooks.remove(drop_one)
     assert injected
     assert epics.caget(sim_ioc.pv("detector", "HDF1:DroppedArrays_RBV")) == dropped_before + 1
-    run = read_run(session.data_dir)
-    assert run.stop is not None
-    assert run.stop["exit_status"] == "success"
+    run = _successful_run(session)
     scan = _scan_file(run)
     rows = scan.table.rows
     first_take = (
