@@ -325,18 +325,29 @@ def _fit_with(
     steps: int,
     dark: ArrayLike | None,
     backend: str = "numba",
+    out: StepFit | None = None,
 ) -> StepFit:
-    """The fit with a given (3, M) pseudo-inverse (dose scaling folded in by the caller)."""
+    """The fit with a given (3, M) pseudo-inverse (dose scaling folded in by the caller), into
+    ``out`` when given (C-contiguous arrays of the frame shape; returned)."""
     kframes, shape = _kernel_frames(frames, steps)
     d = _check_dark(dark, shape)
+    if out is None:
+        out = StepFit(np.empty(shape, np.float32), np.empty(shape, np.complex64))
+    elif (
+        out.a0.shape != shape
+        or (out.a0.dtype, out.c1.dtype) != (np.float32, np.complex64)
+        or not all(a.flags.c_contiguous and a.flags.writeable for a in (out.a0, out.c1))
+    ):
+        raise ValueError(
+            f"out must be a writeable C-contiguous float32/complex64 fit of the frame shape "
+            f"{shape}, got {out.a0.shape} {out.a0.dtype}/{out.c1.dtype}"
+        )
     if backend == "numba":
-        a0 = np.empty(shape, np.float32)
-        c1 = np.empty(shape, np.complex64)
         dd = d if d is not None else np.zeros((1, 1), np.float32)
-        _fit_kernel(kframes, dd, d is not None, pinv.astype(np.float32), a0, c1)
-        return StepFit(a0, c1)
+        _fit_kernel(kframes, dd, d is not None, pinv.astype(np.float32), out.a0, out.c1)
+        return out
     if backend == "numpy":
-        return _fit_numpy(np.stack(kframes), pinv, d)
+        return _fit_numpy(np.stack(kframes), pinv, d, out)
     raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
 
 
@@ -346,11 +357,14 @@ def fit_dose_normalised(
     dark: ArrayLike | None,
     current_ma: ArrayLike,
     dose_ref_ma: float,
+    *,
+    out: StepFit | None = None,
 ) -> StepFit:
     """``fit_stepping`` with each dark-subtracted frame scaled by ``dose_ref_ma / current_ma[k]``
     (beam-monitor normalisation, reference/physics.md §3.2), so that dose changes between steps
     do not leak into phase or visibility. Falls back to the plain fit when a monitor reading is
-    not positive or every scale is 1. ``current_ma`` (M,) [mA]."""
+    not positive or every scale is 1. ``current_ma`` (M,) [mA]. ``out``: a fit to overwrite
+    (a buffer kept for reuse, ``recon.fitpool``) instead of new arrays."""
     current = np.asarray(current_ma, dtype=np.float64)
     if current.shape != (len(frames),):
         raise ValueError(f"current_ma must have one value per frame, got shape {current.shape}")
@@ -359,13 +373,14 @@ def fit_dose_normalised(
     if np.all(current > 0):
         # pinv @ diag(scale) @ (I - dark): the scale folds into the pseudo-inverse, no copy
         pinv = pinv * (dose_ref_ma / current)[None, :]
-    return _fit_with(frames, pinv, theta.size, dark)
+    return _fit_with(frames, pinv, theta.size, dark, out=out)
 
 
-def _fit_numpy(frames: NDArray[np.generic], pinv: NDArray[np.float64], dark: F32 | None) -> StepFit:
+def _fit_numpy(
+    frames: NDArray[np.generic], pinv: NDArray[np.float64], dark: F32 | None, out: StepFit
+) -> StepFit:
     m, rows, cols = frames.shape
-    a0 = np.empty((rows, cols), np.float32)
-    c1 = np.empty((rows, cols), np.complex64)
+    a0, c1 = out.a0, out.c1
     chunk = max(1, _CHUNK_BYTES // max(1, 4 * m * cols))
     p32 = pinv.astype(np.float32)
     for r0 in range(0, rows, chunk):
@@ -376,7 +391,7 @@ def _fit_numpy(frames: NDArray[np.generic], pinv: NDArray[np.float64], dark: F32
         sol = p32 @ x.reshape(m, -1)  # (3, pixels)
         a0[r0:r1] = sol[0].reshape(r1 - r0, cols)
         c1[r0:r1] = (0.5 * (sol[1] - 1j * sol[2])).reshape(r1 - r0, cols)
-    return StepFit(a0, c1)
+    return out
 
 
 def retrieve(sample: StepFit, reference: StepFit) -> Signals:

@@ -11,7 +11,8 @@ What happens to a frame (DESIGN §3.2, §3.4; docs/stream-protocol.md):
    most ``max_open_series`` of them (the oldest is closed early when more open);
 3. a complete series is fitted (least squares on the measured G2 positions, darks subtracted,
    normalised by the ring current) exactly as ``recon.pipeline`` does; only the fit (a0, c1) is
-   kept per projection and per reference series;
+   kept per projection and per reference series, in buffers the next scan reuses
+   (``recon.fitpool``);
 4. live view: the chosen detector rows of each new projection are retrieved against the
    reference interpolated in time between the series received so far (the latest one when the
    later bracketing series has not arrived yet), filtered and backprojected into live slices
@@ -58,6 +59,7 @@ from recon.fbp import (
     padded_length,
     prepare_gridding,
 )
+from recon.fitpool import FitPool
 from recon.output import load_plotting, write_recon
 from recon.pipeline import Projections, Volumes, reconstruct_volumes
 from recon.retrieval import (
@@ -222,6 +224,9 @@ class StreamingReconstructor:
         self.stats = StreamStats()
         #: Seconds from the arrival of a projection's last frame to its live update, per update.
         self.live_latency_s: list[float] = []
+        self._pool = FitPool()
+        self._refs: dict[int, _Fitted] = {}
+        self._projs: dict[int, _Fitted] = {}
 
     # --------------------------------------------------------------------------------------------
     # scan lifecycle
@@ -246,6 +251,9 @@ class StreamingReconstructor:
                 name="plan-gridding",
                 daemon=True,
             ).start()
+        # the previous scan's fits are free now: this scan's are written into them
+        self._pool.give(r.fit for r in [*self._refs.values(), *self._projs.values()])
+        self._pool.use_shape((r1 - r0, self.cols))
         self.stats = StreamStats()
         self.live_latency_s = []
         self._seen: set[int] = set()
@@ -255,8 +263,8 @@ class StreamingReconstructor:
         self._dark_count: dict[int, int] = {}
         self._dark: F32 | None = None
         self._dose_ref: float | None = None
-        self._refs: dict[int, _Fitted] = {}
-        self._projs: dict[int, _Fitted] = {}
+        self._refs = {}
+        self._projs = {}
         try:
             order = acquisition_order(sched.angles, sched.reference_every)
         except ValueError:  # a schedule no plan acquires: reconstruct at scan-end only
@@ -428,7 +436,7 @@ class StreamingReconstructor:
         current = s.current_ma[sel]
         dark = self._dark
         dose_ref = self._dose_ref if self._dose_ref is not None else 1.0
-        fit = fit_dose_normalised(frames, theta, dark, current, dose_ref)
+        fit = fit_dose_normalised(frames, theta, dark, current, dose_ref, out=self._pool.take())
         if np.all(current > 0):
             scale = dose_ref / np.asarray(current, np.float64)
             return fit, np.asarray(pinv @ scale.astype(np.float32).astype(np.float64), np.float64)
@@ -462,8 +470,10 @@ class StreamingReconstructor:
         if old is not None:
             if old.attempt > attempt or (old.attempt == attempt and old.frames > rec.frames):
                 self.stats.superseded += rec.frames  # an older attempt, or a worse part
+                self._pool.give([rec.fit])
                 return
             self.stats.superseded += old.frames
+            self._pool.give([old.fit])
         self._version += 1
         if key == ImageKey.FLAT:
             self.stats.references += 1

@@ -101,6 +101,26 @@ def test_frames_given_one_per_step_equal_the_stacked_series(maps) -> None:
         fit_stepping(frames[:4], theta)
 
 
+def test_a_fit_written_into_given_buffers_equals_a_new_one(maps) -> None:
+    a0, vis, phi = maps
+    theta = 2 * np.pi * np.arange(5) / 5
+    frames = np.round(_curves(theta, a0, vis, phi)).astype(np.uint16)
+    current = np.array([200.0, 199.0, 201.0, 200.5, 198.0])
+    new = fit_dose_normalised(frames, theta, None, current, 200.0)
+    out = StepFit(np.full((ROWS, COLS), np.nan, np.float32), np.zeros((ROWS, COLS), np.complex64))
+    into = fit_dose_normalised(frames, theta, None, current, 200.0, out=out)
+    assert into is out
+    np.testing.assert_array_equal(out.a0, new.a0)
+    np.testing.assert_array_equal(out.c1, new.c1)
+    for bad in (
+        StepFit(np.zeros((ROWS, COLS + 1), np.float32), np.zeros((ROWS, COLS + 1), np.complex64)),
+        StepFit(np.zeros((ROWS, COLS)), np.zeros((ROWS, COLS), np.complex128)),
+        StepFit(np.zeros((COLS, ROWS), np.float32).T, np.zeros((ROWS, COLS), np.complex64)),
+    ):
+        with pytest.raises(ValueError, match="out must be"):
+            fit_dose_normalised(frames, theta, None, current, 200.0, out=bad)
+
+
 def test_retrieve_gives_transmission_dphi_darkfield(maps) -> None:
     a0, vis, phi = maps
     theta = 2 * np.pi * np.arange(5) / 5

@@ -331,3 +331,34 @@ def test_volume_is_written_when_the_last_series_arrives_and_redone_after_a_retak
     assert not np.allclose(kept.volumes.mu, want.mu)
     with h5py.File(tmp_path / "redo" / "recon.h5", "r") as f:  # the files were rewritten
         np.testing.assert_array_equal(f["mu"][()], result.volumes.mu)
+
+
+def test_a_second_scan_reuses_the_first_scans_fit_buffers_and_is_not_affected_by_it() -> None:
+    rec = shared_recorded()
+    n = len(rec.rows)
+    service = StreamingReconstructor(live_rows=())
+    # scan 1: other data (half the counts) under another uid
+    first = ScanStart("0" * 32, rec.preset, "uint16", (32, 96))
+    service.start(first)
+    for i in range(n):
+        h = header_of(rec, i)
+        service.add_frame(
+            FrameHeader(**{**h.__dict__, "scan_uid": first.scan_uid}), rec.frames[i] // 2
+        )
+    assert service.end(None).volumes is not None
+    # held here, so that no id below can be a recycled one
+    buffers = [f.fit.a0 for f in [*service._refs.values(), *service._projs.values()]]
+    # scan 2 through the same reconstructor, and through a new one
+    results = []
+    for recon in (service, StreamingReconstructor(live_rows=())):
+        recon.start(scan_start(rec))
+        for i in range(n):
+            recon.add_frame(header_of(rec, i), rec.frames[i])
+        results.append(recon.end(None))
+    reused = {id(f.fit.a0) for f in [*service._refs.values(), *service._projs.values()]}
+    assert reused == {id(a) for a in buffers}  # every fit of scan 2 is in a buffer of scan 1
+    assert results[1].volumes is not None
+    for name in NAMES:
+        np.testing.assert_array_equal(
+            getattr(results[0].volumes, name), getattr(results[1].volumes, name), err_msg=name
+        )
