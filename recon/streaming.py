@@ -225,6 +225,7 @@ class StreamingReconstructor:
         #: Seconds from the arrival of a projection's last frame to its live update, per update.
         self.live_latency_s: list[float] = []
         self._pool = FitPool()
+        self._planning: threading.Thread | None = None
         self._refs: dict[int, _Fitted] = {}
         self._projs: dict[int, _Fitted] = {}
 
@@ -245,12 +246,13 @@ class StreamingReconstructor:
             raise ValueError(f"rows {self.slab} exceed the detector's {full_rows} rows")
         self.r0, self.r1 = r0, r1
         if self.method == "gridding":  # FFTW plans the final volume's FFTs while the scan runs
-            threading.Thread(
+            self._planning = threading.Thread(
                 target=prepare_gridding,
                 args=(self.cols, r1 - r0),
                 name="plan-gridding",
                 daemon=True,
-            ).start()
+            )
+            self._planning.start()
         # the previous scan's fits are free now: this scan's are written into them
         self._pool.give(r.fit for r in [*self._refs.values(), *self._projs.values()])
         self._pool.use_shape((r1 - r0, self.cols))
@@ -314,6 +316,15 @@ class StreamingReconstructor:
         # the axis at full column (cols-1)/2 + offset, in binned columns (bin j spans jb..jb+b-1)
         axis = ((self.cols - 1) / 2.0 + offset - (b - 1) / 2.0) / b
         self._live_center = axis - (n - 1) / 2.0
+
+    def wait_prepared(self, timeout_s: float | None = None) -> bool:
+        """Wait until the final volume's FFT planning, started at scan start, is done (it takes
+        ~3 s once per process at 1024 px; a scan lasts longer). True when it is done."""
+        planning = self._planning
+        if planning is not None:
+            planning.join(timeout_s)
+            return not planning.is_alive()
+        return True
 
     @property
     def scan_uid(self) -> str | None:

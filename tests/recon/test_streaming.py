@@ -354,6 +354,7 @@ def test_a_second_scan_reuses_the_first_scans_fit_buffers_and_is_not_affected_by
         recon.start(scan_start(rec))
         for i in range(n):
             recon.add_frame(header_of(rec, i), rec.frames[i])
+        assert recon.wait_prepared(timeout_s=60)
         results.append(recon.end(None))
     reused = {id(f.fit.a0) for f in [*service._refs.values(), *service._projs.values()]}
     assert reused == {id(a) for a in buffers}  # every fit of scan 2 is in a buffer of scan 1
