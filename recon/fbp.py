@@ -448,8 +448,9 @@ class GriddingBackprojector:
             self._plans[n_trans] = plan
         return plan
 
-    def __call__(self, filtered: ArrayLike) -> F32:
-        """Backproject filtered projections (angles, [rows,] columns) -> ([rows,] n, n) (y, x)."""
+    def __call__(self, filtered: ArrayLike, out: F32 | None = None) -> F32:
+        """Backproject filtered projections (angles, [rows,] columns) -> ([rows,] n, n) (y, x),
+        into ``out`` (float32 (rows, n, n), e.g. a slab of a larger volume) when given."""
         q = _check_sinogram(filtered, "filtered")
         if q.shape[0] != self.angles.size or q.shape[-1] != self.n_cols:
             raise ValueError(
@@ -459,7 +460,13 @@ class GriddingBackprojector:
         single = q.ndim == 2
         q3 = q[:, None, :] if single else q
         n_sl = q3.shape[1]
-        out = np.empty((n_sl, self.size, self.size), np.float32)
+        if out is None:
+            out = np.empty((n_sl, self.size, self.size), np.float32)
+        elif single or out.shape != (n_sl, self.size, self.size) or out.dtype != np.float32:
+            raise ValueError(
+                f"out must be float32 ({n_sl}, {self.size}, {self.size}) for a stack of "
+                f"{n_sl} rows, got {out.dtype} {out.shape}"
+            )
         pairs = [(z, z + 1 if z + 1 < n_sl else None) for z in range(0, n_sl, 2)]
         n_ang, n_freq = self._factor.shape
         # work buffers reused across chunks (fresh memory is slow to touch, docs/benchmarks.md);
@@ -510,13 +517,27 @@ def fbp(
     """
     s = _check_sinogram(sinograms)
     angles = _check_angles(angles_rad, s.shape[0])
-    q = filter_sinogram(s, kind, window=window, shear_px=shear_px)
     if method == "direct":
+        q = filter_sinogram(s, kind, window=window, shear_px=shear_px)
         return backproject(q, angles, center_offset=center_offset, size=size)
-    if method == "gridding":
-        return gridding_backprojector(s.shape[-1], angles, size, center_offset, eps)(q)
-    raise ValueError(f"method must be 'gridding' or 'direct', got {method!r}")
+    if method != "gridding":
+        raise ValueError(f"method must be 'gridding' or 'direct', got {method!r}")
+    bp = gridding_backprojector(s.shape[-1], angles, size, center_offset, eps)
+    if s.ndim == 2:
+        return bp(filter_sinogram(s, kind, window=window, shear_px=shear_px))
+    # filtered FILTER_CHUNK_ROWS rows at a time, each chunk backprojected into its slab of the
+    # volume: the filter's padded temporaries stay small (at 1024^2 x 180 angles the whole
+    # filtered stack and its spectra would add ~3.8 GB next to the volumes)
+    out = np.empty((s.shape[1], bp.size, bp.size), np.float32)
+    for r0 in range(0, s.shape[1], FILTER_CHUNK_ROWS):
+        r1 = min(r0 + FILTER_CHUNK_ROWS, s.shape[1])
+        bp(filter_sinogram(s[:, r0:r1], kind, window=window, shear_px=shear_px), out[r0:r1])
+    return out
 
+
+#: Detector rows filtered and backprojected at a time by ``fbp`` (gridding); even, so that the
+#: slices pair into complex transforms as they would in one call.
+FILTER_CHUNK_ROWS = 32
 
 _GRIDDERS: OrderedDict[tuple[Any, ...], GriddingBackprojector] = OrderedDict()
 _GRIDDERS_KEPT = 4
