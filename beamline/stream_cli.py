@@ -180,17 +180,19 @@ def cmd_recon(args: argparse.Namespace) -> int:
             live_interval_s=args.live_interval,
             center_offset_px=args.center,
         )
-        results = rec.run(
-            receiver,
-            catch_up=args.file,
-            scans=args.scans,
-            on_result=lambda r: _report(r, args.out),
-        )
+        reconstructed: list[bool] = []
+
+        def report(result: Any) -> None:
+            reconstructed.append(result.volumes is not None)
+            _report(result, args.out)
+
+        # recycle: a service holds one scan's volumes at a time, and reuses their memory
+        rec.run(receiver, catch_up=args.file, scans=args.scans, on_result=report, recycle=True)
     finally:
         receiver.close()
         if live is not None:
             live.close()
-    return 0 if results and all(r.volumes is not None for r in results) else 1
+    return 0 if reconstructed and all(reconstructed) else 1
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:

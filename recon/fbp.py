@@ -508,27 +508,44 @@ def fbp(
     size: int | None = None,
     method: Method = "gridding",
     eps: float = 1e-4,
+    out: F32 | None = None,
 ) -> F32:
     """Filtered backprojection of (angles, [rows,] columns) -> ([rows,] n, n) in per-pixel units.
 
     ``kind="ramp"`` for line-integral data (reconstructs the value per pixel); ``kind="hilbert"``
     for derivative data dp/ds (same result for p). ``method="gridding"`` (NUFFT fast path) or
-    ``"direct"`` (linear-interpolation backprojection).
+    ``"direct"`` (linear-interpolation backprojection). ``out``: a float32 C-contiguous array of
+    the result's shape to write into (a volume buffer kept from an earlier scan), returned.
     """
     s = _check_sinogram(sinograms)
     angles = _check_angles(angles_rad, s.shape[0])
-    if method == "direct":
-        q = filter_sinogram(s, kind, window=window, shear_px=shear_px)
-        return backproject(q, angles, center_offset=center_offset, size=size)
-    if method != "gridding":
+    if method not in ("gridding", "direct"):
         raise ValueError(f"method must be 'gridding' or 'direct', got {method!r}")
+    n = _check_size(size, s.shape[-1])
+    shape = (n, n) if s.ndim == 2 else (s.shape[1], n, n)
+    if out is not None and (
+        out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous
+    ):
+        raise ValueError(
+            f"out must be a C-contiguous float32 array of shape {shape}, got {out.dtype} "
+            f"{out.shape}"
+        )
+    if method == "direct" or s.ndim == 2:
+        q = filter_sinogram(s, kind, window=window, shear_px=shear_px)
+        if method == "direct":
+            image = backproject(q, angles, center_offset=center_offset, size=size)
+        else:
+            image = gridding_backprojector(s.shape[-1], angles, size, center_offset, eps)(q)
+        if out is None:
+            return image
+        np.copyto(out, image)
+        return out
     bp = gridding_backprojector(s.shape[-1], angles, size, center_offset, eps)
-    if s.ndim == 2:
-        return bp(filter_sinogram(s, kind, window=window, shear_px=shear_px))
     # filtered FILTER_CHUNK_ROWS rows at a time, each chunk backprojected into its slab of the
     # volume: the filter's padded temporaries stay small (at 1024^2 x 180 angles the whole
     # filtered stack and its spectra would add ~3.8 GB next to the volumes)
-    out = np.empty((s.shape[1], bp.size, bp.size), np.float32)
+    if out is None:
+        out = np.empty(shape, np.float32)
     for r0 in range(0, s.shape[1], FILTER_CHUNK_ROWS):
         r1 = min(r0 + FILTER_CHUNK_ROWS, s.shape[1])
         bp(filter_sinogram(s[:, r0:r1], kind, window=window, shear_px=shear_px), out[r0:r1])
@@ -608,6 +625,7 @@ def reconstruct_delta(
     finite_shear: bool = False,
     size: int | None = None,
     method: Method = "gridding",
+    out: F32 | None = None,
 ) -> F32:
     """Refractive-index decrement delta (dimensionless) from differential-phase sinograms.
 
@@ -616,7 +634,8 @@ def reconstruct_delta(
     sign a G2 stepped along +s measures: X-rays refract toward the thin side; checked against the
     Fresnel oracle in tests/sim); ``delta = (lambda/(2 pi xi)) FBP_H[dphi]`` with
     xi = ``shear_px * pixel_m`` [m] (Pfeiffer et al., PRL 98, 108105 (2007)). ``finite_shear``
-    divides the Hilbert response by sinc(nu xi) (needs shear_px <= 1.5). Output ([z,] y, x) float32.
+    divides the Hilbert response by sinc(nu xi) (needs shear_px <= 1.5). Output ([z,] y, x) float32
+    (into ``out`` when given, as ``fbp``).
     """
     _check_physical(shear_px=shear_px, wavelength_m=wavelength_m, pixel_m=pixel_m)
     f = fbp(
@@ -628,6 +647,7 @@ def reconstruct_delta(
         center_offset=center_offset,
         size=size,
         method=method,
+        out=out,
     )
     xi_m = shear_px * pixel_m
     return _scaled_in_place(f, wavelength_m / (2.0 * np.pi * xi_m))
@@ -658,10 +678,12 @@ def reconstruct_mu(
     window: Window = "none",
     size: int | None = None,
     method: Method = "gridding",
+    out: F32 | None = None,
 ) -> F32:
     """Linear attenuation coefficient mu [1/m] = FBP_ramp[-ln T] / pixel.
 
-    ``transmission`` (angles, [rows,] columns), values in (0, ...). Output ([z,] y, x) float32.
+    ``transmission`` (angles, [rows,] columns), values in (0, ...). Output ([z,] y, x) float32
+    (into ``out`` when given, as ``fbp``).
     """
     _check_physical(pixel_m=pixel_m)
     f = fbp(
@@ -672,6 +694,7 @@ def reconstruct_mu(
         center_offset=center_offset,
         size=size,
         method=method,
+        out=out,
     )
     return _scaled_in_place(f, 1.0 / pixel_m)
 
@@ -685,9 +708,11 @@ def reconstruct_darkfield(
     window: Window = "none",
     size: int | None = None,
     method: Method = "gridding",
+    out: F32 | None = None,
 ) -> F32:
     """Linear diffusion coefficient epsilon [1/m] = FBP_ramp[-ln D] / pixel (Bech et al., PMB 55,
-    5529 (2010)). ``darkfield`` (angles, [rows,] columns) > 0. Output ([z,] y, x) float32."""
+    5529 (2010)). ``darkfield`` (angles, [rows,] columns) > 0. Output ([z,] y, x) float32 (into
+    ``out`` when given, as ``fbp``)."""
     _check_physical(pixel_m=pixel_m)
     f = fbp(
         _neg_log(darkfield, "darkfield"),
@@ -697,5 +722,6 @@ def reconstruct_darkfield(
         center_offset=center_offset,
         size=size,
         method=method,
+        out=out,
     )
     return _scaled_in_place(f, 1.0 / pixel_m)

@@ -160,6 +160,7 @@ def reconstruct_volumes(
     unwrap: bool = True,
     method: Method = "gridding",
     rows: Sequence[int] | None = None,
+    out: Volumes | None = None,
 ) -> Volumes:
     """delta, mu and dark-field volumes (z, y, x) from retrieved projections.
 
@@ -170,7 +171,8 @@ def reconstruct_volumes(
     from a stripe (docs/reconstruction.md). ``unwrap`` unwraps the differential phase along the
     shear direction (Itoh, from air at the left edge; a no-op when nothing wrapped). ``rows``
     restricts the reconstruction to some
-    detector rows (z).
+    detector rows (z). ``out``: volumes of the same shape whose arrays are written into (an
+    earlier scan's, which the caller no longer uses: ``StreamingReconstructor.recycle``).
     """
     sel = slice(None) if rows is None else list(rows)
     trans = _neg_log_safe(projections.transmission[:, sel])
@@ -194,9 +196,22 @@ def reconstruct_volumes(
         pixel_m=pixel,
         center_offset=center_offset_px,
         method=method,
+        out=None if out is None else out.delta,
     )
-    mu = reconstruct_mu(trans, angles, pixel_m=pixel, center_offset=center_offset_px, method=method)
+    mu = reconstruct_mu(
+        trans,
+        angles,
+        pixel_m=pixel,
+        center_offset=center_offset_px,
+        method=method,
+        out=None if out is None else out.mu,
+    )
     eps = reconstruct_darkfield(
-        dfield, angles, pixel_m=pixel, center_offset=center_offset_px, method=method
+        dfield,
+        angles,
+        pixel_m=pixel,
+        center_offset=center_offset_px,
+        method=method,
+        out=None if out is None else out.darkfield,
     )
     return Volumes(delta, mu, eps, pixel, float(center_offset_px))

@@ -225,6 +225,9 @@ class StreamingReconstructor:
         #: Seconds from the arrival of a projection's last frame to its live update, per update.
         self.live_latency_s: list[float] = []
         self._pool = FitPool()
+        # a finished scan's projections and volumes, given back by the caller (``recycle``)
+        self._spare_projections: Projections | None = None
+        self._spare_volumes: Volumes | None = None
         self._planning: threading.Thread | None = None
         self._refs: dict[int, _Fitted] = {}
         self._projs: dict[int, _Fitted] = {}
@@ -648,11 +651,14 @@ class StreamingReconstructor:
         result = StreamResult(self.scan.scan_uid, self.stats)
         try:
             result.projections = self.projections()
+            spare, self._spare_volumes = self._spare_volumes, None
+            shape = (self.r1 - self.r0, self.cols, self.cols)
             result.volumes = reconstruct_volumes(
                 result.projections,
                 self.preset.geometry,
                 center_offset_px=self.center_offset_px,
                 method=self.method,
+                out=spare if spare is not None and spare.delta.shape == shape else None,
             )
         except ValueError as exc:
             result.error = str(exc)
@@ -673,9 +679,13 @@ class StreamingReconstructor:
         times = np.asarray([r.t_mid for r in refs])
         angles = sorted(self._projs)
         shape = (len(angles), self.r1 - self.r0, self.cols)
-        trans = np.empty(shape, np.float32)
-        dphi = np.empty(shape, np.float32)
-        dfield = np.empty(shape, np.float32)
+        spare, self._spare_projections = self._spare_projections, None
+        if spare is not None and spare.dphi.shape == shape:
+            trans, dphi, dfield = spare.transmission, spare.dphi, spare.darkfield
+        else:
+            trans = np.empty(shape, np.float32)
+            dphi = np.empty(shape, np.float32)
+            dfield = np.empty(shape, np.float32)
         theta = np.empty(len(angles), np.float64)
         for j, a in enumerate(angles):
             rec = self._projs[a]
@@ -683,6 +693,19 @@ class StreamingReconstructor:
             trans[j], dphi[j], dfield[j] = sig.transmission, sig.dphi, sig.darkfield
             theta[j] = np.deg2rad(rec.rotation_deg)
         return Projections(trans, dphi, dfield, theta)
+
+    def recycle(self, result: StreamResult) -> None:
+        """Take back a result's projections and volumes, which the caller is done with (files
+        written, figures reported): the next scan of the same size writes into them instead of
+        into new memory (13 GB of volumes at 1024^3, which a fresh process writes at a fraction
+        of the speed of memory it has used before: docs/benchmarks.md). ``result`` keeps its
+        stats, files and timings; its ``projections`` and ``volumes`` become None."""
+        if result.volumes is not None and result.volumes.delta.base is None:
+            self._spare_volumes = result.volumes
+        if result.projections is not None and result.projections.dphi.base is None:
+            self._spare_projections = result.projections
+        result.volumes = None
+        result.projections = None
 
     # --------------------------------------------------------------------------------------------
     # sources
@@ -737,15 +760,28 @@ class StreamingReconstructor:
         stop: threading.Event | None = None,
         on_result: Callable[[StreamResult], None] | None = None,
         scans: int = 1,
+        recycle: bool = False,
     ) -> list[StreamResult]:
         """Follow the stream until ``scans`` scans ended, ``stop`` is set (abandons the scan in
         progress: a kill), or nothing arrived for ``idle_timeout_s``.
+
+        ``recycle``: once ``on_result`` has seen a result, its projections and volumes are taken
+        back for the next scan (``recycle``): the results returned keep stats, files, timings and
+        error only. A service following many scans needs this, or it holds every scan's volumes.
 
         Connect ``receiver`` BEFORE calling: with ``catch_up`` (the scan file) the frames the
         file already holds are read first and the stream's copies of them dropped (the detector
         writes a frame to the file before it publishes it, so nothing falls in between).
         """
         results: list[StreamResult] = []
+
+        def finish(result: StreamResult) -> None:
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+            if recycle:
+                self.recycle(result)
+
         base = receiver.stats.malformed
         self.scan_file = None if catch_up is None else Path(catch_up)
         if self.scan_file is not None and self.scan_file.exists():
@@ -765,9 +801,7 @@ class StreamingReconstructor:
                 self.add_frame(msg.header, msg.data)
             elif isinstance(msg, ScanStart):
                 if self.scan is not None and self.scan.scan_uid != msg.scan_uid:
-                    results.append(self.end(None))  # its scan-end never came: finish it
-                    if on_result is not None:
-                        on_result(results[-1])
+                    finish(self.end(None))  # its scan-end never came: finish it
                     if len(results) >= scans:
                         break
                 if self.scan is None:
@@ -780,9 +814,7 @@ class StreamingReconstructor:
                 self.stats.malformed = receiver.stats.malformed - base
                 result = self.end(msg)
                 base = receiver.stats.malformed
-                results.append(result)
-                if on_result is not None:
-                    on_result(result)
+                finish(result)
         return results
 
 

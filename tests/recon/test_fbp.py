@@ -154,6 +154,14 @@ def test_fbp_filters_and_backprojects_in_row_chunks_into_one_volume(
     q = filter_sinogram(stack, "ramp")
     with pytest.raises(ValueError, match="out must be float32"):
         bp(q, np.empty((5, n, n + 1), np.float32))
+    # into a given volume (a buffer kept from an earlier scan), for both methods and a slice
+    for method, sino in (("gridding", stack), ("direct", stack), ("gridding", base)):
+        want = fbp(sino, ang, "ramp", method=method)  # type: ignore[arg-type]
+        out = np.full(want.shape, np.nan, np.float32)
+        assert fbp(sino, ang, "ramp", method=method, out=out) is out  # type: ignore[arg-type]
+        np.testing.assert_array_equal(out, want)
+    with pytest.raises(ValueError, match="out must be a C-contiguous float32"):
+        fbp(stack, ang, "ramp", out=np.empty((5, n, n)))
 
 
 def test_transform_counts_cover_every_chunk() -> None:

@@ -333,7 +333,7 @@ def test_volume_is_written_when_the_last_series_arrives_and_redone_after_a_retak
         np.testing.assert_array_equal(f["mu"][()], result.volumes.mu)
 
 
-def test_a_second_scan_reuses_the_first_scans_fit_buffers_and_is_not_affected_by_it() -> None:
+def test_a_second_scan_reuses_the_first_scans_buffers_and_is_not_affected_by_them() -> None:
     rec = shared_recorded()
     n = len(rec.rows)
     service = StreamingReconstructor(live_rows=())
@@ -345,7 +345,12 @@ def test_a_second_scan_reuses_the_first_scans_fit_buffers_and_is_not_affected_by
         service.add_frame(
             FrameHeader(**{**h.__dict__, "scan_uid": first.scan_uid}), rec.frames[i] // 2
         )
-    assert service.end(None).volumes is not None
+    done = service.end(None)
+    assert done.volumes is not None
+    assert done.projections is not None
+    volumes, projections = done.volumes, done.projections
+    service.recycle(done)  # the caller is done with them: the next scan writes into them
+    assert (done.volumes, done.projections) == (None, None)
     # held here, so that no id below can be a recycled one
     buffers = [f.fit.a0 for f in [*service._refs.values(), *service._projs.values()]]
     # scan 2 through the same reconstructor, and through a new one
@@ -358,6 +363,11 @@ def test_a_second_scan_reuses_the_first_scans_fit_buffers_and_is_not_affected_by
         results.append(recon.end(None))
     reused = {id(f.fit.a0) for f in [*service._refs.values(), *service._projs.values()]}
     assert reused == {id(a) for a in buffers}  # every fit of scan 2 is in a buffer of scan 1
+    assert results[0].volumes is not None
+    assert results[0].projections is not None
+    assert results[0].volumes.mu is volumes.mu
+    assert results[0].volumes.delta is volumes.delta
+    assert results[0].projections.dphi is projections.dphi
     assert results[1].volumes is not None
     for name in NAMES:
         np.testing.assert_array_equal(
