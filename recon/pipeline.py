@@ -26,10 +26,10 @@ from beamline.scanfile import FrameTable, ImageKey
 from recon.center import center_from_sinogram
 from recon.fbp import Method, reconstruct_darkfield, reconstruct_delta, reconstruct_mu
 from recon.retrieval import (
+    Signals,
     StepFit,
     fit_dose_normalised,
-    interpolate_reference,
-    retrieve,
+    retrieve_interpolated,
     step_phases,
     unwrap_rows,
 )
@@ -141,8 +141,7 @@ def retrieve_projections(
     for j, idx in enumerate(proj_groups.values()):
         fit = _fit_series(frames, table, idx, period, dark, dose_ref)
         t_mid = float(rows["timestamp_s"][idx].mean())
-        signals = retrieve(fit, interpolate_reference(ref_fits, times, t_mid))
-        trans[j], dphi[j], dfield[j] = signals.transmission, signals.dphi, signals.darkfield
+        retrieve_interpolated(fit, ref_fits, times, t_mid, Signals(trans[j], dphi[j], dfield[j]))
         angles[j] = np.deg2rad(float(rows["rotation_deg"][idx].mean()))
     return Projections(trans, dphi, dfield, angles)
 

@@ -63,11 +63,13 @@ from recon.fitpool import FitPool
 from recon.output import load_plotting, write_recon
 from recon.pipeline import Projections, Volumes, reconstruct_volumes
 from recon.retrieval import (
+    Signals,
     StepFit,
     design_matrix,
     fit_dose_normalised,
     interpolate_reference,
     retrieve,
+    retrieve_interpolated,
     step_phases,
 )
 
@@ -689,8 +691,8 @@ class StreamingReconstructor:
         theta = np.empty(len(angles), np.float64)
         for j, a in enumerate(angles):
             rec = self._projs[a]
-            sig = retrieve(self._corrected(rec), interpolate_reference(ref_fits, times, rec.t_mid))
-            trans[j], dphi[j], dfield[j] = sig.transmission, sig.dphi, sig.darkfield
+            out = Signals(trans[j], dphi[j], dfield[j])
+            retrieve_interpolated(self._corrected(rec), ref_fits, times, rec.t_mid, out)
             theta[j] = np.deg2rad(rec.rotation_deg)
         return Projections(trans, dphi, dfield, theta)
 

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 
 from recon.retrieval import (
+    Signals,
     StepFit,
     fit_dose_normalised,
     fit_stepping,
     interpolate_reference,
     retrieve,
     retrieve_frames,
+    retrieve_interpolated,
     step_phases,
     unwrap_rows,
 )
@@ -174,6 +176,44 @@ def test_interpolate_reference_follows_phase_drift(maps) -> None:
     assert interpolate_reference(fits, [0.0, 5.0, 10.0], 12.0) is fits[-1]
     with pytest.raises(ValueError, match="times_s"):
         interpolate_reference(fits, [0.0, 5.0], 1.0)
+
+
+def test_retrieval_against_the_interpolated_reference_in_one_pass(maps) -> None:
+    a0, vis, phi = maps
+    rng = np.random.default_rng(5)
+    refs = [
+        StepFit(
+            (a0 * (1 + 0.1 * t)).astype(np.float32),
+            (a0 * vis / 2 * np.exp(1j * (phi + 0.9 * t))).astype(np.complex64),  # drifts
+        )
+        for t in (0.0, 5.0, 10.0)
+    ]
+    dphi_true = rng.uniform(-3.1, 3.1, (ROWS, COLS))
+    sample = StepFit(
+        (a0 * 0.6).astype(np.float32),
+        (0.6 * a0 * vis / 2 * 0.8 * np.exp(1j * (phi + dphi_true))).astype(np.complex64),
+    )
+    for t in (-1.0, 2.0, 7.5, 10.0, 11.0):  # before, between, on and after the references
+        want = retrieve(sample, interpolate_reference(refs, [0.0, 5.0, 10.0], t))
+        out = Signals(*(np.full((ROWS, COLS), np.nan, np.float32) for _ in range(3)))
+        got = retrieve_interpolated(sample, refs, [0.0, 5.0, 10.0], t, out)
+        assert got is out
+        np.testing.assert_allclose(got.transmission, want.transmission, rtol=1e-6)
+        np.testing.assert_allclose(got.darkfield, want.darkfield, rtol=2e-6)
+        np.testing.assert_allclose(_wrap(got.dphi - want.dphi), 0.0, atol=2e-6)
+        assert np.all((got.dphi > -np.pi) & (got.dphi <= np.pi))
+    # no silent clipping: a pixel without signal gives inf/NaN as retrieve does
+    dead = StepFit(sample.a0.copy(), sample.c1.copy())
+    dead.a0[0, 0], dead.c1[0, 0] = 0.0, 0.0
+    got = retrieve_interpolated(dead, refs, [0.0, 5.0, 10.0], 7.5)
+    assert got.transmission[0, 0] == 0.0
+    assert np.isnan(got.darkfield[0, 0])
+    with pytest.raises(ValueError, match="reference shape"):
+        retrieve_interpolated(StepFit(a0[:3], sample.c1[:3]), refs, [0.0, 5.0, 10.0], 1.0)
+    with pytest.raises(ValueError, match="out must hold"):
+        retrieve_interpolated(sample, refs, [0.0, 5.0, 10.0], 1.0, Signals(a0, a0, a0))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        retrieve_interpolated(sample, refs, [0.0, 5.0, 5.0], 1.0)
 
 
 def test_unwrap_rows_restores_a_steep_phase() -> None:
