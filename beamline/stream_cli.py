@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,19 @@ def _rows(text: str) -> tuple[int, ...]:
     return rows
 
 
+def _reserve(text: str) -> tuple[int, int, int]:
+    parts = text.lower().split("x")
+    try:
+        rows, cols, angles = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected ROWSxCOLSxANGLES (e.g. 1024x1024x180), got {text!r}"
+        ) from None
+    if rows < 1 or cols < 2 or angles < 1:
+        raise argparse.ArgumentTypeError(f"rows, columns and angles must be positive: {text!r}")
+    return rows, cols, angles
+
+
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``replay``, ``recon`` and ``reconstruct`` to the ``talbot`` sub-parsers."""
     rp = sub.add_parser(
@@ -89,6 +103,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     rc.add_argument("--rows", type=_positive_int, default=None, help="detector rows (workers)")
     rc.add_argument("--max-frame-mib", type=_positive_float, default=8.0, help="queue sizing")
     rc.add_argument("--scans", type=_positive_int, default=1, help="scans to follow")
+    rc.add_argument(
+        "--reserve", type=_reserve, default=None, metavar="ROWSxCOLSxANGLES",
+        help="at start, make the memory a scan of this size needs (fits, projections, volumes: "
+        "12 GB per 1024x1024x180 + 1024^3 x 12 B), so that the first scan runs as fast as later "
+        "ones",
+    )  # fmt: skip
     rc.add_argument("--allow-remote", action="store_true", help="allow non-loopback endpoints")
 
     rr = sub.add_parser(
@@ -156,6 +176,9 @@ def cmd_recon(args: argparse.Namespace) -> int:
         if args.rows is None or args.center is None:
             print("talbot recon: --workers > 1 needs --rows and --center", file=sys.stderr)
             return 2
+        if args.reserve is not None:
+            print("talbot recon: --reserve applies to one worker (no --workers)", file=sys.stderr)
+            return 2
         res = run_slab_workers(
             args.connect,
             args.rows,
@@ -180,6 +203,15 @@ def cmd_recon(args: argparse.Namespace) -> int:
             live_interval_s=args.live_interval,
             center_offset_px=args.center,
         )
+        if args.reserve is not None:
+            rows, cols, angles = args.reserve
+            t0 = time.perf_counter()
+            nbytes = rec.reserve((rows, cols), angles)
+            print(
+                f"reserved {nbytes / 1e9:.1f} GB for {rows}x{cols} x {angles} angles in "
+                f"{time.perf_counter() - t0:.1f} s",
+                flush=True,
+            )
         reconstructed: list[bool] = []
 
         def report(result: Any) -> None:

@@ -191,7 +191,7 @@ def _rate(name: str, size: int, got: int, n: int, dt: float) -> dict[str, Any]:
 
 
 def bench_talbot(
-    size: int, n_frames: int, rate_hz: float = 0.0, scans: int = 1
+    size: int, n_frames: int, rate_hz: float = 0.0, scans: int = 1, reserve: bool = False
 ) -> tuple[list[dict[str, Any]], list[float]]:
     """FramePublisher -> StreamingReconstructor with retrieval and one live row; no volume.
 
@@ -199,7 +199,8 @@ def bench_talbot(
     frame received to the last series processed (keeping up means it equals the offered rate).
     ``scans`` > 1 streams that many scans through the same reconstructor, one after the other,
     as the ``talbot recon`` service receives them (its later scans reuse the memory the earlier
-    ones freed); one row per scan.
+    ones freed); one row per scan. ``reserve``: the reconstructor first reserves the fits of
+    such a scan (``talbot recon --reserve``; no volumes here), as a service does at its start.
     """
     from beamline.stream import FrameReceiver, ScanEnd
     from recon.streaming import StreamingReconstructor, StreamResult
@@ -223,6 +224,8 @@ def bench_talbot(
 
     angles = n_frames // STEPS - 1
     rec = NoVolume(live_rows=(size // 2,))
+    if reserve:
+        rec.reserve((size, size), n_frames // STEPS, volumes=False)
     rows: list[dict[str, Any]] = []
     for scan in range(scans):
         first.clear()
@@ -237,6 +240,8 @@ def bench_talbot(
             name += f", sender paced at {rate_hz:.0f} Hz"
         if scan > 0:
             name += f", scan {scan + 1} of the same reconstructor"
+        elif reserve:
+            name += ", first scan, memory reserved at start"
         row = _rate(name, size, result.stats.frames, n_frames, dt)
         row["lost"] = len(result.stats.lost)
         rows.append(row)
@@ -303,16 +308,24 @@ def first_touch_gb_per_s(total_mb: int = 1200, block_mb: int = 12) -> dict[str, 
     return {"fresh_gb_per_s": total_mb / 1024 / fresh, "reused_gb_per_s": total_mb / 1024 / reused}
 
 
-def bench_final_scaled(rows: int, cols: int, angles: int, scans: int = 2) -> dict[str, Any]:
+def bench_final_scaled(
+    rows: int, cols: int, angles: int, scans: int = 2, reserve: bool = False
+) -> dict[str, Any]:
     """Frames fed directly (no socket): last frame -> final volume for a rows x cols slab, for
     ``scans`` scans in one new reconstructor (the later ones in a reconstructor that has run a
-    scan before, as the ``talbot recon`` service does)."""
+    scan before, as the ``talbot recon`` service does). ``reserve``: the reconstructor first
+    reserves the scan's memory (``talbot recon --reserve``), timed apart."""
     from beamline.stream import FrameHeader, ScanStart
     from recon.streaming import StreamingReconstructor
 
     p = bench_preset(cols, angles, rows)
     frames = stepping_frames(rows, cols)
     rec = StreamingReconstructor(live_rows=(), center_offset_px=0.0)
+    reserve_s = None
+    if reserve:
+        t0 = time.perf_counter()
+        rec.reserve((rows, cols), angles)  # 180 projections and (up to 4) references
+        reserve_s = time.perf_counter() - t0
     times: list[float] = []
     for _ in range(scans):
         uid = uuid.uuid4().hex
@@ -346,6 +359,7 @@ def bench_final_scaled(rows: int, cols: int, angles: int, scans: int = 2) -> dic
         rec.recycle(result)  # as talbot recon does once the files are written
     return {
         "case": f"{rows} rows x {cols} cols, {angles} angles x {STEPS} steps",
+        "reserve_s": reserve_s,
         "volume_s": times,
         "extrapolated_rows": cols,
         "extrapolated_volume_s": [t * cols / rows for t in times],
@@ -380,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         talbot, lat = bench_talbot(size, n, scans=2)
         if size == sizes[-1][0]:  # the target: a detector at 100 frames/s (2048^2: 0.84 GB/s)
             paced, _ = bench_talbot(size, n, rate_hz=100.0, scans=2)
-            talbot += paced
+            reserved, _ = bench_talbot(size, n, rate_hz=100.0, reserve=True)
+            talbot += paced + reserved
         for row in talbot:
             row["vs_bare"] = row["gb_per_s"] / bare["gb_per_s"]
         rows += talbot
@@ -428,7 +443,16 @@ def main(argv: list[str] | None = None) -> int:
             f"last frame -> final volume, {scaled['case']}, {which}: {dt:.2f} s; "
             f"x{scaled['extrapolated_rows'] // rows_measured} rows -> {full:.1f} s"
         )
-    finals = [tiny, scaled]
+    reserved = bench_final_scaled(
+        *((16, 256, 45) if args.quick else (slab, 1024, 180)), scans=1, reserve=True
+    )
+    print(
+        f"last frame -> final volume, {reserved['case']}, first scan of a new reconstructor "
+        f"that reserved its memory at start ({reserved['reserve_s']:.1f} s): "
+        f"{reserved['volume_s'][0]:.2f} s; x{scaled['extrapolated_rows'] // rows_measured} rows "
+        f"-> {reserved['extrapolated_volume_s'][0]:.1f} s"
+    )
+    finals = [tiny, scaled, reserved]
     kwargs = {} if args.out is None else {"out_dir": args.out}
     path = write_json(
         "bench_stream" + ("_quick" if args.quick else ""),

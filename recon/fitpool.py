@@ -51,6 +51,17 @@ class FitPool:
             return self._free.popitem()[1]
         return StepFit(np.empty(self._shape, np.float32), np.empty(self._shape, np.complex64))
 
+    def reserve(self, count: int) -> None:
+        """Make and write buffers until ``count`` are free (memory touched now, at a service's
+        start, instead of during a scan)."""
+        if self._shape is None:
+            raise RuntimeError("FitPool.reserve() before use_shape()")
+        while len(self._free) < count:
+            fit = StepFit(np.empty(self._shape, np.float32), np.empty(self._shape, np.complex64))
+            fit.a0.fill(0.0)
+            fit.c1.fill(0.0)
+            self._free[id(fit)] = fit
+
     def give(self, fits: Iterable[StepFit]) -> None:
         """Return fits nothing else uses any more; fits of another shape, or not owning their
         memory (views), are left to the garbage collector."""

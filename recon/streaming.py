@@ -696,6 +696,42 @@ class StreamingReconstructor:
             theta[j] = np.deg2rad(rec.rotation_deg)
         return Projections(trans, dphi, dfield, theta)
 
+    def reserve(
+        self, shape: tuple[int, int], angles: int, *, references: int = 4, volumes: bool = True
+    ) -> float:
+        """Make and write now the memory a scan of ``angles`` projections of a (rows, columns)
+        detector will use: the fits, the projections and (``volumes``) the final volumes (12 B
+        per pixel per series, 12 B per pixel per projection, 12 B per voxel). A service does
+        this once at its start, so that its first scan does not write memory the process has
+        never touched (slow where a VM backs memory lazily: docs/benchmarks.md). Returns the
+        bytes reserved. Scans of another shape simply do not use it."""
+        rows, cols = (int(shape[0]), int(shape[1]))
+        if rows < 1 or cols < 2 or angles < 1 or references < 0:
+            raise ValueError(
+                f"reserve needs shape (rows >= 1, columns >= 2), angles >= 1 and references "
+                f">= 0, got {shape!r}, {angles!r}, {references!r}"
+            )
+        r0, r1 = self.slab if self.slab is not None else (0, rows)
+        slab = (min(r1, rows) - r0, cols)
+        if slab[0] < 1:
+            raise ValueError(f"rows {self.slab} exceed the detector's {rows} rows")
+        self._pool.use_shape(slab)
+        self._pool.reserve(angles + references)
+
+        def touched(*dims: int) -> F32:
+            a = np.empty(dims, np.float32)
+            a.fill(0.0)
+            return a
+
+        t, p, d = (touched(angles, *slab) for _ in range(3))
+        self._spare_projections = Projections(t, p, d, np.zeros(angles))
+        total = (angles + references) * 12 * slab[0] * cols + 12 * angles * slab[0] * cols
+        if volumes:
+            delta, mu, eps = (touched(slab[0], cols, cols) for _ in range(3))
+            self._spare_volumes = Volumes(delta, mu, eps, 0.0, 0.0)  # arrays only: written into
+            total += 12 * slab[0] * cols * cols
+        return float(total)
+
     def recycle(self, result: StreamResult) -> None:
         """Take back a result's projections and volumes, which the caller is done with (files
         written, figures reported): the next scan of the same size writes into them instead of

@@ -37,7 +37,21 @@ def test_buffers_of_another_shape_or_views_are_not_kept() -> None:
     assert pool.take().a0.shape == (5, 6)
 
 
+def test_reserved_buffers_are_the_ones_taken() -> None:
+    pool = FitPool()
+    pool.use_shape((4, 6))
+    pool.reserve(3)
+    assert pool.free == 3
+    taken = [pool.take() for _ in range(3)]
+    assert all(np.all(f.a0 == 0) and np.all(f.c1 == 0) for f in taken)  # written at reserve
+    assert pool.free == 0
+    pool.reserve(2)  # tops up to 2 free
+    assert pool.free == 2
+
+
 def test_misuse_is_refused() -> None:
+    with pytest.raises(RuntimeError, match="use_shape"):
+        FitPool().reserve(2)
     with pytest.raises(RuntimeError, match="use_shape"):
         FitPool().take()
     with pytest.raises(ValueError, match="shape"):

@@ -373,3 +373,29 @@ def test_a_second_scan_reuses_the_first_scans_buffers_and_is_not_affected_by_the
         np.testing.assert_array_equal(
             getattr(results[0].volumes, name), getattr(results[1].volumes, name), err_msg=name
         )
+
+
+def test_a_reserved_first_scan_writes_into_the_reserved_memory() -> None:
+    rec = shared_recorded()
+    n = len(rec.rows)
+    service = StreamingReconstructor(live_rows=())
+    angles = rec.preset.schedule.angles
+    assert service.reserve((32, 96), angles) == 12 * 32 * 96 * (2 * angles + 4 + 96)
+    spare_fits = service._pool.free
+    spare_mu = service._spare_volumes.mu if service._spare_volumes is not None else None
+    results = []
+    for recon in (service, StreamingReconstructor(live_rows=())):
+        recon.start(scan_start(rec))
+        for i in range(n):
+            recon.add_frame(header_of(rec, i), rec.frames[i])
+        results.append(recon.end(None))
+    assert spare_fits == angles + 4
+    assert results[0].volumes is not None
+    assert results[0].volumes.mu is spare_mu
+    assert results[1].volumes is not None
+    for name in NAMES:
+        np.testing.assert_array_equal(
+            getattr(results[0].volumes, name), getattr(results[1].volumes, name), err_msg=name
+        )
+    with pytest.raises(ValueError, match="reserve needs"):
+        service.reserve((32, 96), 0)

@@ -86,3 +86,10 @@ def test_replay_rejects_a_bad_rate(scan_file: Path) -> None:
 def test_reconstruct_command_names_a_missing_file(tmp_path: Path) -> None:
     code = stream_main(["reconstruct", str(tmp_path / "nope.h5"), "--out", str(tmp_path)])
     assert code == 2
+
+
+@pytest.mark.parametrize("value", ["1024x1024", "axbxc", "0x96x10"])
+def test_recon_command_refuses_a_bad_reserve(value: str, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        stream_main(["recon", "--reserve", value, "--out", str(tmp_path)])
+    assert exc.value.code == 2
