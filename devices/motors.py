@@ -23,6 +23,8 @@ from ophyd.status import MoveStatus, StatusBase
 from ophyd.status import wait as status_wait
 from ophyd.utils.epics_pvs import AlarmSeverity
 
+from devices.signals import SettingSignal
+
 
 def step_positions(steps: int, periods: int, start: float, period: float) -> list[float]:
     """Phase-step positions: ``start + k * periods * period / steps`` for k = 0..steps-1.
@@ -161,6 +163,9 @@ class PiezoStepper(Motor):
     """G2 analyser closed-loop piezo (motor record, um) that steps the phase."""
 
     period = Cpt(Signal, value=1.0, kind="config")
+    #: motor-record backlash distance [um]: a move against its sign first goes this far beyond
+    #: the target, then approaches along it (one put for the approach from one side)
+    backlash = Cpt(SettingSignal, ".BDST", kind="config")
 
     def step_positions(
         self, steps: int, periods: int = 1, start: float | None = None

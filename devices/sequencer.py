@@ -39,6 +39,9 @@ class StepSequencer(Device):
     positions = Cpt(EpicsSignalRO, "Positions_RBV", kind="omitted", auto_monitor=True)
     num_captured = Cpt(EpicsSignalRO, "NumCaptured_RBV", kind="omitted", auto_monitor=True)
     message = Cpt(EpicsSignalRO, "Message_RBV", string=True, kind="omitted", auto_monitor=True)
+    #: 1: an armed acquisition's first exposure waits IOC-side for the piezo, rotation and
+    #: sample moves to end (the motion controllers' in-position outputs gating the trigger)
+    gate_motion = Cpt(SettingSignal, "GateMotion", kind="config")
 
 
 class SequencedAcquisition:

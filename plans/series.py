@@ -226,7 +226,8 @@ def phase_stepping_series(
     grating
         ``"g2"`` (analyser piezo, default) or ``"g0"`` (source grating, Talbot-Lau).
     backlash_um
-        The grating first moves this far [um] below the first step (default one step).
+        The grating first moves this far [um] below the first step (default one step); with
+        ``stepping="hardware"`` the piezo record does it (its ``BDST``, set to this).
     attempts
         Re-take counter shared by a scan (a fresh one by default).
     scan_uid
@@ -354,25 +355,35 @@ def _sequenced_series(
         yield from _series_start(ifm, attempts, key, scan_uid, group)
         for x in positions:  # LimitError before anything of this series moves
             axis.check_value(x)
-        placed = new_group(group)  # the sample moves while the grating makes its approach
+        placed = new_group(group)  # the sample and the grating move while the plan arms
         if setup is not None:
             yield from setup(placed)
-        yield from set_in(axis, positions[0] - backlash, group)
+        # The grating approaches its first step from below in one move: the motor record's
+        # backlash (BDST) takes it below first when it comes from above.
+        held = yield from bps.rd(axis.backlash, default_value=None)
+        if held == backlash:
+            yield from set_in(axis, positions[0], placed)
+        else:
+            yield from set_in(axis.backlash, backlash, group)
+        yield from set_in(sequencer.gate_motion, 1, group)
         yield from _tag_puts(ifm, group, step_index=0, **tags)
         # A re-take may find the acquisition of the interrupted take still running: stop it
         # (its frames stay in the file under the old attempt).
         yield from set_in(cam.acquire, 0, group)
         yield from _images_per_trigger([det], steps, group)
         yield from wait_for(group)
+        if held != backlash:
+            yield from set_in(axis, positions[0], placed)
         arm = new_group(group)
-        yield from set_in(axis, positions[0], arm)
         yield from set_in(sequencer.step_size, step_um, arm)
         yield from set_in(sequencer.num_steps, steps - 1, arm)
         yield from set_in(frames, positions, arm)
         yield from wait_for(arm)
-        yield from wait_for(placed)
         acquired = new_group(group)
+        # The first exposure waits in the IOC for the moves to end (GateMotion); the plan waits
+        # for them while it exposes, so that the readings saved with the frames follow them.
         yield Msg("trigger", acquisition, group=acquired)
+        yield from wait_for(placed)
         for _ in positions:  # frame k's event while frame k + 1 exposes
             if (yield from _frame_or_lost(reader)):
                 break  # the take is re-taken: its later frames get no event

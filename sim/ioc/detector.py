@@ -302,6 +302,8 @@ class SimDetector:
             await cam["StatusMessage_RBV"].write("Acquiring")
             while done < n and not self._stop.is_set():
                 if seq is not None:
+                    if done == 0:
+                        await seq.in_position()  # the motors' in-position outputs (GateMotion)
                     await seq.on_target()  # the piezo's on-target output gates the exposure
                 t_start = loop.time()
                 time_unix = time.time()

@@ -15,7 +15,9 @@ stock clients rely on (ophyd ``EpicsMotor``, ``caput(wait=True)``; reference/eco
 - ``SET``/``OFF`` (user = dial + OFF), ``TWV``/``TWF``/``TWR`` tweaks, ``MSTA`` status bits.
 
 Not simulated: acceleration (``ACCL`` is stored only), ``DIR`` = Neg, ``FOFF`` = Frozen, homing
-(``HOMF``/``HOMR`` are accepted and do nothing), backlash and retries.
+(``HOMF``/``HOMR`` are accepted and do nothing) and retries. Backlash: a move against the sign
+of ``BDST`` first goes ``BDST`` beyond the target, then approaches it along that sign (at VELO;
+``BVEL``/``BACC`` are not simulated); a move along it goes straight.
 """
 
 from __future__ import annotations
@@ -104,6 +106,13 @@ class SimMotorFields(MotorFields):
     tweak_motor_forward = copy.copy(MotorFields.tweak_motor_forward)
     tweak_motor_reverse = copy.copy(MotorFields.tweak_motor_reverse)
     stop_pause_move_go = copy.copy(MotorFields.stop_pause_move_go)
+    bl_distance = copy.copy(MotorFields.bl_distance)  # BDST
+
+    @bl_distance.putter  # type: ignore[no-redef]
+    async def bl_distance(self, instance: Any, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"BDST must be finite, got {value!r}")
+        return value
 
     @stop.putter  # type: ignore[no-redef]
     async def stop(self, instance: Any, value: int) -> int:
@@ -363,6 +372,14 @@ class MotorRecord(PVGroup):
                 break
             self._taken_id = self.requested_id
             target_dial = self._target - self.offset
+            backlash = float(f.bl_distance.value)
+            if backlash != 0.0 and (target_dial - self.dial) * backlash < 0:
+                # against the preferred direction: overshoot by BDST, then approach along it
+                stopped = await self._travel(target_dial - backlash)
+                if stopped:
+                    break
+                if self._kick.is_set():
+                    continue  # retargeted on the way
             stopped = await self._travel(target_dial)
             if stopped:
                 break

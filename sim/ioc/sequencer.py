@@ -23,6 +23,10 @@ PVs (prefix ``PVNames.sequencer``, default ``TALBOT:SEQ:``):
   the arming put resets the count to 0.
 - ``Message_RBV``: why a step was refused (a target outside the piezo's soft limits); the
   remaining frames are then taken where the piezo is.
+- ``GateMotion`` (0/1): with 1, the first exposure of an armed acquisition waits until the piezo,
+  the rotation and the sample stage have ended their moves (at the beamline, the motion
+  controllers' in-position outputs gating the camera trigger). A plan can then start the
+  acquisition without waiting for those moves itself.
 """
 
 from __future__ import annotations
@@ -75,9 +79,22 @@ class StepSequencerGroup(PVGroup):
         name="Message_RBV", value="", dtype=ChannelType.STRING, read_only=True,
         doc="why the last step was refused (empty when none was)",
     )  # fmt: skip
+    gate_motion = pvproperty(
+        name="GateMotion", value=0, dtype=ChannelType.LONG,
+        lower_ctrl_limit=0, upper_ctrl_limit=1,
+        doc="1: an armed acquisition's first exposure waits for the gated motors' moves to end",
+    )  # fmt: skip
 
-    def __init__(self, prefix: str, *, axis: MotorRecord, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        *,
+        axis: MotorRecord,
+        gated: tuple[MotorRecord, ...] = (),
+        **kwargs: Any,
+    ) -> None:
         self.axis = axis
+        self.gated = (axis, *gated)
         self.acquiring = False  # set by the camera for the length of an acquisition
         self._limit = 0  # steps armed for the next acquisition (0: not armed)
         self._active = False  # armed when the current acquisition started
@@ -90,6 +107,12 @@ class StepSequencerGroup(PVGroup):
     async def step_size(self, instance: Any, value: float) -> float:
         if not (math.isfinite(value) and abs(value) <= MAX_STEP_UM):
             raise ValueError(f"StepSize must be finite and within +/-{MAX_STEP_UM} um, got {value}")
+        return value
+
+    @gate_motion.putter  # type: ignore[no-redef]
+    async def gate_motion(self, instance: Any, value: int) -> int:
+        if value not in (0, 1):
+            raise ValueError(f"GateMotion must be 0 or 1, got {value}")
         return value
 
     @num_steps.putter  # type: ignore[no-redef]
@@ -145,6 +168,13 @@ class StepSequencerGroup(PVGroup):
         self._pending_move = await self.axis.request_move(target)
         self._counter += 1
         await self.step_counter.write(self._counter)
+
+    async def in_position(self) -> None:
+        """With ``GateMotion`` = 1 in an armed acquisition: return once every gated motor has
+        ended the moves requested so far (gates the first exposure)."""
+        if self._active and self.gate_motion.value:
+            for motor in self.gated:
+                await motor.wait_done(motor.requested_id)
 
     async def on_target(self) -> None:
         """Return once the last step has settled (gates the next exposure)."""

@@ -144,7 +144,9 @@ def build_beamline(
     piezo_record = motors["g2_x"]
     assert isinstance(piezo_record, PiezoRecord)
     faults = FaultsGroup(pvs.full("faults"), beam=beam, piezo=piezo_record)
-    sequencer = StepSequencerGroup(pvs.full("sequencer"), axis=piezo_record)
+    sequencer = StepSequencerGroup(
+        pvs.full("sequencer"), axis=piezo_record, gated=(motors["rotation"], motors["sample_x"])
+    )
     camera = SimDetector(
         pvs.full("detector"),
         config=config,

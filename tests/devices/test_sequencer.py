@@ -207,3 +207,29 @@ def test_frames_are_readable_while_the_acquisition_runs(
     assert [len(s._callbacks[s.SUB_VALUE]) for s in watched] == callbacks_before
     with pytest.raises(RuntimeError, match="already read"):
         frames.trigger().wait(timeout=1.0)
+
+
+@pytest.mark.parametrize("gate", [0, 1])
+def test_the_motion_gate_holds_the_first_exposure_until_the_rotation_has_arrived(
+    rig: tuple[TalbotDetector, StepSequencer, PiezoStepper, ScanTags],
+    sim_ioc: IocHandle,
+    gate: int,
+) -> None:
+    det, seq, _piezo, _tags = rig
+    rotation = sim_ioc.pvs.motor_records()["rotation"]
+    start = float(epics.caget(f"{rotation}.RBV", timeout=5.0))
+    target = start + 90.0  # ~0.5 s at the stage's speed: many 20-ms exposures
+    seq.gate_motion.set(gate).wait(timeout=10.0)
+    _arm(rig, 20.0, 0.25, 1)
+    try:
+        assert epics.caput(rotation, target, wait=False) == 1
+        path = _acquire(det, 2)
+    finally:
+        seq.gate_motion.set(0).wait(timeout=10.0)
+        epics.caput(rotation, start, wait=True, timeout=30)
+    with h5py.File(path, "r") as f:
+        first = float(f[FRAMES_GROUP]["rotation_deg"][0])
+    if gate:  # exposed once the rotation had arrived
+        assert first == pytest.approx(target, abs=1e-3)
+    else:  # exposed while it rotated
+        assert start < first < target - 1.0

@@ -150,9 +150,17 @@ def test_hardware_series_arms_the_sequencer_once_and_reads_one_event_per_frame(
     assert commands[0] == "checkpoint"
     assert commands.count("checkpoint") == 1
     assert msgs[1].obj is attempts
-    # the grating approaches the first step from below; the sequencer takes the other steps;
-    # the grating stays at the last step (the next series makes its own approach)
-    assert _sets(msgs, "ifm_g2_x") == pytest.approx([9.8, 10.0])
+    # the grating approaches the first step from below in one move (the motor record's
+    # backlash, set first and waited for, one step); the sequencer takes the other steps; the
+    # grating stays at the last step (the next series makes its own approach)
+    assert _sets(msgs, "ifm_g2_x_backlash") == pytest.approx([0.2])
+    assert _sets(msgs, "ifm_g2_x") == pytest.approx([10.0])
+    bdst = next(
+        i for i, m in enumerate(msgs) if m.command == "set" and m.obj.name.endswith("backlash")
+    )
+    move = next(i for i, m in enumerate(msgs) if m.command == "set" and m.obj.name == "ifm_g2_x")
+    assert "wait" in commands[bdst:move]
+    assert _sets(msgs, "ifm_sequencer_gate_motion") == [1]
     assert _sets(msgs, "ifm_sequencer_step_size") == pytest.approx([0.2])
     assert _sets(msgs, "ifm_sequencer_num_steps") == [4]
     assert _sets(msgs, "det_frames") == [pytest.approx([10.0, 10.2, 10.4, 10.6, 10.8])]
@@ -166,8 +174,15 @@ def test_hardware_series_arms_the_sequencer_once_and_reads_one_event_per_frame(
     assert not [m for m in msgs[acquire:] if m.command == "set"]
     creates = [i for i, m in enumerate(msgs) if m.command == "create"]
     assert [msgs[i].kwargs["name"] for i in creates] == ["primary"] * 5
-    reads = [getattr(m.obj, "name", None) for m in msgs if m.command == "read"]
+    reads = [getattr(m.obj, "name", None) for m in msgs[acquire:] if m.command == "read"]
     assert reads == ["det_frames"] * 5
+    # the moves (rotation, grating) end during the first exposure (the IOC gates it on them):
+    # waited for after the trigger, before the first event
+    placed = msgs[move].kwargs["group"]
+    wait_placed = next(
+        i for i, m in enumerate(msgs) if m.command == "wait" and m.kwargs.get("group") == placed
+    )
+    assert acquire < wait_placed < creates[0]
     frame_triggers = [m for m in msgs[acquire + 1 :] if m.command == "trigger"]
     assert [m.obj.name for m in frame_triggers] == ["det_frames"] * 5
     # the acquisition's group is waited for only after the last event

@@ -209,3 +209,33 @@ def test_tweak(sim_ioc: IocHandle, g0x: str) -> None:
 def test_bad_velocity_rejected(sim_ioc: IocHandle, g0x: str) -> None:
     epics.caput(f"{g0x}.VELO", -3.0, wait=True)
     assert get(f"{g0x}.VELO") == 500.0
+
+
+def test_backlash_approaches_every_target_along_the_sign_of_bdst(
+    sim_ioc: IocHandle, g0x: str
+) -> None:
+    seen: list[float] = []
+    rbv = epics.PV(f"{g0x}.RBV", auto_monitor=True)
+    assert rbv.wait_for_connection(timeout=5.0)
+    rbv.add_callback(lambda value=None, **kw: seen.append(float(value)))
+    try:
+        assert epics.caput(f"{g0x}.BDST", 20.0, wait=True) == 1
+        assert epics.caput(g0x, 100.0, wait=True, timeout=30) == 1  # along +: straight
+        assert wait_until(lambda: bool(seen) and seen[-1] == pytest.approx(100.0))
+        up = list(seen)
+        seen.clear()
+        assert epics.caput(g0x, 50.0, wait=True, timeout=30) == 1  # against: below, then up
+        assert wait_until(lambda: bool(seen) and seen[-1] == pytest.approx(50.0))
+        down = list(seen)
+        epics.caput(f"{g0x}.BDST", float("nan"), wait=True)
+        assert get(f"{g0x}.BDST") == 20.0  # a non-finite BDST is refused
+    finally:
+        epics.caput(f"{g0x}.BDST", 0.0, wait=True)
+        rbv.clear_callbacks()
+        rbv.disconnect()
+    assert max(up) == pytest.approx(100.0)  # no overshoot along the preferred direction
+    assert up == sorted(up)
+    assert min(down) == pytest.approx(30.0, abs=0.01)  # 20 um beyond the target
+    last = down[down.index(min(down)) :]
+    assert last == sorted(last)  # then up to the target
+    assert get(f"{g0x}.RBV") == pytest.approx(50.0, abs=1e-3)
