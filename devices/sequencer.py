@@ -15,6 +15,7 @@ next frame exposes.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,8 @@ from ophyd.status import Status, StatusBase
 
 from devices.detector import FrameLost, TalbotDetector
 from devices.signals import SettingSignal
+
+log = logging.getLogger(__name__)
 
 
 class StepSequencer(Device):
@@ -49,18 +52,40 @@ class SequencedAcquisition:
     (``trigger`` starts it; the status finishes when the last frame is written). ``frames``,
     when given, learns of the acquisition so that its per-frame statuses end with it."""
 
+    #: How long ``pause`` waits for a stopped acquisition to end [s].
+    STOP_TIMEOUT_S = 10.0
+
     def __init__(self, detector: TalbotDetector, frames: SequencedFrames | None = None) -> None:
         self.detector = detector
         self.frames = frames
         self.name = f"{detector.name}_sequence"
         self.parent = None
+        self._status: StatusBase | None = None
 
     def trigger(self) -> StatusBase:
         """Start the acquisition."""
         status = self.detector.acquire()
+        self._status = status
         if self.frames is not None:
             self.frames.acquisition_started(status)
         return status
+
+    def pause(self) -> None:
+        """The RunEngine pauses or suspends the plan (it calls this on every object the run
+        used): stop the acquisition in progress and wait for its end. The take it interrupted is
+        rewound and re-taken, and its arming of the sequencer is refused while the camera
+        acquires; the stopped take's frames stay in the file under the old attempt."""
+        status = self._status
+        if status is None or status.done:
+            return
+        self.detector.cam.acquire.put(0, wait=True, timeout=self.STOP_TIMEOUT_S)
+        try:
+            status.wait(timeout=self.STOP_TIMEOUT_S)
+        except Exception:  # the take is re-taken whatever became of its status
+            log.warning("%s: the stopped acquisition did not end cleanly", self.name)
+
+    def resume(self) -> None:
+        """Nothing to restore: the re-take starts a new acquisition."""
 
 
 class SequencedFrames:

@@ -347,7 +347,6 @@ def _sequenced_series(
     step_um = positions[1] - positions[0]
     acquisition = SequencedAcquisition(det, frames)
     reader = FrameReader([frames], [], stream)
-    cam = det.cam
 
     def take() -> MsgGenerator[int]:
         """One take: checkpoint, approach, arm, acquire; the number of frames lost."""
@@ -361,24 +360,19 @@ def _sequenced_series(
         # The grating approaches its first step from below in one move: the motor record's
         # backlash (BDST) takes it below first when it comes from above.
         held = yield from bps.rd(axis.backlash, default_value=None)
-        if held == backlash:
-            yield from set_in(axis, positions[0], placed)
-        else:
+        if held != backlash:  # the scan's first series: BDST first, then the move
             yield from set_in(axis.backlash, backlash, group)
+            yield from wait_for(group)
+        yield from set_in(axis, positions[0], placed)
+        # One round trip arms the series. No acquisition runs here: a suspension or pause that
+        # interrupted one stopped it (SequencedAcquisition.pause) before the re-take.
         yield from set_in(sequencer.gate_motion, 1, group)
         yield from _tag_puts(ifm, group, step_index=0, **tags)
-        # A re-take may find the acquisition of the interrupted take still running: stop it
-        # (its frames stay in the file under the old attempt).
-        yield from set_in(cam.acquire, 0, group)
         yield from _images_per_trigger([det], steps, group)
+        yield from set_in(sequencer.step_size, step_um, group)
+        yield from set_in(sequencer.num_steps, steps - 1, group)
+        yield from set_in(frames, positions, group)
         yield from wait_for(group)
-        if held != backlash:
-            yield from set_in(axis, positions[0], placed)
-        arm = new_group(group)
-        yield from set_in(sequencer.step_size, step_um, arm)
-        yield from set_in(sequencer.num_steps, steps - 1, arm)
-        yield from set_in(frames, positions, arm)
-        yield from wait_for(arm)
         acquired = new_group(group)
         # The first exposure waits in the IOC for the moves to end (GateMotion); the plan waits
         # for them while it exposes, so that the readings saved with the frames follow them.
