@@ -208,7 +208,7 @@ def cmd_recon(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             nbytes = rec.reserve((rows, cols), angles)
             print(
-                f"reserved {nbytes / 1e9:.1f} GB for {rows}x{cols} x {angles} angles in "
+                f"reserved {nbytes / 1e9:.3g} GB for {rows}x{cols} x {angles} angles in "
                 f"{time.perf_counter() - t0:.1f} s",
                 flush=True,
             )
