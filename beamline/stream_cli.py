@@ -105,9 +105,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     rc.add_argument("--scans", type=_positive_int, default=1, help="scans to follow")
     rc.add_argument(
         "--reserve", type=_reserve, default=None, metavar="ROWSxCOLSxANGLES",
-        help="at start, make the memory a scan of this size needs (fits, projections, volumes: "
-        "12 GB per 1024x1024x180 + 1024^3 x 12 B), so that the first scan runs as fast as later "
-        "ones",
+        help="at start, make the memory a scan of this size needs (fits and projections: 24 B "
+        "per pixel per angle; volumes: 12 B per voxel; 17.5 GB for 1024x1024x180), so that the "
+        "first scan runs as fast as later ones",
     )  # fmt: skip
     rc.add_argument("--allow-remote", action="store_true", help="allow non-loopback endpoints")
 

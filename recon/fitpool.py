@@ -16,10 +16,20 @@ more than the previous scan kept (the memory a reconstructor process holds betwe
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from recon.retrieval import StepFit
+
+
+def written(shape: tuple[int, ...], dtype: type[np.generic] = np.float32) -> NDArray[Any]:
+    """A new array whose memory has been written once (zeros), so that the process owns its
+    pages before it needs them."""
+    a = np.empty(shape, dtype)
+    a.fill(0)
+    return a
 
 
 class FitPool:
@@ -51,15 +61,17 @@ class FitPool:
             return self._free.popitem()[1]
         return StepFit(np.empty(self._shape, np.float32), np.empty(self._shape, np.complex64))
 
+    def _written(self) -> StepFit:
+        assert self._shape is not None
+        return StepFit(written(self._shape, np.float32), written(self._shape, np.complex64))
+
     def reserve(self, count: int) -> None:
         """Make and write buffers until ``count`` are free (memory touched now, at a service's
         start, instead of during a scan)."""
         if self._shape is None:
             raise RuntimeError("FitPool.reserve() before use_shape()")
         while len(self._free) < count:
-            fit = StepFit(np.empty(self._shape, np.float32), np.empty(self._shape, np.complex64))
-            fit.a0.fill(0.0)
-            fit.c1.fill(0.0)
+            fit = self._written()
             self._free[id(fit)] = fit
 
     def give(self, fits: Iterable[StepFit]) -> None:

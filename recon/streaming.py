@@ -59,7 +59,7 @@ from recon.fbp import (
     padded_length,
     prepare_gridding,
 )
-from recon.fitpool import FitPool
+from recon.fitpool import FitPool, written
 from recon.output import load_plotting, write_recon
 from recon.pipeline import Projections, Volumes, reconstruct_volumes
 from recon.retrieval import (
@@ -246,9 +246,7 @@ class StreamingReconstructor:
         sched = start.preset.schedule
         self.steps = sched.steps
         full_rows, self.cols = start.shape
-        r0, r1 = self.slab if self.slab is not None else (0, full_rows)
-        if r1 > full_rows:
-            raise ValueError(f"rows {self.slab} exceed the detector's {full_rows} rows")
+        r0, r1 = self._rows_of(full_rows)
         self.r0, self.r1 = r0, r1
         if self.method == "gridding":  # FFTW plans the final volume's FFTs while the scan runs
             self._planning = threading.Thread(
@@ -321,6 +319,13 @@ class StreamingReconstructor:
         # the axis at full column (cols-1)/2 + offset, in binned columns (bin j spans jb..jb+b-1)
         axis = ((self.cols - 1) / 2.0 + offset - (b - 1) / 2.0) / b
         self._live_center = axis - (n - 1) / 2.0
+
+    def _rows_of(self, full_rows: int) -> tuple[int, int]:
+        """The detector rows (r0, r1) this reconstructor works on, for a detector of that many."""
+        r0, r1 = self.slab if self.slab is not None else (0, full_rows)
+        if r1 > full_rows:
+            raise ValueError(f"rows {self.slab} exceed the detector's {full_rows} rows")
+        return r0, r1
 
     def wait_prepared(self, timeout_s: float | None = None) -> bool:
         """Wait until the final volume's FFT planning, started at scan start, is done (it takes
@@ -711,23 +716,15 @@ class StreamingReconstructor:
                 f"reserve needs shape (rows >= 1, columns >= 2), angles >= 1 and references "
                 f">= 0, got {shape!r}, {angles!r}, {references!r}"
             )
-        r0, r1 = self.slab if self.slab is not None else (0, rows)
-        slab = (min(r1, rows) - r0, cols)
-        if slab[0] < 1:
-            raise ValueError(f"rows {self.slab} exceed the detector's {rows} rows")
+        r0, r1 = self._rows_of(rows)
+        slab = (r1 - r0, cols)
         self._pool.use_shape(slab)
         self._pool.reserve(angles + references)
-
-        def touched(*dims: int) -> F32:
-            a = np.empty(dims, np.float32)
-            a.fill(0.0)
-            return a
-
-        t, p, d = (touched(angles, *slab) for _ in range(3))
+        t, p, d = (written((angles, *slab)) for _ in range(3))
         self._spare_projections = Projections(t, p, d, np.zeros(angles))
         total = (angles + references) * 12 * slab[0] * cols + 12 * angles * slab[0] * cols
         if volumes:
-            delta, mu, eps = (touched(slab[0], cols, cols) for _ in range(3))
+            delta, mu, eps = (written((slab[0], cols, cols)) for _ in range(3))
             self._spare_volumes = Volumes(delta, mu, eps, 0.0, 0.0)  # arrays only: written into
             total += 12 * slab[0] * cols * cols
         return float(total)
