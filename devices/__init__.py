@@ -11,7 +11,12 @@ from devices.motors import (
     SampleStage,
     step_positions,
 )
-from devices.sequencer import SequencedAcquisition, SequencedFrames, StepSequencer
+from devices.sequencer import (
+    SequencedAcquisition,
+    SequencedFrames,
+    SeriesArming,
+    StepSequencer,
+)
 from devices.tags import FRAME_TYPES, OperatorStatus, ScanTags
 
 __all__ = [
@@ -27,6 +32,7 @@ __all__ = [
     "ScanTags",
     "SequencedAcquisition",
     "SequencedFrames",
+    "SeriesArming",
     "Shutter",
     "StepSequencer",
     "TalbotDetector",

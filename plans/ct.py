@@ -23,6 +23,7 @@ from devices.interferometer import Interferometer
 from plans.attempts import SeriesAttempts
 from plans.series import (
     Grating,
+    NextProjection,
     Stepping,
     _check_detectors,
     _restoring,
@@ -273,18 +274,18 @@ def phase_stepping_ct(
                 ifm, dets, frames=schedule.darks, attempts=attempts, scan_uid=scan_uid
             )
         yield from bps.mv(ifm.shutter, "open")
-        for kind, index in order:
+        for n, (kind, index) in enumerate(order):
             if kind == "reference":
                 yield from reference_series(ifm, dets, series_index=index, **common)
-            else:
-                angle = angles_deg[index]
-
-                def rotate(group: str, angle: float = angle) -> MsgGenerator[Any]:
-                    return bps.abs_set(ifm.rotation, angle, group=group)
-
-                yield from phase_stepping_series(
-                    ifm, dets, frame_type="projection", angle_index=index, setup=rotate, **common
-                )
+                continue
+            after = order[n + 1] if n + 1 < len(order) else None
+            following = None
+            if after is not None and after[0] == "projection":
+                following = NextProjection(after[1], angles_deg[after[1]])
+            yield from phase_stepping_series(
+                ifm, dets, frame_type="projection", angle_index=index,
+                rotation_deg=angles_deg[index], next_projection=following, **common,
+            )  # fmt: skip
         yield from bps.close_run()
         return uid
 

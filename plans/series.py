@@ -22,6 +22,7 @@ import math
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from bluesky import Msg
@@ -33,7 +34,7 @@ from ophyd import EpicsMotor
 from devices.detector import FrameLost
 from devices.interferometer import Interferometer
 from devices.motors import step_positions
-from devices.sequencer import SequencedAcquisition, SequencedFrames
+from devices.sequencer import SequencedAcquisition, SequencedFrames, SeriesArming
 from plans.attempts import SeriesAttempts
 from plans.frames import FrameReader, new_group, set_in, wait_for
 
@@ -137,6 +138,12 @@ def check_stepping(stepping: str, grating: str, detectors: Sequence[Any]) -> Non
 _SEQUENCED: weakref.WeakKeyDictionary[Any, SequencedFrames] = weakref.WeakKeyDictionary()
 
 
+#: The acquisitions of those frames (one object, which holds the series queued in the IOC).
+_ACQUISITIONS: weakref.WeakKeyDictionary[SequencedFrames, SequencedAcquisition] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def sequenced_frames(ifm: Interferometer, detector: Any, axis: EpicsMotor) -> SequencedFrames:
     """The per-frame readings of hardware-stepped series with these devices (one object for
     every series, since the descriptor of an event stream names the objects read)."""
@@ -151,6 +158,28 @@ def sequenced_frames(ifm: Interferometer, detector: Any, axis: EpicsMotor) -> Se
         )
         _SEQUENCED[detector] = frames
     return frames
+
+
+def sequenced_acquisition(
+    ifm: Interferometer, detector: Any, frames: SequencedFrames
+) -> SequencedAcquisition:
+    """The object that arms, queues and starts the acquisitions of ``frames`` (one for every
+    series, since it holds the series queued in the IOC)."""
+    acquisition = _ACQUISITIONS.get(frames)
+    if acquisition is None:
+        acquisition = SequencedAcquisition(detector, frames, tags=ifm.tags, rotation=ifm.rotation)
+        _ACQUISITIONS[frames] = acquisition
+    return acquisition
+
+
+@dataclass(frozen=True)
+class NextProjection:
+    """The projection series that follows a series in the scan: its angle index and rotation
+    angle [deg]. A hardware-stepped series hands it to the IOC's series queue, so that it
+    starts as soon as the series before it ends."""
+
+    angle_index: int
+    rotation_deg: float
 
 
 def _images_per_trigger(detectors: Sequence[Any], images: int, group: str) -> MsgGenerator[None]:
@@ -187,11 +216,12 @@ def _series_start(
     scan_uid: str | None,
     group: str,
 ) -> MsgGenerator[None]:
-    """The checkpoint and what must be re-executed on every take (attempt bump first)."""
-    yield from bps.checkpoint()
-    yield from bps.abs_set(attempts, key, group=group)
+    """The checkpoint and what must be re-executed on every take (attempt bump first); raw
+    messages, as in ``plans.frames``, since a series runs this for every take."""
+    yield Msg("checkpoint")
+    yield from set_in(attempts, key, group)
     if scan_uid is not None:
-        yield from bps.abs_set(ifm.tags.scan_uid, scan_uid, group=group)
+        yield from set_in(ifm.tags.scan_uid, scan_uid, group)
 
 
 def phase_stepping_series(
@@ -211,6 +241,8 @@ def phase_stepping_series(
     scan_uid: str | None = None,
     setup: Callable[[str], MsgGenerator[Any]] | None = None,
     stepping: Stepping = "software",
+    rotation_deg: float | None = None,
+    next_projection: NextProjection | None = None,
 ) -> MsgGenerator[None]:
     """One phase-stepping series (stub, no run): checkpoint, then M tagged frames.
 
@@ -240,6 +272,13 @@ def phase_stepping_series(
         (G2 only, one area detector): after the first step's move, arm the step sequencer for
         M - 1 steps and take the M frames in one acquisition; then one event per frame with the
         encoder reading the sequencer latched for it (same data keys).
+    rotation_deg
+        Rotation angle [deg] to take the series at (moved after the checkpoint, in parallel
+        with the grating's approach); None leaves the rotation where it is.
+    next_projection
+        With ``stepping="hardware"``: the projection series that follows in the scan, handed to
+        the IOC's series queue while this series is acquired (``SequencedAcquisition``), so
+        that it starts when this one ends, with no round trip in between. Ignored otherwise.
     """
     dets = _check_detectors(detectors)
     check_stepping(stepping, grating, dets)
@@ -260,22 +299,47 @@ def phase_stepping_series(
         raise ValueError(f"frame_type must be 'projection' or 'reference', got {frame_type!r}")
     if scan_uid is not None and len(scan_uid) > MAX_SCAN_UID:
         raise ValueError(f"scan_uid must have at most {MAX_SCAN_UID} characters, got {scan_uid!r}")
+    angles = {"rotation_deg": rotation_deg}
+    if next_projection is not None:
+        angles["next_projection.rotation_deg"] = next_projection.rotation_deg
+    for name, angle in angles.items():
+        if angle is not None and not math.isfinite(float(angle)):
+            raise ValueError(f"{name} must be finite, got {angle!r}")
+    if next_projection is not None:
+        check_count("next_projection.angle_index", next_projection.angle_index, 0)
     axis = stepping_axis(ifm, grating)
     counter = attempts if attempts is not None else SeriesAttempts(ifm.tags.attempt)
     stream = STREAMS[frame_type]
     tags = {"frame_type": frame_type, "angle_index": angle_index, "series_index": series_index}
 
     if stepping == "hardware":
-        frames = sequenced_frames(ifm, dets[0], axis)
-        return _sequenced_series(
-            ifm, dets[0], axis, frames, positions, backlash, counter, key, scan_uid, stream,
-            tags, setup,
+        arming = SeriesArming(
+            key=key, frame_type=frame_type, angle_index=angle_index, series_index=series_index,
+            positions=tuple(positions), rotation_deg=rotation_deg, attempts=counter,
         )  # fmt: skip
+        following = None
+        if next_projection is not None:
+            following = SeriesArming(
+                key=("projection", next_projection.angle_index),
+                frame_type="projection",
+                angle_index=next_projection.angle_index,
+                series_index=-1,
+                positions=tuple(positions),
+                rotation_deg=next_projection.rotation_deg,
+                attempts=counter,
+            )
+        frames = sequenced_frames(ifm, dets[0], axis)
+        acquisition = sequenced_acquisition(ifm, dets[0], frames)
+        return _sequenced_series(
+            ifm, axis, frames, acquisition, arming, following, backlash, scan_uid, stream, setup
+        )
 
     def take() -> MsgGenerator[int]:
         group = f"series-{uuid.uuid4().hex[:8]}"
         frame = _frame_reader(ifm, dets, axis, stream)
         yield from _series_start(ifm, counter, key, scan_uid, group)
+        if rotation_deg is not None:
+            yield from set_in(ifm.rotation, rotation_deg, group)
         yield from bps.abs_set(axis, positions[0] - backlash, group=group)
         yield from _tag_puts(ifm, group, step_index=0, **tags)  # type: ignore[arg-type]
         yield from _images_per_trigger(dets, 1, group)
@@ -328,65 +392,61 @@ def _until_complete(
 
 def _sequenced_series(
     ifm: Interferometer,
-    det: Any,
     axis: EpicsMotor,
     frames: SequencedFrames,
-    positions: list[float],
+    acquisition: SequencedAcquisition,
+    arming: SeriesArming,
+    following: SeriesArming | None,
     backlash: float,
-    attempts: SeriesAttempts,
-    key: tuple[str, int],
     scan_uid: str | None,
     stream: str,
-    tags: dict[str, Any],
     setup: Callable[[str], MsgGenerator[Any]] | None,
 ) -> MsgGenerator[None]:
-    """A hardware-stepped series: approach, arm, one M-frame acquisition, and each frame's event
-    as soon as the frame is in the file (while the next one exposes)."""
-    sequencer = ifm.sequencer
-    steps = len(positions)
-    step_um = positions[1] - positions[0]
-    acquisition = SequencedAcquisition(det, frames)
+    """A hardware-stepped series: arm (or adopt the acquisition the IOC started from its
+    queue), one M-frame acquisition, each frame's event as soon as the frame is in the file
+    (while the next one exposes); meanwhile the ``following`` series goes to the IOC's queue."""
     reader = FrameReader([frames], [], stream)
+    attempts = arming.attempts
+    assert isinstance(attempts, SeriesAttempts)
 
     def take() -> MsgGenerator[int]:
-        """One take: checkpoint, approach, arm, acquire; the number of frames lost."""
+        """One take: checkpoint, hand over, acquire; the number of frames lost."""
         group = f"series-{uuid.uuid4().hex[:8]}"
-        yield from _series_start(ifm, attempts, key, scan_uid, group)
-        for x in positions:  # LimitError before anything of this series moves
+        yield from _series_start(ifm, attempts, arming.key, scan_uid, group)
+        for x in arming.positions:  # LimitError before anything of this series moves
             axis.check_value(x)
-        placed = new_group(group)  # the sample and the grating move while the plan arms
-        if setup is not None:
+        placed = new_group(group)
+        if setup is not None:  # the sample moves while the plan arms
             yield from setup(placed)
         # The grating approaches its first step from below in one move: the motor record's
         # backlash (BDST) takes it below first when it comes from above.
         held = yield from bps.rd(axis.backlash, default_value=None)
-        if held != backlash:  # the scan's first series: BDST first, then the move
+        if held != backlash:  # the scan's first series: BDST first
             yield from set_in(axis.backlash, backlash, group)
-            yield from wait_for(group)
-        yield from set_in(axis, positions[0], placed)
-        # One round trip arms the series. No acquisition runs here: a suspension or pause that
-        # interrupted one stopped it (SequencedAcquisition.pause) before the re-take.
-        yield from set_in(sequencer.gate_motion, 1, group)
-        yield from _tag_puts(ifm, group, step_index=0, **tags)
-        yield from _images_per_trigger([det], steps, group)
-        yield from set_in(sequencer.step_size, step_um, group)
-        yield from set_in(sequencer.num_steps, steps - 1, group)
-        yield from set_in(frames, positions, group)
+        # The IOC's in-position gate holds the first exposure until the moves it knows of have
+        # ended: the setup's moves must have been requested, so they are waited for here.
+        yield from wait_for(placed)
+        yield from wait_for(group)
+        # The IOC starts the series (tags, image count, sequencer, rotation and first step, then
+        # Acquire), or it has already, from its queue. No acquisition runs here: a suspension or
+        # pause that interrupted one stopped it (SequencedAcquisition.pause).
+        yield from set_in(acquisition, arming, group)
         yield from wait_for(group)
         acquired = new_group(group)
-        # The first exposure waits in the IOC for the moves to end (GateMotion); the plan waits
-        # for them while it exposes, so that the readings saved with the frames follow them.
         yield Msg("trigger", acquisition, group=acquired)
-        yield from wait_for(placed)
-        for _ in positions:  # frame k's event while frame k + 1 exposes
+        queued = new_group(group)
+        if following is not None:  # started by the IOC as soon as this one ends
+            yield from set_in(acquisition.next_series, following, queued)
+        for _ in arming.positions:  # frame k's event while frame k + 1 exposes
             if (yield from _frame_or_lost(reader)):
                 break  # the take is re-taken: its later frames get no event
+        yield from wait_for(queued)
         yield from wait_for(acquired)
         return frames.lost()
 
     # The grating stays at the last step: the next series' own approach (below its first step,
     # then up) runs while the sample rotates, which takes as long.
-    return _until_complete(take, key)
+    return _until_complete(take, arming.key)
 
 
 def _restoring(

@@ -28,11 +28,14 @@ end of a frame by ``LateFrameDelay``; ``FAULT:DropFrames`` loses frames after re
 counters advance, the plugin's ``DroppedArrays_RBV`` counts them, nothing is written);
 ``FAULT:SlowWriter`` slows the file plugin. Bad puts (``AcquireTime`` <= 0, an unknown enum,
 ``NumImages`` < 1, a region or binning other than the full sensor) are refused with an alarm.
+When an acquisition ends (not aborted), the step sequencer's queued series, if any, starts the
+next one (``sim.ioc.sequencer``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -51,6 +54,8 @@ from sim.ioc.motor import MotorRecord
 from sim.ioc.sequencer import StepSequencerGroup
 from sim.ioc.tags import FRAME_TYPES, ScanTagsGroup
 from sim.scan import FrameRenderer, FrameState
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,8 @@ class SimDetector:
         assert isinstance(acquire, HookedPV)
         acquire.completion = _BusyCompletion(self._idle)
         self.cam.on_put("Acquire", self._put_acquire)
+        if sequencer is not None:
+            sequencer.start_camera = self._start_queued
         self.cam.on_put("AcquireTime", self._checked("AcquireTime", _positive))
         self.cam.on_put("AcquirePeriod", self._checked("AcquirePeriod", _nonnegative))
         self.cam.on_put("NumImages", self._checked("NumImages", _at_least_one))
@@ -217,14 +224,27 @@ class SimDetector:
     async def _put_acquire(self, value: Any) -> None:
         if value in (1, "Acquire"):
             if self._idle.is_set():
-                self._idle.clear()
-                self._stop.clear()
-                if self.sequencer is not None:
-                    self.sequencer.begin()  # before any later put (NumSteps) is processed
-                await self.cam["Acquire_RBV"].write(1)
-                self._task = asyncio.create_task(self._acquire())
+                await self._begin()
         else:
             self._stop.set()
+
+    async def _begin(self) -> None:
+        """Start an acquisition (the camera is idle)."""
+        self._idle.clear()
+        self._stop.clear()
+        if self.sequencer is not None:
+            self.sequencer.begin()  # before any later put (NumSteps) is processed
+        await self.cam["Acquire_RBV"].write(1)
+        self._task = asyncio.create_task(self._acquire())
+
+    async def _start_queued(self, frames: int) -> None:
+        """The sequencer starts its queued series: an acquisition of ``frames`` frames."""
+        if not self._idle.is_set():
+            raise RuntimeError("the camera is acquiring")
+        await self.cam["ImageMode"].write("Multiple")
+        await self.cam["NumImages"].write(frames)
+        await self.cam["Acquire"].write(1, verify_value=False)
+        await self._begin()
 
     # -- acquisition ------------------------------------------------------------------------------
     def _n_frames(self) -> float:
@@ -351,17 +371,23 @@ class SimDetector:
                 if done < n and rest > 0 and not await self._exposure(rest):
                     break
         finally:
+            queued = None
             try:
                 if writing is not None:
                     await writing
             finally:
                 if seq is not None:
-                    await seq.end()
+                    try:
+                        queued = await seq.end(aborted=self._stop.is_set())
+                    except Exception:  # a queued series that cannot start leaves it idle
+                        log.exception("the queued series did not start")
                 await cam["DetectorState_RBV"].write("Idle")
                 await cam["StatusMessage_RBV"].write("Idle")
                 await cam["Acquire_RBV"].write(0)
                 await cam["Acquire"].write(0, verify_value=False)
-                self._idle.set()
+                self._idle.set()  # a put-callback of Acquire completes (before a queued start)
+        if queued is not None:
+            await self._start_queued(queued.num_images)
 
     async def _deliver(
         self, previous: asyncio.Task[None] | None, event: FrameEvent, dropped: bool

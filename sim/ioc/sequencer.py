@@ -27,23 +27,64 @@ PVs (prefix ``PVNames.sequencer``, default ``TALBOT:SEQ:``):
   the rotation and the sample stage have ended their moves (at the beamline, the motion
   controllers' in-position outputs gating the camera trigger). A plan can then start the
   acquisition without waiting for those moves itself.
+
+The series queue (one entry) arms and starts whole series, so that a plan can hand over the
+next series while the current one is being acquired and no Channel Access round trip separates
+two series (the control system's part of a series then overlaps the exposures of the one
+before). At a beamline this is the sequencing logic of a PandA or a soft IOC next to the motion
+controllers:
+
+- ``Next:Rotation`` [deg] (NaN: the rotation stays), ``Next:Position`` [um] (the piezo's first
+  step, reached through the record's backlash ``BDST``), ``Next:FrameType``,
+  ``Next:AngleIndex``, ``Next:SeriesIndex``, ``Next:Attempt`` (the scan tags of its frames) and
+  ``Next:NumImages`` (its frames; ``StepSize`` between two of them): the next series.
+- ``Queue``: a put of an id >= 1 queues the ``Next:`` values under that id (refused when a series
+  is already queued or a target is outside the soft limits); 0 cancels. When the running
+  acquisition ends, or at once when the camera is idle, the IOC writes the queued tags to the
+  ``TAG:`` PVs, starts the rotation and piezo moves, arms itself for ``NumImages - 1`` steps with
+  the in-position gate on, and starts a camera acquisition of ``NumImages`` frames. An aborted
+  acquisition (``Acquire = 0``) cancels the queue instead.
+- ``Queued_RBV``: the id queued (0: none). ``Series_RBV``: the id of the series that the camera
+  acquires or acquired last (0 after an arming by ``NumSteps``).
+- ``Latched_RBV``: ``[Series_RBV, n, encoder readings of frames 0..n-1]`` of the current armed
+  acquisition, published with each reading; ``Finished_RBV``: the same for the last armed
+  acquisition, published when it has ended (its frames written). Each is one PV, so a client
+  whose monitors are coalesced or reordered (Channel Access flow control) still gets readings
+  that belong together, and the end of a series cannot be confused with another's.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from caproto import ChannelType
 from caproto.server import PVGroup, pvproperty
 
 from sim.ioc.motor import MotorLimitError, MotorRecord
+from sim.ioc.tags import FRAME_TYPES, INT32_MAX, ScanTagsGroup
 
 #: Frames one armed acquisition can capture positions for.
 MAX_FRAMES = 256
 
 #: Largest step the sequencer accepts [um] (the piezo's whole travel).
 MAX_STEP_UM = 100.0
+
+
+@dataclass(frozen=True)
+class QueuedSeries:
+    """A series handed over through ``Queue`` (tags, targets [deg, um], frames)."""
+
+    series_id: int
+    rotation_deg: float
+    position_um: float
+    frame_type: str
+    angle_index: int
+    series_index: int
+    attempt: int
+    num_images: int
 
 
 class StepSequencerGroup(PVGroup):
@@ -85,16 +126,81 @@ class StepSequencerGroup(PVGroup):
         doc="1: an armed acquisition's first exposure waits for the gated motors' moves to end",
     )  # fmt: skip
 
+    next_rotation = pvproperty(
+        name="Next:Rotation", value=0.0, dtype=ChannelType.DOUBLE, precision=4, units="deg",
+        doc="rotation angle of the next queued series [deg] (NaN: the rotation stays)",
+    )  # fmt: skip
+    next_position = pvproperty(
+        name="Next:Position", value=0.0, dtype=ChannelType.DOUBLE, precision=4, units="um",
+        doc="first step of the next queued series [um] (approached through BDST)",
+    )  # fmt: skip
+    next_frame_type = pvproperty(
+        name="Next:FrameType", value="projection", dtype=ChannelType.ENUM,
+        enum_strings=FRAME_TYPES, record="mbbo",
+        doc="frame-type tag of the next queued series",
+    )  # fmt: skip
+    next_angle_index = pvproperty(
+        name="Next:AngleIndex", value=-1, dtype=ChannelType.LONG,
+        lower_ctrl_limit=-1, upper_ctrl_limit=INT32_MAX,
+        doc="angle-index tag of the next queued series",
+    )  # fmt: skip
+    next_series_index = pvproperty(
+        name="Next:SeriesIndex", value=-1, dtype=ChannelType.LONG,
+        lower_ctrl_limit=-1, upper_ctrl_limit=INT32_MAX,
+        doc="series-index tag of the next queued series",
+    )  # fmt: skip
+    next_attempt = pvproperty(
+        name="Next:Attempt", value=0, dtype=ChannelType.LONG,
+        lower_ctrl_limit=0, upper_ctrl_limit=INT32_MAX,
+        doc="attempt tag of the next queued series",
+    )  # fmt: skip
+    next_num_images = pvproperty(
+        name="Next:NumImages", value=1, dtype=ChannelType.LONG,
+        lower_ctrl_limit=1, upper_ctrl_limit=MAX_FRAMES,
+        doc="frames of the next queued series (one step after each but the last)",
+    )  # fmt: skip
+    queue = pvproperty(
+        name="Queue", value=0, dtype=ChannelType.LONG,
+        lower_ctrl_limit=0, upper_ctrl_limit=INT32_MAX,
+        doc="put an id >= 1: queue the Next: series under it; 0: cancel the queued series",
+    )  # fmt: skip
+    queued = pvproperty(
+        name="Queued_RBV", value=0, dtype=ChannelType.LONG, read_only=True,
+        doc="id of the queued series (0: none)",
+    )  # fmt: skip
+    series = pvproperty(
+        name="Series_RBV", value=0, dtype=ChannelType.LONG, read_only=True,
+        doc="id of the queued series acquired now or last (0 after an arming by NumSteps)",
+    )  # fmt: skip
+    latched = pvproperty(
+        name="Latched_RBV", value=[0.0] * (MAX_FRAMES + 2), dtype=ChannelType.DOUBLE,
+        max_length=MAX_FRAMES + 2, read_only=True, precision=4,
+        doc="[Series_RBV, n, encoder of frames 0..n-1 (um)] of the current acquisition",
+    )  # fmt: skip
+    finished = pvproperty(
+        name="Finished_RBV", value=[0.0] * (MAX_FRAMES + 2), dtype=ChannelType.DOUBLE,
+        max_length=MAX_FRAMES + 2, read_only=True, precision=4,
+        doc="Latched_RBV of the last armed acquisition, written when it has ended",
+    )  # fmt: skip
+
     def __init__(
         self,
         prefix: str,
         *,
         axis: MotorRecord,
         gated: tuple[MotorRecord, ...] = (),
+        rotation: MotorRecord | None = None,
+        tags: ScanTagsGroup | None = None,
         **kwargs: Any,
     ) -> None:
         self.axis = axis
         self.gated = (axis, *gated)
+        self.rotation = rotation
+        self.tags = tags
+        #: set by the camera: starts an acquisition of n frames of the queued series
+        self.start_camera: Callable[[int], Awaitable[None]] | None = None
+        self._queued: QueuedSeries | None = None
+        self._series_id = 0  # the queued series of the current acquisition (0: none)
         self.acquiring = False  # set by the camera for the length of an acquisition
         self._limit = 0  # steps armed for the next acquisition (0: not armed)
         self._active = False  # armed when the current acquisition started
@@ -121,14 +227,97 @@ class StepSequencerGroup(PVGroup):
             raise ValueError("NumSteps cannot change while the camera acquires")
         if not 0 <= value < MAX_FRAMES:
             raise ValueError(f"NumSteps must be in 0..{MAX_FRAMES - 1}, got {value}")
-        self._limit = int(value)
+        if self._series_id:
+            self._series_id = 0
+            await self.series.write(0)
+        await self._arm(int(value))
+        return value
+
+    async def _arm(self, limit: int) -> None:
+        """Arm for ``limit`` steps in the next acquisition (0: disarm)."""
+        self._limit = limit
         self._counter = 0
         if self._limit > 0:
+            self._captured = []
             await self.num_captured.write(0)
+            await self.latched.write(self._combined())
         await self.armed.write(int(self._limit > 0))
         await self.step_counter.write(0)
         await self.message.write("")
+
+    @queue.putter  # type: ignore[no-redef]
+    async def queue(self, instance: Any, value: int) -> int:
+        if value == 0:
+            await self.cancel()
+            return 0
+        if value < 0:
+            raise ValueError(f"Queue takes a series id >= 1 (0 cancels), got {value}")
+        if self._queued is not None:
+            raise ValueError(f"series {self._queued.series_id} is already queued; put 0 first")
+        if self.rotation is None or self.tags is None or self.start_camera is None:
+            raise ValueError("this sequencer has no rotation, tags or camera to queue series on")
+        spec = QueuedSeries(
+            series_id=int(value),
+            rotation_deg=float(self.next_rotation.value),
+            position_um=float(self.next_position.value),
+            frame_type=str(self.next_frame_type.value),
+            angle_index=int(self.next_angle_index.value),
+            series_index=int(self.next_series_index.value),
+            attempt=int(self.next_attempt.value),
+            num_images=int(self.next_num_images.value),
+        )
+        last_um = spec.position_um + (spec.num_images - 1) * float(self.step_size.value)
+        checks = [(self.axis, spec.position_um), (self.axis, last_um)]
+        if not math.isnan(spec.rotation_deg):
+            checks.append((self.rotation, spec.rotation_deg))
+        for record, target in checks:
+            try:
+                await record.check_target(target)
+            except MotorLimitError as exc:
+                raise ValueError(f"Queue refused: {exc}") from None
+        self._queued = spec
+        await self.queued.write(spec.series_id)
+        if not self.acquiring:
+            await self.start_queued()
         return value
+
+    async def cancel(self) -> None:
+        """Forget the queued series (if any)."""
+        if self._queued is not None:
+            self._queued = None
+            await self.queued.write(0)
+
+    async def start_queued(self) -> None:
+        """Start the queued series, if any (the camera is idle)."""
+        spec = await self._prepare_queued()
+        if spec is not None and self.start_camera is not None:
+            await self.start_camera(spec.num_images)
+
+    async def _prepare_queued(self) -> QueuedSeries | None:
+        """Take the queued series, if any: tags, moves and arming (the camera starts it)."""
+        spec = self._queued
+        if spec is None or self.start_camera is None:
+            return None
+        assert self.rotation is not None
+        assert self.tags is not None
+        self._queued = None
+        await self.queued.write(0)
+        tags = self.tags
+        await tags.frame_type.write(spec.frame_type)
+        await tags.angle_index.write(spec.angle_index)
+        await tags.series_index.write(spec.series_index)
+        await tags.step_index.write(0)
+        await tags.attempt.write(spec.attempt)
+        moves = [(self.axis, spec.position_um)]
+        if not math.isnan(spec.rotation_deg):
+            moves.append((self.rotation, spec.rotation_deg))
+        for record, target in moves:
+            await record.motor.write(target, verify_value=False)
+            await record.request_move(target)
+        self._series_id = spec.series_id
+        await self.series.write(spec.series_id)
+        await self._arm(spec.num_images - 1)
+        return spec
 
     # -- called by the camera ----------------------------------------------------------------
     def begin(self) -> None:
@@ -152,6 +341,12 @@ class StepSequencerGroup(PVGroup):
             values = self._captured + [0.0] * (MAX_FRAMES - len(self._captured))
             await self.positions.write(values)
             await self.num_captured.write(len(self._captured))
+            await self.latched.write(self._combined())
+
+    def _combined(self) -> list[float]:
+        """[series id, n, the n latched readings], padded to the waveform's length."""
+        head = [float(self._series_id), float(len(self._captured)), *self._captured]
+        return head + [0.0] * (MAX_FRAMES + 2 - len(head))
 
     async def exposure_ended(self, more_frames: bool) -> None:
         """Take the next step if armed, another frame follows and steps remain."""
@@ -170,9 +365,9 @@ class StepSequencerGroup(PVGroup):
         await self.step_counter.write(self._counter)
 
     async def in_position(self) -> None:
-        """With ``GateMotion`` = 1 in an armed acquisition: return once every gated motor has
-        ended the moves requested so far (gates the first exposure)."""
-        if self._active and self.gate_motion.value:
+        """With ``GateMotion`` = 1 in an armed acquisition, and always in a queued series: return
+        once every gated motor has ended the moves requested so far (gates the first exposure)."""
+        if self._active and (self.gate_motion.value or self._series_id):
             for motor in self.gated:
                 await motor.wait_done(motor.requested_id)
 
@@ -182,9 +377,18 @@ class StepSequencerGroup(PVGroup):
             await self.axis.wait_done(self._pending_move)
             self._pending_move = 0
 
-    async def end(self) -> None:
-        """The acquisition ended: disarm (the latched readings are already published)."""
-        self._active = False
+    async def end(self, *, aborted: bool) -> QueuedSeries | None:
+        """The acquisition ended: disarm (the latched readings are already published). Then
+        cancel the queued series when ``aborted``, else take it: the series to start next (its
+        tags, moves and arming done; the camera starts it once it is idle), or None."""
         self._limit = 0
         self.acquiring = False
         await self.armed.write(0)
+        was_active = self._active
+        self._active = False
+        if was_active:
+            await self.finished.write(self._combined())
+        if aborted:
+            await self.cancel()
+            return None
+        return await self._prepare_queued()

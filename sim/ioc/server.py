@@ -145,7 +145,11 @@ def build_beamline(
     assert isinstance(piezo_record, PiezoRecord)
     faults = FaultsGroup(pvs.full("faults"), beam=beam, piezo=piezo_record)
     sequencer = StepSequencerGroup(
-        pvs.full("sequencer"), axis=piezo_record, gated=(motors["rotation"], motors["sample_x"])
+        pvs.full("sequencer"),
+        axis=piezo_record,
+        gated=(motors["rotation"], motors["sample_x"]),
+        rotation=motors["rotation"],
+        tags=tags,
     )
     camera = SimDetector(
         pvs.full("detector"),

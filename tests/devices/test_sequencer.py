@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import epics
 import h5py
@@ -185,7 +186,7 @@ def test_frames_are_readable_while_the_acquisition_runs(
     frames = SequencedFrames(det, seq, piezo, tags.step_index, [tags])
     frames.set([30.0 + 0.25 * k for k in range(n)]).wait(timeout=1.0)
     det.cam.num_images.put(n, wait=True)
-    watched = (det.hdf5.num_captured, seq.num_captured)
+    watched = (det.hdf5.num_captured, seq.latched, seq.finished)
     callbacks_before = [len(s._callbacks[s.SUB_VALUE]) for s in watched]
     acquisition = SequencedAcquisition(det, frames).trigger()
     encoder = []
@@ -233,3 +234,231 @@ def test_the_motion_gate_holds_the_first_exposure_until_the_rotation_has_arrived
         assert first == pytest.approx(target, abs=1e-3)
     else:  # exposed while it rotated
         assert start < first < target - 1.0
+
+
+def _queue_refused(seq: StepSequencer, series_id: int) -> bool:
+    """Whether the IOC refuses to queue ``series_id`` (a refused put completes all the same:
+    the queue's readbacks tell)."""
+    seq.queue.set(series_id).wait(timeout=10.0)
+    ids = (seq.queued.get(use_monitor=False), seq.series.get(use_monitor=False))
+    return series_id not in ids
+
+
+def _wait_for(predicate: Any, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def _queue_next(
+    seq: StepSequencer, *, rotation: float, position: float, angle: int, frames: int, attempt: int
+) -> None:
+    """Put the ``Next:`` PVs of a projection series (the queue put is left to the caller)."""
+    for signal, value in (
+        (seq.next_rotation, rotation),
+        (seq.next_position, position),
+        (seq.next_frame_type, "projection"),
+        (seq.next_angle_index, angle),
+        (seq.next_series_index, -1),
+        (seq.next_attempt, attempt),
+        (seq.next_num_images, frames),
+    ):
+        signal.set(value).wait(timeout=10.0)
+
+
+def test_a_queued_series_starts_when_the_acquisition_before_it_ends(
+    rig: tuple[TalbotDetector, StepSequencer, PiezoStepper, ScanTags], sim_ioc: IocHandle
+) -> None:
+    det, seq, piezo, tags = rig
+    rotation = sim_ioc.pvs.motor_records()["rotation"]
+    start_deg = float(epics.caget(f"{rotation}.RBV", timeout=5.0))
+    tags.frame_type.put("projection", wait=True)
+    tags.angle_index.put(0, wait=True)
+    tags.attempt.put(0, wait=True)
+    _arm(rig, 20.0, 0.25, 2)
+    det.cam.num_images.put(3, wait=True)
+    series_id = 424242
+    try:
+        _queue_next(seq, rotation=start_deg + 5.0, position=30.0, angle=7, frames=4, attempt=2)
+        first = det.acquire()
+        seq.queue.set(series_id).wait(timeout=10.0)
+        assert seq.queued.get(use_monitor=False) == series_id
+        assert _queue_refused(seq, series_id + 1)  # one entry: already queued
+        first.wait(timeout=30.0)
+        # the IOC started the queued series itself, with no put from the client
+        _wait_for(lambda: int(seq.finished.get(use_monitor=False)[0]) == series_id)
+        finished = np.asarray(seq.finished.get(use_monitor=False))
+        assert seq.queued.get(use_monitor=False) == 0
+        assert seq.series.get(use_monitor=False) == series_id
+        path = str(det.hdf5.full_file_name.get())
+        det.unstage()
+    finally:
+        epics.caput(rotation, start_deg, wait=True, timeout=30)
+    assert int(finished[1]) == 4
+    deadband = piezo.retry_deadband.get()
+    np.testing.assert_allclose(finished[2:6], [30.0, 30.25, 30.5, 30.75], atol=deadband)
+    with h5py.File(path, "r") as f:
+        group = f[FRAMES_GROUP]
+        angle = group["angle_index"][()]
+        step = group["step_index"][()]
+        attempt = group["attempt"][()]
+        rotation_deg = group["rotation_deg"][()]
+        encoder_m = group["g2_position_m"][()]
+    # both series in one file, each frame with its series' tags and readings
+    np.testing.assert_array_equal(angle, [0, 0, 0, 7, 7, 7, 7])
+    np.testing.assert_array_equal(step, [0, 1, 2, 0, 1, 2, 3])
+    np.testing.assert_array_equal(attempt, [0, 0, 0, 2, 2, 2, 2])
+    np.testing.assert_array_equal(encoder_m[3:], finished[2:6] * 1e-6)
+    # the in-position gate held the queued series' first exposure until the rotation arrived
+    np.testing.assert_allclose(rotation_deg[:3], start_deg, atol=1e-3)
+    np.testing.assert_allclose(rotation_deg[3:], start_deg + 5.0, atol=1e-3)
+
+
+def test_a_series_queued_while_the_camera_is_idle_starts_at_once(
+    rig: tuple[TalbotDetector, StepSequencer, PiezoStepper, ScanTags], sim_ioc: IocHandle
+) -> None:
+    det, seq, _piezo, tags = rig
+    rotation = sim_ioc.pvs.motor_records()["rotation"]
+    start_deg = float(epics.caget(f"{rotation}.RBV", timeout=5.0))
+    seq.step_size.set(0.25).wait(timeout=10.0)
+    # NaN: the rotation stays where it is
+    _queue_next(seq, rotation=math.nan, position=40.0, angle=3, frames=3, attempt=0)
+    seq.queue.set(777).wait(timeout=10.0)
+    _wait_for(lambda: int(seq.finished.get(use_monitor=False)[0]) == 777)
+    _wait_for(lambda: det.cam.acquire.get(use_monitor=False) == 0)
+    assert float(epics.caget(f"{rotation}.RBV", timeout=5.0)) == pytest.approx(start_deg)
+    assert tags.angle_index.get(use_monitor=False) == 3
+    assert det.hdf5.num_captured.get(use_monitor=False) == 3
+    det.unstage()
+
+
+def test_queue_refusals_and_an_abort_cancels_the_queued_series(
+    rig: tuple[TalbotDetector, StepSequencer, PiezoStepper, ScanTags], sim_ioc: IocHandle
+) -> None:
+    det, seq, _piezo, _tags = rig
+    seq.step_size.set(0.25).wait(timeout=10.0)
+    # a target outside the soft limits (the piezo's first or last step, the rotation) or a
+    # negative id is refused, and nothing is queued
+    for position, rotation in ((150.0, 0.0), (99.6, 0.0), (50.0, 1e6)):
+        _queue_next(seq, rotation=rotation, position=position, angle=0, frames=3, attempt=0)
+        assert _queue_refused(seq, 5)
+        assert seq.queued.get(use_monitor=False) == 0
+    assert _queue_refused(seq, -1)
+    # Acquire = 0 ends the running acquisition and cancels the queue: the series never starts
+    _queue_next(seq, rotation=math.nan, position=50.0, angle=1, frames=3, attempt=0)
+    det.cam.num_images.put(50, wait=True)
+    running = det.acquire()
+    _wait_for(lambda: det.cam.acquire.get(use_monitor=False) == 1)
+    seq.queue.set(9).wait(timeout=10.0)
+    det.cam.acquire.put(0, wait=True)
+    running.wait(timeout=30.0)
+    time.sleep(0.2)
+    assert seq.queued.get(use_monitor=False) == 0
+    assert seq.series.get(use_monitor=False) != 9
+    assert det.cam.acquire.get(use_monitor=False) == 0
+    det.unstage()
+
+
+class _Attempts:
+    """Counts takes like ``plans.attempts.SeriesAttempts`` (no tag written)."""
+
+    def __init__(self) -> None:
+        self.takes: dict[Any, int] = {}
+
+    def start(self, key: Any) -> None:
+        self.takes[key] = self.takes.get(key, 0) + 1
+
+    def attempt(self, key: Any) -> int:
+        return self.takes.get(key, 0) - 1
+
+
+def _read_all(frames: SequencedFrames, n: int) -> list[float]:
+    encoder = []
+    for _ in range(n):
+        frames.trigger().wait(timeout=30.0)
+        encoder.append(frames.read()["piezo"]["value"])
+    return encoder
+
+
+def test_sequenced_acquisition_adopts_the_series_it_queued_and_pause_cancels_the_queue(
+    rig: tuple[TalbotDetector, StepSequencer, PiezoStepper, ScanTags], sim_ioc: IocHandle
+) -> None:
+    from devices import SeriesArming
+    from devices.motors import RotationStage
+
+    det, seq, piezo, tags = rig
+    rotation = RotationStage(sim_ioc.pvs.motor_records()["rotation"], name="rotation")
+    rotation.wait_for_connection(timeout=10.0)
+    start_deg = float(rotation.position)
+    frames = SequencedFrames(det, seq, piezo, tags.step_index, [tags, rotation])
+    acquisition = SequencedAcquisition(det, frames, tags=tags, rotation=rotation)
+    attempts = _Attempts()
+    positions = (20.0, 20.25, 20.5)
+
+    def arming(angle: int) -> SeriesArming:
+        return SeriesArming(
+            key=("projection", angle), frame_type="projection", angle_index=angle,
+            series_index=-1, positions=positions, rotation_deg=start_deg + angle,
+            attempts=attempts,
+        )  # fmt: skip
+
+    # long enough exposures that each check below happens while series 1 is acquired
+    det.cam.acquire_time.put(0.2, wait=True)
+    try:
+        attempts.start(("projection", 0))
+        acquisition.set(arming(0)).wait(timeout=10.0)
+        first = acquisition.trigger()
+        acquisition.next_series.set(arming(1)).wait(timeout=10.0)
+        queued_id = int(seq.queued.get(use_monitor=False))
+        assert queued_id > 0
+        readings0 = _read_all(frames, 3)
+        first.wait(timeout=30.0)
+        assert frames.lost() == 0
+        # the next series' set adopts what the IOC started: nothing is put
+        attempts.start(("projection", 1))
+        puts_before = seq.queue.get(use_monitor=False)
+        acquisition.set(arming(1)).wait(timeout=10.0)
+        assert seq.queue.get(use_monitor=False) == puts_before == queued_id
+        second = acquisition.trigger()
+        acquisition.next_series.set(arming(2)).wait(timeout=10.0)
+        assert int(seq.queued.get(use_monitor=False)) not in (0, queued_id)
+        frames.trigger().wait(timeout=30.0)
+        reading = frames.read()
+        assert reading["tags_angle_index"]["value"] == 1
+        assert reading["rotation"]["value"] == pytest.approx(start_deg + 1.0, abs=1e-3)
+        # a pause (a suspension) cancels the queued series and stops the running one
+        acquisition.pause()
+        assert second.done
+        assert seq.queued.get(use_monitor=False) == 0
+        assert det.cam.acquire.get(use_monitor=False) == 0
+        time.sleep(0.2)
+        assert int(seq.series.get(use_monitor=False)) == queued_id  # series 2 never started
+        # the re-take of series 1 is handed over afresh, with its next attempt
+        attempts.start(("projection", 1))
+        acquisition.set(arming(1)).wait(timeout=10.0)
+        retake = acquisition.trigger()
+        readings1 = _read_all(frames, 3)
+        retake.wait(timeout=30.0)
+        assert tags.attempt.get(use_monitor=False) == 1
+        path = str(det.hdf5.full_file_name.get())
+        det.unstage()
+    finally:
+        det.cam.acquire_time.put(EXPOSURE_S, wait=True)
+        rotation.move(start_deg, wait=True, timeout=30.0)
+    deadband = piezo.retry_deadband.get()
+    np.testing.assert_allclose(readings0, positions, atol=deadband)
+    np.testing.assert_allclose(readings1, positions, atol=deadband)
+    with h5py.File(path, "r") as f:
+        group = f[FRAMES_GROUP]
+        angle = list(group["angle_index"][()])
+        attempt = list(group["attempt"][()])
+        encoder_m = group["g2_position_m"][()]
+    # series 0, the stopped first take of series 1 (attempt 0), its re-take (attempt 1)
+    n_stopped = len(angle) - 6
+    assert 1 <= n_stopped <= 3
+    assert angle == [0] * 3 + [1] * (n_stopped + 3)
+    assert attempt == [0] * (3 + n_stopped) + [1] * 3
+    # every reading is the encoder value in the file for that frame
+    np.testing.assert_array_equal(encoder_m[:3], np.asarray(readings0) * 1e-6)
+    np.testing.assert_array_equal(encoder_m[-3:], np.asarray(readings1) * 1e-6)

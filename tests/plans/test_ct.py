@@ -157,6 +157,15 @@ def test_ct_steps_in_hardware_by_default_with_one_acquisition_per_series(
     # one object reads every hardware-stepped frame of the scan (one descriptor per stream)
     readers = {id(m.obj) for m in msgs if m.command == "read" and m.obj.name == "det_frames"}
     assert len(readers) == 1
+    # each series is handed to the IOC at its angle; a projection followed by a projection
+    # queues that one while it is acquired (the IOC starts it when it ends), no other series
+    handed = [m.args[0] for m in msgs if m.command == "set" and m.obj.name == "det_sequence"]
+    assert [a.key for a in handed] == acquisition_order(4, 2)
+    angles = [a.rotation_deg for a in handed if a.frame_type == "projection"]
+    assert angles == pytest.approx([0.0, 45.0, 90.0, 135.0])
+    queued = [m.args[0] for m in msgs if m.command == "set" and m.obj.name == "det_sequence_next"]
+    assert [a.key for a in queued] == [("projection", 1), ("projection", 3)]
+    assert [a.rotation_deg for a in queued] == pytest.approx([45.0, 135.0])
 
 
 def test_ct_steps_g0_in_software_by_default(ifm: Any, area_det: Any, tiny: Preset) -> None:

@@ -8,6 +8,7 @@ import pytest
 from bluesky.utils import Msg
 
 from plans import SeriesAttempts, dark_series, phase_stepping_series, reference_series
+from plans.series import NextProjection
 from tests.plans.conftest import drive
 
 
@@ -136,60 +137,99 @@ def test_series_validation_reference_and_dark(ifm: Any, det: Any) -> None:
         dark_series(ifm, [object()], frames=1)
 
 
-def test_hardware_series_arms_the_sequencer_once_and_reads_one_event_per_frame(
+def test_hardware_series_hands_itself_and_the_next_to_the_ioc_and_reads_one_event_per_frame(
     ifm: Any, area_det: Any
 ) -> None:
     attempts = SeriesAttempts()
     msgs = list(
         phase_stepping_series(
             ifm, [area_det], steps=5, period_um=1.0, start_um=10.0, angle_index=3,
-            attempts=attempts, stepping="hardware",
+            attempts=attempts, stepping="hardware", rotation_deg=6.0,
+            next_projection=NextProjection(angle_index=4, rotation_deg=8.0),
         )
     )  # fmt: skip
     commands = [m.command for m in msgs]
     assert commands[0] == "checkpoint"
     assert commands.count("checkpoint") == 1
     assert msgs[1].obj is attempts
-    # the grating approaches the first step from below in one move (the motor record's
-    # backlash, set first and waited for, one step); the sequencer takes the other steps; the
-    # grating stays at the last step (the next series makes its own approach)
+    # the grating approaches the first step from below in one move: the motor record's
+    # backlash (one step), set first and waited for before the series is handed over
     assert _sets(msgs, "ifm_g2_x_backlash") == pytest.approx([0.2])
-    assert _sets(msgs, "ifm_g2_x") == pytest.approx([10.0])
     bdst = next(
         i for i, m in enumerate(msgs) if m.command == "set" and m.obj.name.endswith("backlash")
     )
-    move = next(i for i, m in enumerate(msgs) if m.command == "set" and m.obj.name == "ifm_g2_x")
-    assert "wait" in commands[bdst:move]
-    assert _sets(msgs, "ifm_sequencer_gate_motion") == [1]
-    assert _sets(msgs, "ifm_sequencer_step_size") == pytest.approx([0.2])
-    assert _sets(msgs, "ifm_sequencer_num_steps") == [4]
-    assert _sets(msgs, "det_frames") == [pytest.approx([10.0, 10.2, 10.4, 10.6, 10.8])]
-    assert _sets(msgs, "det_cam_num_images") == [5]
-    # no stop of a leftover acquisition: a suspension stops it (SequencedAcquisition.pause)
-    assert _sets(msgs, "det_cam_acquire") == []
-    assert _sets(msgs, "ifm_tags_step_index") == [0]
-    # one acquisition, after every set has been waited for; one event per frame while it runs
+    # one set hands the whole series to the IOC (tags, image count, steps, rotation, first
+    # step): the plan puts nothing else and never moves the grating or the camera itself
+    (arming,) = _sets(msgs, "det_sequence")
+    assert arming.key == ("projection", 3)
+    assert (arming.frame_type, arming.angle_index, arming.series_index) == ("projection", 3, -1)
+    assert arming.positions == pytest.approx((10.0, 10.2, 10.4, 10.6, 10.8))
+    assert arming.rotation_deg == 6.0
+    assert arming.attempts is attempts
+    hand_over = next(
+        i for i, m in enumerate(msgs) if m.command == "set" and m.obj.name == "det_sequence"
+    )
+    assert "wait" in commands[bdst:hand_over]
+    for name in ("ifm_g2_x", "ifm_rotation", "ifm_sequencer_num_steps", "det_cam_acquire"):
+        assert _sets(msgs, name) == []
+    # then one acquisition, after the hand-over has been waited for
     acquire = next(i for i, m in enumerate(msgs) if m.command == "trigger")
     assert msgs[acquire].obj.name == "det_sequence"
     assert commands[acquire - 1] == "wait"
-    assert not [m for m in msgs[acquire:] if m.command == "set"]
+    assert msgs[acquire - 1].kwargs["group"] == msgs[hand_over].kwargs["group"]
+    # the next projection goes to the IOC's queue while this one is acquired, same steps
+    (following,) = _sets(msgs, "det_sequence_next")
+    queue = next(
+        i for i, m in enumerate(msgs) if m.command == "set" and m.obj.name == "det_sequence_next"
+    )
+    assert following.key == ("projection", 4)
+    assert (following.angle_index, following.rotation_deg) == (4, 8.0)
+    assert following.positions == arming.positions
     creates = [i for i, m in enumerate(msgs) if m.command == "create"]
+    assert acquire < queue < creates[0]
     assert [msgs[i].kwargs["name"] for i in creates] == ["primary"] * 5
     reads = [getattr(m.obj, "name", None) for m in msgs[acquire:] if m.command == "read"]
     assert reads == ["det_frames"] * 5
-    # the moves (rotation, grating) end during the first exposure (the IOC gates it on them):
-    # waited for after the trigger, before the first event
-    placed = msgs[move].kwargs["group"]
-    wait_placed = next(
-        i for i, m in enumerate(msgs) if m.command == "wait" and m.kwargs.get("group") == placed
-    )
-    assert acquire < wait_placed < creates[0]
     frame_triggers = [m for m in msgs[acquire + 1 :] if m.command == "trigger"]
     assert [m.obj.name for m in frame_triggers] == ["det_frames"] * 5
-    # the acquisition's group is waited for only after the last event
+    # the queueing and then the acquisition's group are waited for only after the last event
     waits = [i for i, m in enumerate(msgs) if m.command == "wait"]
+    assert msgs[waits[-2]].kwargs["group"] == msgs[queue].kwargs["group"]
     assert msgs[waits[-1]].kwargs["group"] == msgs[acquire].kwargs["group"]
-    assert creates[-1] < waits[-1] == len(msgs) - 1
+    assert creates[-1] < waits[-2] < waits[-1] == len(msgs) - 1
+
+
+def test_hardware_series_without_a_next_projection_queues_nothing(ifm: Any, area_det: Any) -> None:
+    msgs = list(
+        phase_stepping_series(
+            ifm, [area_det], steps=3, period_um=1.0, start_um=10.0, angle_index=0,
+            stepping="hardware",
+        )
+    )  # fmt: skip
+    assert _sets(msgs, "det_sequence_next") == []
+    (arming,) = _sets(msgs, "det_sequence")
+    assert arming.rotation_deg is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"rotation_deg": float("nan")}, "rotation_deg must be finite"),
+        (
+            {"next_projection": NextProjection(1, float("inf"))},
+            "next_projection.rotation_deg must be finite",
+        ),
+        ({"next_projection": NextProjection(-1, 0.0)}, "next_projection.angle_index"),
+    ],
+)
+def test_series_rotation_arguments_are_checked(
+    ifm: Any, area_det: Any, kwargs: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        phase_stepping_series(
+            ifm, [area_det], steps=5, period_um=1.0, start_um=10.0, angle_index=0,
+            stepping="hardware", **kwargs,
+        )  # fmt: skip
 
 
 def test_reference_series_hardware_moves_the_sample_out_first(ifm: Any, area_det: Any) -> None:
@@ -201,10 +241,21 @@ def test_reference_series_hardware_moves_the_sample_out_first(ifm: Any, area_det
         {"ifm_sample_x_user_setpoint": 0.0},
     )  # fmt: skip
     sample = [i for i, m in enumerate(msgs) if m.command == "set" and m.obj is ifm.sample]
+    hand_over = next(
+        i for i, m in enumerate(msgs) if m.command == "set" and m.obj.name == "det_sequence"
+    )
     acquire = next(i for i, m in enumerate(msgs) if m.command == "trigger")
     assert msgs[sample[0]].args[0] == "out"
-    assert sample[0] < acquire < sample[1]
+    # the sample is out before the IOC starts the series (its in-position gate only knows of
+    # moves already requested)
+    out_group = msgs[sample[0]].kwargs["group"]
+    waited = [
+        i for i, m in enumerate(msgs) if m.command == "wait" and m.kwargs.get("group") == out_group
+    ]
+    assert sample[0] < waited[0] < hand_over < acquire < sample[1]
     assert msgs[sample[1]].args[0] == 0.0
+    (arming,) = _sets(msgs, "det_sequence")
+    assert (arming.frame_type, arming.series_index, arming.rotation_deg) == ("reference", 1, None)
     assert [m.kwargs["name"] for m in msgs if m.command == "create"] == ["reference"] * 3
 
 
