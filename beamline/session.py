@@ -543,6 +543,12 @@ def make_session(
     if detectors is None:
         det = _make_detector(names, data)
         det.wait_for_connection(timeout=connect_timeout_s)
+        # Every run describes the detector and reads its configuration for its descriptors;
+        # ophyd connects those PVs on first use (~0.25 s), so the first scan's first frame
+        # would wait for that: connect them now.
+        det.describe()
+        det.describe_configuration()
+        det.read_configuration()
         dets.append(det)
 
     RE = run_engine if run_engine is not None else RunEngine({})

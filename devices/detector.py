@@ -10,6 +10,7 @@ frame (``LazyOpen``), after the plan has written the scan tags.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import time
 from typing import Any
@@ -165,7 +166,27 @@ class TalbotDetector(SingleTrigger, DetectorBase):
             super().generate_datum(key, timestamp, datum_kwargs)
 
     def stage(self) -> list[Any]:
-        """Prime the file plugin if needed, then stage as stock ophyd does."""
+        """Prime the file plugin if needed, stage as stock ophyd does, then make the image's data
+        key once for the whole staging (see :meth:`make_data_key`)."""
         if not self.hdf5.primed:
             self.prime()
-        return super().stage()
+        staged: list[Any] = super().stage()
+        self._data_key = super().make_data_key()
+        return staged
+
+    def unstage(self) -> list[Any]:
+        """Unstage as stock ophyd does; the next staging makes the data key afresh."""
+        self._data_key = None
+        unstaged: list[Any] = super().unstage()
+        return unstaged
+
+    def make_data_key(self) -> dict[str, Any]:
+        """The image's data key. While staged, the frame size does not change, so the key made
+        at staging is returned: the stock one reads the frame size over the network (~0.1 s
+        under a scan's load), and every event stream of a run describes the detector when its
+        first event is made, between two frames."""
+        key = getattr(self, "_data_key", None)
+        if key is not None and self._staged == Staged.yes:
+            return copy.deepcopy(key)
+        made: dict[str, Any] = super().make_data_key()
+        return made

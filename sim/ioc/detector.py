@@ -158,6 +158,7 @@ class SimDetector:
         self.cam.on_put("Acquire", self._put_acquire)
         if sequencer is not None:
             sequencer.start_camera = self._start_queued
+            sequencer.camera_idle = self._idle.is_set
         self.cam.on_put("AcquireTime", self._checked("AcquireTime", _positive))
         self.cam.on_put("AcquirePeriod", self._checked("AcquirePeriod", _nonnegative))
         self.cam.on_put("NumImages", self._checked("NumImages", _at_least_one))
@@ -309,69 +310,31 @@ class SimDetector:
 
     async def _acquire(self) -> None:
         cam = self.cam
-        loop = asyncio.get_running_loop()
-        n = self._n_frames()
-        done = 0
         seq = self.sequencer  # begun by the Acquire put
+        n = self._n_frames()
         # Frame i is handed to the plugins while frame i + 1 exposes (a camera in Multiple mode
         # keeps exposing while the driver runs the plugin callbacks); the writes stay in order
         # and the acquisition ends only when the last one is done.
         writing: asyncio.Task[None] | None = None
+        queued = None
         try:
             await cam["NumImagesCounter_RBV"].write(0)
             await cam["StatusMessage_RBV"].write("Acquiring")
-            while done < n and not self._stop.is_set():
-                if seq is not None:
-                    if done == 0:
-                        await seq.in_position()  # the motors' in-position outputs (GateMotion)
-                    await seq.on_target()  # the piezo's on-target output gates the exposure
-                t_start = loop.time()
-                time_unix = time.time()
-                state, row, frame_type, scan_uid = self.instrument_state()
-                if seq is not None:
-                    await seq.publish_latched()
-                exposure = float(cam.value("AcquireTime"))
-                # The frame integrates the state at the start of the exposure, so it is rendered
-                # in a worker thread while the exposure runs (the loop stays free for CA).
-                renderer = self._renderer
-                if renderer is None:
-                    renderer = await asyncio.to_thread(self.renderer)
-                rendering = asyncio.ensure_future(
-                    asyncio.to_thread(renderer.render, state, self._rng)
-                )
-                await cam["DetectorState_RBV"].write("Acquire")
-                if not await self._exposure(t_start + exposure - loop.time()):
-                    await asyncio.gather(rendering, return_exceptions=True)
+            while True:
+                writing = await self._take_frames(n, writing)
+                if seq is None or self._stop.is_set():
                     break
-                await cam["DetectorState_RBV"].write("Readout")
-                if seq is not None:
-                    await seq.exposure_ended(more_frames=done + 1 < n)
-                frame = await rendering
-                late = await self.faults.take_late()
-                wait = exposure + self.spec.readout_s + late - (loop.time() - t_start)
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                done += 1
-                self._unique_id += 1
-                await pvs_add(cam, "ArrayCounter")
-                await cam["NumImagesCounter_RBV"].write(done)
-                dropped = await self.faults.take_drop()
-                if cam.value("ArrayCallbacks") == "Enable":
-                    event = FrameEvent(
-                        frame=frame,
-                        tags=row,
-                        frame_type=frame_type,
-                        scan_uid=scan_uid,
-                        unique_id=self._unique_id,
-                        time_unix=time_unix,
-                    )
-                    writing = asyncio.create_task(self._deliver(writing, event, dropped))
-                period = float(cam.value("AcquirePeriod"))
-                rest = period - (loop.time() - t_start)
-                if done < n and rest > 0 and not await self._exposure(rest):
+                # Every frame is exposed: the camera goes on into the sequencer's queued
+                # series, if any, without waiting for the last frame's write (the writes stay
+                # in order), as a hardware-sequenced camera keeps acquiring.
+                chained = await seq.chain(writing)
+                if chained is None:
                     break
+                await cam["ImageMode"].write("Multiple")
+                await cam["NumImages"].write(chained.num_images)
+                await cam["NumImagesCounter_RBV"].write(0)
+                n = chained.num_images
         finally:
-            queued = None
             try:
                 if writing is not None:
                     await writing
@@ -386,8 +349,67 @@ class SimDetector:
                 await cam["Acquire_RBV"].write(0)
                 await cam["Acquire"].write(0, verify_value=False)
                 self._idle.set()  # a put-callback of Acquire completes (before a queued start)
-        if queued is not None:
+        if queued is not None:  # queued while the acquisition was ending
             await self._start_queued(queued.num_images)
+
+    async def _take_frames(
+        self, n: float, writing: asyncio.Task[None] | None
+    ) -> asyncio.Task[None] | None:
+        """Expose and read out ``n`` frames (fewer when Acquire = 0 stops it); each frame's
+        delivery to the plugins is chained after ``writing``; the last delivery task."""
+        cam = self.cam
+        loop = asyncio.get_running_loop()
+        seq = self.sequencer
+        done = 0
+        while done < n and not self._stop.is_set():
+            if seq is not None:
+                if done == 0:
+                    await seq.in_position()  # the motors' in-position outputs (GateMotion)
+                await seq.on_target()  # the piezo's on-target output gates the exposure
+            t_start = loop.time()
+            time_unix = time.time()
+            state, row, frame_type, scan_uid = self.instrument_state()
+            if seq is not None:
+                await seq.publish_latched()
+            exposure = float(cam.value("AcquireTime"))
+            # The frame integrates the state at the start of the exposure, so it is rendered
+            # in a worker thread while the exposure runs (the loop stays free for CA).
+            renderer = self._renderer
+            if renderer is None:
+                renderer = await asyncio.to_thread(self.renderer)
+            rendering = asyncio.ensure_future(asyncio.to_thread(renderer.render, state, self._rng))
+            await cam["DetectorState_RBV"].write("Acquire")
+            if not await self._exposure(t_start + exposure - loop.time()):
+                await asyncio.gather(rendering, return_exceptions=True)
+                break
+            if seq is not None:  # the exposure output triggers the step at once
+                await seq.exposure_ended(more_frames=done + 1 < n)
+            await cam["DetectorState_RBV"].write("Readout")
+            frame = await rendering
+            late = await self.faults.take_late()
+            wait = exposure + self.spec.readout_s + late - (loop.time() - t_start)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            done += 1
+            self._unique_id += 1
+            await pvs_add(cam, "ArrayCounter")
+            await cam["NumImagesCounter_RBV"].write(done)
+            dropped = await self.faults.take_drop()
+            if cam.value("ArrayCallbacks") == "Enable":
+                event = FrameEvent(
+                    frame=frame,
+                    tags=row,
+                    frame_type=frame_type,
+                    scan_uid=scan_uid,
+                    unique_id=self._unique_id,
+                    time_unix=time_unix,
+                )
+                writing = asyncio.create_task(self._deliver(writing, event, dropped))
+            period = float(cam.value("AcquirePeriod"))
+            rest = period - (loop.time() - t_start)
+            if done < n and rest > 0 and not await self._exposure(rest):
+                break
+        return writing
 
     async def _deliver(
         self, previous: asyncio.Task[None] | None, event: FrameEvent, dropped: bool

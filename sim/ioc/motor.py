@@ -199,6 +199,10 @@ class MotorRecord(PVGroup):
         self._taken_id = 0  # id the motion loop is working on
         self.completed_id = 0  # id of the latest request whose move has ended
         self._idle = asyncio.Event()
+        # the controller's in-position output: set when a move has ended (settled), before the
+        # record publishes that (RBV, MSTA, DMOV); hardware gates wait on it, clients on DMOV
+        self.arrived_id = 0
+        self._arrived = asyncio.Event()
         self._kick = asyncio.Event()
         self._stop_requested = False
         self._direction = 1
@@ -316,6 +320,7 @@ class MotorRecord(PVGroup):
         self._target = target
         self._stop_requested = False
         self._idle.clear()
+        self._arrived.clear()
         await self.fields.done_moving_to_value.write(0)
         self._kick.set()
         return self.requested_id
@@ -330,6 +335,13 @@ class MotorRecord(PVGroup):
         """Return once the move with ``request_id`` (or a later one) has ended."""
         while self.completed_id < request_id:
             await self._idle.wait()
+
+    async def wait_in_position(self, request_id: int) -> None:
+        """Return once the move with ``request_id`` (or a later one) is in position: the
+        controller's in-position output, which a hardware trigger gate follows (the record
+        publishes DMOV a little later)."""
+        while self.arrived_id < request_id:
+            await self._arrived.wait()
 
     async def tweak(self, sign: int) -> None:
         """Move by +/- TWV and wait for the end of the move."""
@@ -389,6 +401,10 @@ class MotorRecord(PVGroup):
         if stopped:
             self._kick.clear()
             self._taken_id = self.requested_id
+        self.arrived_id = self._taken_id
+        if self.arrived_id >= self.requested_id:
+            self._arrived.set()
+            await asyncio.sleep(0)  # what the in-position output gates goes first
             await self.motor.write(self.user_position, verify_value=False)
         await f.motor_is_moving.write(0)
         await self._publish_position()
@@ -420,12 +436,12 @@ class MotorRecord(PVGroup):
             return False
         self.travelled = True
         self._direction = 1 if distance > 0 else -1
+        t0 = loop.time()  # the controller moves from now; the record publishes that meanwhile
         await f.direction_of_travel.write(1 if distance > 0 else 0)
         await f.motor_is_moving.write(1)
         await f.motor_status.write(self.status_bits(moving=True))
         velocity = max(float(f.velocity.value), 1e-12)
         duration = abs(distance) / velocity
-        t0 = loop.time()
         # The motion arrives at t0 + duration whenever the loop notices: the settling that
         # follows counts from then, so the event loop's latency does not lengthen the move.
         self.arrival_time = t0 + duration

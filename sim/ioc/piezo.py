@@ -6,7 +6,9 @@ sign of the move) and decays exponentially with time constant ``settle_s / 5``; 
 to 1 only once ``settle_s`` has passed since the motion arrived *and* the error is within
 ``tolerance``; a move to where the servo already holds (within ``tolerance``) settles at once.
 ``RBV`` is the true position plus Gaussian encoder noise (``encoder_noise`` rms, fresh each
-update). While holding, the true position creeps at ``drift_per_s``. A stall (fault injection)
+update), published every ``publish_s`` while the servo settles (the controller's poll rate; the
+settling itself is evaluated every ``tick_s``). While holding, the true position creeps at
+``drift_per_s``. A stall (fault injection)
 holds the error at ``10 * tolerance``, so ``DMOV`` stays 0 until the stall is cleared or the
 move is stopped. Step positions follow Weitkamp et al., Opt. Express 13, 6296 (2005): M steps
 over one G2 period.
@@ -41,13 +43,14 @@ class PiezoSpec:
     hysteresis: float = 0.0
     drift_per_s: float = 0.0
     tick_s: float = 0.001
+    publish_s: float = 0.01
     seed: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("settle_s", "encoder_noise", "hysteresis"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("tolerance", "tick_s"):
+        for name in ("tolerance", "tick_s", "publish_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
 
@@ -103,6 +106,7 @@ class PiezoRecord(MotorRecord):
         e0 = self.error
         tau = piezo.settle_s / 5.0 if piezo.settle_s > 0 else 0.0
         t0 = min(self.arrival_time, loop.time())  # settling starts when the motion arrived
+        next_publish = 0.0
         while True:
             elapsed = loop.time() - t0
             if self.stalled:
@@ -114,14 +118,18 @@ class PiezoRecord(MotorRecord):
                 self.error = 0.0
             if elapsed >= piezo.settle_s and abs(self.error) <= piezo.tolerance:
                 break
-            await self._publish_position()
+            if elapsed >= next_publish:
+                await self._publish_position()
+                next_publish = elapsed + piezo.publish_s
             if self._interrupted():
                 return self._stop_requested
-            # Ticks on a fixed schedule from t0 (a late wake-up shortens the next sleep, so the
-            # loop's latency does not add up over the settling time).
-            wake = (math.floor(elapsed / piezo.tick_s) + 1) * piezo.tick_s
+            # Wakes on a fixed schedule from t0 (a late wake-up shortens the next sleep, so the
+            # loop's latency does not add up over the settling time): at the settle time, at
+            # each publication, and every tick after the settle time while out of tolerance.
             if elapsed < piezo.settle_s:
-                wake = min(wake, piezo.settle_s)
+                wake = min(piezo.settle_s, next_publish)
+            else:
+                wake = min((math.floor(elapsed / piezo.tick_s) + 1) * piezo.tick_s, next_publish)
             await asyncio.sleep(max(wake - (loop.time() - t0), 0.0))
             if self._interrupted():
                 return self._stop_requested

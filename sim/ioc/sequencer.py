@@ -41,8 +41,9 @@ controllers:
 - ``Queue``: a put of an id >= 1 queues the ``Next:`` values under that id (refused when a series
   is already queued or a target is outside the soft limits); 0 cancels. When the running
   acquisition ends, or at once when the camera is idle, the IOC writes the queued tags to the
-  ``TAG:`` PVs, starts the rotation and piezo moves, arms itself for ``NumImages - 1`` steps with
-  the in-position gate on, and starts a camera acquisition of ``NumImages`` frames. An aborted
+  ``TAG:`` PVs, arms itself for ``NumImages - 1`` steps with the in-position gate on, and starts
+  a camera acquisition of ``NumImages`` frames; the rotation and piezo moves start as soon as
+  the current acquisition's last exposure has ended (during its readout). An aborted
   acquisition (``Acquire = 0``) cancels the queue instead.
 - ``Queued_RBV``: the id queued (0: none). ``Series_RBV``: the id of the series that the camera
   acquires or acquired last (0 after an arming by ``NumSteps``).
@@ -55,6 +56,7 @@ controllers:
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -199,8 +201,12 @@ class StepSequencerGroup(PVGroup):
         self.tags = tags
         #: set by the camera: starts an acquisition of n frames of the queued series
         self.start_camera: Callable[[int], Awaitable[None]] | None = None
+        #: set by the camera: whether it is idle (no acquisition running or ending)
+        self.camera_idle: Callable[[], bool] | None = None
         self._queued: QueuedSeries | None = None
         self._series_id = 0  # the queued series of the current acquisition (0: none)
+        self._moved = 0  # the queued series whose moves have been started
+        self._finishing: set[asyncio.Task[None]] = set()  # Finished_RBV after the last write
         self.acquiring = False  # set by the camera for the length of an acquisition
         self._limit = 0  # steps armed for the next acquisition (0: not armed)
         self._active = False  # armed when the current acquisition started
@@ -277,8 +283,8 @@ class StepSequencerGroup(PVGroup):
                 raise ValueError(f"Queue refused: {exc}") from None
         self._queued = spec
         await self.queued.write(spec.series_id)
-        if not self.acquiring:
-            await self.start_queued()
+        if not self.acquiring and (self.camera_idle is None or self.camera_idle()):
+            await self.start_queued()  # else the acquisition ending now starts it
         return value
 
     async def cancel(self) -> None:
@@ -292,6 +298,19 @@ class StepSequencerGroup(PVGroup):
         spec = await self._prepare_queued()
         if spec is not None and self.start_camera is not None:
             await self.start_camera(spec.num_images)
+
+    async def _move_queued(self, spec: QueuedSeries | None) -> None:
+        """Start series ``spec``'s rotation and first-step moves (once per series)."""
+        if spec is None or self._moved == spec.series_id:
+            return
+        assert self.rotation is not None
+        self._moved = spec.series_id
+        moves = [(self.axis, spec.position_um)]
+        if not math.isnan(spec.rotation_deg):
+            moves.append((self.rotation, spec.rotation_deg))
+        for record, target in moves:
+            await record.motor.write(target, verify_value=False)
+            await record.request_move(target)
 
     async def _prepare_queued(self) -> QueuedSeries | None:
         """Take the queued series, if any: tags, moves and arming (the camera starts it)."""
@@ -308,12 +327,7 @@ class StepSequencerGroup(PVGroup):
         await tags.series_index.write(spec.series_index)
         await tags.step_index.write(0)
         await tags.attempt.write(spec.attempt)
-        moves = [(self.axis, spec.position_um)]
-        if not math.isnan(spec.rotation_deg):
-            moves.append((self.rotation, spec.rotation_deg))
-        for record, target in moves:
-            await record.motor.write(target, verify_value=False)
-            await record.request_move(target)
+        await self._move_queued(spec)
         self._series_id = spec.series_id
         await self.series.write(spec.series_id)
         await self._arm(spec.num_images - 1)
@@ -349,7 +363,10 @@ class StepSequencerGroup(PVGroup):
         return head + [0.0] * (MAX_FRAMES + 2 - len(head))
 
     async def exposure_ended(self, more_frames: bool) -> None:
-        """Take the next step if armed, another frame follows and steps remain."""
+        """Take the next step if armed, another frame follows and steps remain. After the last
+        exposure, start the queued series' moves (the sample may move during the readout)."""
+        if not more_frames:
+            await self._move_queued(self._queued)
         if not (self._active and more_frames and self._counter < self._limit):
             return
         target = float(self.axis.motor.value) + float(self.step_size.value)
@@ -369,13 +386,34 @@ class StepSequencerGroup(PVGroup):
         once every gated motor has ended the moves requested so far (gates the first exposure)."""
         if self._active and (self.gate_motion.value or self._series_id):
             for motor in self.gated:
-                await motor.wait_done(motor.requested_id)
+                await motor.wait_in_position(motor.requested_id)
 
     async def on_target(self) -> None:
         """Return once the last step has settled (gates the next exposure)."""
         if self._pending_move:
-            await self.axis.wait_done(self._pending_move)
+            await self.axis.wait_in_position(self._pending_move)
             self._pending_move = 0
+
+    async def chain(self, writing: asyncio.Task[None] | None) -> QueuedSeries | None:
+        """The camera exposed every frame of its acquisition and goes on into the queued series,
+        if any: the current series' ``Finished_RBV`` is published once ``writing`` (its last
+        frame's delivery to the file) is done, and the queued series is armed and begun. None
+        when nothing is queued (the acquisition then ends)."""
+        if self._queued is None or self.start_camera is None:
+            return None
+        if self._active:
+            task = asyncio.create_task(self._finish_after(writing, self._combined()))
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
+        self._active = False
+        spec = await self._prepare_queued()
+        self.begin()
+        return spec
+
+    async def _finish_after(self, writing: asyncio.Task[None] | None, latched: list[float]) -> None:
+        if writing is not None:
+            await asyncio.gather(writing, return_exceptions=True)
+        await self.finished.write(latched)
 
     async def end(self, *, aborted: bool) -> QueuedSeries | None:
         """The acquisition ended: disarm (the latched readings are already published). Then
