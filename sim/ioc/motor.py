@@ -323,6 +323,7 @@ class MotorRecord(PVGroup):
         self._arrived.clear()
         await self.fields.done_moving_to_value.write(0)
         self._kick.set()
+        await asyncio.sleep(0)  # the controller starts now, not when the caller next waits
         return self.requested_id
 
     async def request_stop(self) -> None:
