@@ -71,6 +71,11 @@ class AttemptCounter(Protocol):
         """The attempt number of the latest take of ``key`` (-1 if never started)."""
         ...
 
+    def started_elsewhere(self, key: Hashable, attempt: int) -> None:
+        """A take of ``key`` with ``attempt`` was started outside the plan (by the IOC, from
+        its queue) and is abandoned: the plan's next take of ``key`` must count after it."""
+        ...
+
 
 @dataclass(frozen=True)
 class SeriesArming:
@@ -162,7 +167,7 @@ class SequencedAcquisition:
             self._current = queued.series_id
             return _finished(self)
         if queued is not None:  # a re-take of the series before: the queued one must not run
-            self._abandon()
+            self._abandon(queued)
         hdf5 = self.detector.hdf5
         series_id = self._new_id()
         # the camera is idle: the series' frames follow the ones the file holds now
@@ -301,10 +306,10 @@ class SequencedAcquisition:
         acquisition in progress, waiting for its end. The take it interrupted is rewound and
         handed over again; the stopped take's frames stay in the file under the old attempt."""
         with self._lock:
-            self._queued = None
+            queued, self._queued = self._queued, None
         self._current = 0
         status = self._status
-        self._abandon()
+        self._abandon(queued)
         if status is not None and not status.done:
             try:
                 status.wait(timeout=self.STOP_TIMEOUT_S)
@@ -318,10 +323,15 @@ class SequencedAcquisition:
         """The run ends or is stopped: nothing queued or acquired may outlive it."""
         self.pause()
 
-    def _abandon(self) -> None:
-        """Cancel the IOC's queued series and stop the camera if it acquires."""
+    def _abandon(self, queued: _Queued | None) -> None:
+        """Cancel the IOC's queued series and stop the camera if it acquires. When the IOC had
+        already started ``queued`` (not adopted by its plan yet), frames with its attempt may be
+        in the file: its plan's next take must count after that attempt."""
         if self.frames is not None:
-            self.frames.sequencer.queue.put(0, wait=True, timeout=self.STOP_TIMEOUT_S)
+            seq = self.frames.sequencer
+            seq.queue.put(0, wait=True, timeout=self.STOP_TIMEOUT_S)  # it cannot start after this
+            if queued is not None and int(seq.series.get(use_monitor=False)) == queued.series_id:
+                queued.arming.attempts.started_elsewhere(queued.arming.key, queued.attempt)
         acquire = self.detector.cam.acquire
         if int(acquire.get(use_monitor=False)) == 0:
             return

@@ -34,6 +34,13 @@ class SeriesAttempts:
         """The attempt number of the latest take of ``key`` (-1 if it was never started)."""
         return self._counts.get(key, 0) - 1
 
+    def started_elsewhere(self, key: Hashable, attempt: int) -> None:
+        """A take of ``key`` with ``attempt`` was started outside the plan (the IOC's series
+        queue starts a hardware-stepped series before its plan reaches it) and then abandoned,
+        say by a pause at that series' checkpoint: its frames may be in the file, so the next
+        take of ``key`` counts after ``attempt``."""
+        self._counts[key] = max(self._counts.get(key, 0), attempt + 1)
+
     @property
     def retakes(self) -> dict[Hashable, int]:
         """Keys taken more than once -> number of re-takes."""

@@ -12,7 +12,7 @@ from typing import Any
 import epics
 import numpy as np
 import pytest
-from bluesky.utils import Msg
+from bluesky.utils import Msg, RunEngineInterrupted
 
 from beamline.alignment import (
     center_check_result,
@@ -255,6 +255,53 @@ def test_beam_dump_retakes_the_series_with_next_attempt(
     assert float(np.mean(p_dump.transmission[1])) == pytest.approx(
         float(np.mean(p_calm.transmission[1])), rel=0.01
     )
+
+
+def test_a_pause_at_a_series_the_ioc_already_started_retakes_it_with_the_next_attempt(
+    session: Session,
+) -> None:
+    """Hardware stepping: the IOC starts angle 1 from its queue when angle 0 ends, before the
+    plan reaches angle 1's checkpoint, where a deferred pause (Ctrl-C once) takes effect. The
+    pause stops that acquisition; on resume angle 1 is taken with attempt 1, so its frames never
+    share an attempt with the stopped ones."""
+    RE = session.RE
+    requested: list[bool] = []
+
+    def pause_after_angle_0(name: str, doc: dict[str, Any]) -> None:
+        data = doc.get("data", {})
+        if (
+            name == "event"
+            and not requested
+            and data.get("ifm_tags_frame_type") == "projection"
+            and data.get("ifm_tags_angle_index") == 0
+            and data.get("ifm_tags_step_index") == 2
+        ):
+            requested.append(True)
+            # as Ctrl-C does, from another thread (request_pause waits on the RunEngine's loop)
+            threading.Thread(target=RE.request_pause, kwargs={"defer": True}).start()
+
+    args = {"angles": 3, "reference_every": 3, "steps": 5, "darks": 1, "exposure_s": 0.05}
+    token = RE.subscribe(pause_after_angle_0)
+    try:
+        with pytest.raises(RunEngineInterrupted):
+            RE(session.ct(**args))
+        assert RE.state == "paused"
+        RE.resume()
+    finally:
+        RE.unsubscribe(token)
+    run = _successful_run(session)
+    series = _frames_by_series(run)
+    assert series[("projection", 1, 1)] == [0, 1, 2, 3, 4]
+    assert ("projection", 1, 0) not in series  # its plan never read the IOC's take 0
+    scan = _scan_file(run)
+    rows = scan.table.rows
+    angle_1 = (rows["image_key"] == ImageKey.PROJECTION) & (rows["angle_index"] == 1)
+    # the stopped take's frames, if any, are superseded; the latest attempts are the scan
+    assert list(scan.superseded) == list(angle_1 & (rows["attempt"] == 0))
+    latest = scan.table.latest_attempts()
+    columns = ("image_key", "angle_index", "series_index", "step_index")
+    keys = list(zip(*(rows[c][latest] for c in columns), strict=True))
+    assert len(keys) == len(set(keys)) == 1 + 5 * 5
 
 
 def test_shutter_suspender_trips_only_when_the_plan_wants_beam(session: Session) -> None:

@@ -372,6 +372,9 @@ class _Attempts:
     def attempt(self, key: Any) -> int:
         return self.takes.get(key, 0) - 1
 
+    def started_elsewhere(self, key: Any, attempt: int) -> None:
+        self.takes[key] = max(self.takes.get(key, 0), attempt + 1)
+
 
 def _read_all(frames: SequencedFrames, n: int) -> list[float]:
     encoder = []

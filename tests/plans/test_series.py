@@ -72,6 +72,20 @@ def test_attempt_counter_counts_takes_per_key() -> None:
     assert attempts.retakes == {("projection", 0): 2}
 
 
+def test_a_take_started_elsewhere_makes_the_next_take_count_after_it() -> None:
+    attempts = SeriesAttempts()
+    key = ("projection", 4)
+    # the IOC started the queued take 0 of a series its plan had not reached, then it was
+    # abandoned (a pause at the series' checkpoint): the plan's own take is attempt 1
+    attempts.started_elsewhere(key, 0)
+    attempts.set(key)
+    assert attempts.attempt(key) == 1
+    # an older attempt reported late changes nothing
+    attempts.started_elsewhere(key, 0)
+    attempts.set(key)
+    assert attempts.attempt(key) == 2
+
+
 def test_reference_series_moves_sample_out_after_checkpoint_and_restores(
     ifm: Any, det: Any
 ) -> None:
