@@ -386,11 +386,14 @@ def _all(statuses: Sequence[StatusBase]) -> StatusBase:
 class SequencedFrames:
     """The frames of a sequenced acquisition, one reading per ``trigger()``, as they arrive.
 
-    ``set(positions)`` gives the commanded step positions [axis units] of the next acquisition
-    (and forgets the frames of the previous one); its frames are the next ones of the detector's
-    file. Each ``trigger()`` waits for the next frame: its status finishes once the file holds
-    that frame and the sequencer has published the encoder reading latched for it, or once the
-    acquisition has ended without it. ``read()`` then returns the frame's reading under the data
+    ``set(positions)`` gives the commanded step positions [axis units] of the next acquisition,
+    armed through ``NumSteps`` (and forgets the frames of the previous one); its frames are the
+    next ones of the detector's file. :meth:`expect` does the same for a series the IOC starts
+    from its queue (``SequencedAcquisition``), with the series id and the file index of its first
+    frame. The encoder readings come from ``Latched_RBV`` / ``Finished_RBV``, recorded per series
+    id as they arrive. Each ``trigger()`` waits for the next frame: its status finishes once the
+    file holds that frame and the reading latched for it has arrived, or once the acquisition
+    has ended without it. ``read()`` then returns the frame's reading under the data
     keys of a software-stepped frame, referencing the frame by its index in the file, or raises
     :class:`~devices.detector.FrameLost` for a frame that never reached the file. A plan can so
     save each frame's event while the next one exposes. :meth:`lost` counts the missing frames
