@@ -150,6 +150,7 @@ class SimDetector:
         self._idle.set()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._gating: asyncio.Future[None] | None = None  # the exposure gate being waited on
         self._t0 = time.monotonic()
         self._unique_id = 0
         acquire = self.cam["Acquire"]
@@ -228,6 +229,8 @@ class SimDetector:
                 await self._begin()
         else:
             self._stop.set()
+            if self._gating is not None:  # a first exposure waiting for a motor that never comes
+                self._gating.cancel()
 
     async def _begin(self) -> None:
         """Start an acquisition (the camera is idle)."""
@@ -300,6 +303,23 @@ class SimDetector:
         }
         return state, row, frame_type, str(tags.scan_uid.value)
 
+    async def _gate(self, opened: Awaitable[None]) -> bool:
+        """Wait until ``opened`` returns; False if Acquire = 0 stopped the acquisition first
+        (the stop cancels the wait, see ``_put_acquire``)."""
+        if self._stop.is_set():
+            return False
+        task = asyncio.ensure_future(opened)
+        self._gating = task
+        try:
+            await task
+        except asyncio.CancelledError:
+            if self._stop.is_set() and task.cancelled():
+                return False
+            raise
+        finally:
+            self._gating = None
+        return True
+
     async def _exposure(self, seconds: float) -> bool:
         """Wait ``seconds``; False if Acquire = 0 aborted it."""
         try:
@@ -363,9 +383,12 @@ class SimDetector:
         done = 0
         while done < n and not self._stop.is_set():
             if seq is not None:
-                if done == 0:
-                    await seq.in_position()  # the motors' in-position outputs (GateMotion)
-                await seq.on_target()  # the piezo's on-target output gates the exposure
+                # the motors' in-position outputs gate the first exposure (GateMotion, a queued
+                # series; Acquire = 0 ends a wait on a stalled motor), the piezo's on-target
+                # output every exposure
+                if done == 0 and not await self._gate(seq.in_position()):
+                    break
+                await seq.on_target()
             t_start = loop.time()
             time_unix = time.time()
             state, row, frame_type, scan_uid = self.instrument_state()

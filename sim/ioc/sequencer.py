@@ -260,6 +260,9 @@ class StepSequencerGroup(PVGroup):
             raise ValueError(f"Queue takes a series id >= 1 (0 cancels), got {value}")
         if self._queued is not None:
             raise ValueError(f"series {self._queued.series_id} is already queued; put 0 first")
+        frames = int(self.next_num_images.value)
+        if not 1 <= frames <= MAX_FRAMES:
+            raise ValueError(f"Next:NumImages must be in 1..{MAX_FRAMES}, got {frames}")
         if self.rotation is None or self.tags is None or self.start_camera is None:
             raise ValueError("this sequencer has no rotation, tags or camera to queue series on")
         spec = QueuedSeries(

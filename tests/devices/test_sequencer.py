@@ -465,3 +465,29 @@ def test_sequenced_acquisition_adopts_the_series_it_queued_and_pause_cancels_the
     # every reading is the encoder value in the file for that frame
     np.testing.assert_array_equal(encoder_m[:3], np.asarray(readings0) * 1e-6)
     np.testing.assert_array_equal(encoder_m[-3:], np.asarray(readings1) * 1e-6)
+
+
+def test_acquire_0_ends_a_queued_series_waiting_for_a_stalled_piezo(
+    rig: tuple[TalbotDetector, StepSequencer, PiezoStepper, ScanTags], sim_ioc: IocHandle
+) -> None:
+    det, seq, piezo, _tags = rig
+    stall = sim_ioc.pv("faults", "PiezoStall")
+    seq.step_size.set(0.25).wait(timeout=10.0)
+    written = int(det.hdf5.num_captured.get(use_monitor=False))
+    assert epics.caput(stall, "Stall", wait=True) == 1
+    try:
+        _queue_next(seq, rotation=math.nan, position=35.0, angle=2, frames=3, attempt=0)
+        seq.queue.set(31337).wait(timeout=10.0)
+        # the camera acquires the queued series, but its first exposure waits for the piezo
+        _wait_for(lambda: det.cam.acquire.get(use_monitor=False) == 1)
+        time.sleep(0.3)
+        assert int(det.hdf5.num_captured.get(use_monitor=False)) == written
+        det.cam.acquire.put(0, wait=True, timeout=10.0)
+        _wait_for(lambda: det.cam.acquire.get(use_monitor=False) == 0, timeout_s=5.0)
+        finished = np.asarray(seq.finished.get(use_monitor=False))
+        assert (int(finished[0]), int(finished[1])) == (31337, 0)  # ended with no frame
+    finally:
+        assert epics.caput(stall, "Off", wait=True) == 1
+    assert int(det.hdf5.num_captured.get(use_monitor=False)) == written
+    _wait_for(lambda: piezo.motor_done_move.get(use_monitor=False) == 1)
+    det.unstage()
