@@ -133,14 +133,9 @@ class SequencedAcquisition:
         self,
         detector: TalbotDetector,
         frames: SequencedFrames | None = None,
-        *,
-        tags: Any = None,
-        rotation: Any = None,
     ) -> None:
         self.detector = detector
         self.frames = frames
-        self.tags = tags
-        self.rotation = rotation
         self.name = f"{detector.name}_sequence"
         self.parent = None
         self.next_series = _NextSeries(self)

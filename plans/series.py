@@ -160,14 +160,12 @@ def sequenced_frames(ifm: Interferometer, detector: Any, axis: EpicsMotor) -> Se
     return frames
 
 
-def sequenced_acquisition(
-    ifm: Interferometer, detector: Any, frames: SequencedFrames
-) -> SequencedAcquisition:
-    """The object that arms, queues and starts the acquisitions of ``frames`` (one for every
-    series, since it holds the series queued in the IOC)."""
+def sequenced_acquisition(frames: SequencedFrames) -> SequencedAcquisition:
+    """The object that hands over, queues and follows the acquisitions of ``frames`` (one for
+    every series, since it holds the series queued in the IOC)."""
     acquisition = _ACQUISITIONS.get(frames)
     if acquisition is None:
-        acquisition = SequencedAcquisition(detector, frames, tags=ifm.tags, rotation=ifm.rotation)
+        acquisition = SequencedAcquisition(frames.detector, frames)
         _ACQUISITIONS[frames] = acquisition
     return acquisition
 
@@ -329,7 +327,7 @@ def phase_stepping_series(
                 attempts=counter,
             )
         frames = sequenced_frames(ifm, dets[0], axis)
-        acquisition = sequenced_acquisition(ifm, dets[0], frames)
+        acquisition = sequenced_acquisition(frames)
         return _sequenced_series(
             ifm, axis, frames, acquisition, arming, following, backlash, scan_uid, stream, setup
         )

@@ -395,7 +395,7 @@ def test_sequenced_acquisition_adopts_the_series_it_queued_and_pause_cancels_the
     rotation.wait_for_connection(timeout=10.0)
     start_deg = float(rotation.position)
     frames = SequencedFrames(det, seq, piezo, tags.step_index, [tags, rotation])
-    acquisition = SequencedAcquisition(det, frames, tags=tags, rotation=rotation)
+    acquisition = SequencedAcquisition(det, frames)
     attempts = _Attempts()
     positions = (20.0, 20.25, 20.5)
 
