@@ -543,10 +543,9 @@ def make_session(
     if detectors is None:
         det = _make_detector(names, data)
         det.wait_for_connection(timeout=connect_timeout_s)
-        # Every run describes the detector and reads its configuration for its descriptors;
-        # ophyd connects those PVs on first use (~0.25 s), so the first scan's first frame
-        # would wait for that: connect them now.
-        det.describe()
+        # Every event stream of a run reads the detector's configuration for its descriptor;
+        # ophyd connects those PVs on first use (~0.15 s), so the first scan's first frame
+        # would wait for that: connect them now. (The image's data key is made at staging.)
         det.describe_configuration()
         det.read_configuration()
         dets.append(det)

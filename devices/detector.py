@@ -81,6 +81,7 @@ class TalbotDetector(SingleTrigger, DetectorBase):
     def __init__(self, prefix: str, *, name: str, **kwargs: Any) -> None:
         super().__init__(prefix, name=name, **kwargs)
         self.stage_sigs.update([("cam.num_images", 1), ("cam.trigger_mode", "Internal")])
+        self._data_key: dict[str, Any] | None = None  # made at staging (make_data_key)
 
     def prime(self, timeout_s: float = 10.0) -> None:
         """Take one frame that is not written, so the HDF5 plugin knows the frame size."""
@@ -185,8 +186,7 @@ class TalbotDetector(SingleTrigger, DetectorBase):
         at staging is returned: the stock one reads the frame size over the network (~0.1 s
         under a scan's load), and every event stream of a run describes the detector when its
         first event is made, between two frames."""
-        key = getattr(self, "_data_key", None)
-        if key is not None and self._staged == Staged.yes:
-            return copy.deepcopy(key)
+        if self._data_key is not None and self._staged == Staged.yes:
+            return copy.deepcopy(self._data_key)
         made: dict[str, Any] = super().make_data_key()
         return made

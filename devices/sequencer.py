@@ -481,22 +481,15 @@ class SequencedFrames:
         ``NumSteps`` put: its frames follow the ones the file holds now (read when the set is
         executed, so a re-take after a rewind counts the interrupted take's frames)."""
         hdf5 = self.detector.hdf5
-        self._reset(positions, int(hdf5.num_captured.get()), int(hdf5.dropped.get()), 0)
-        status = Status(obj=self)
-        status.set_finished()
-        return status
+        self.expect(positions, int(hdf5.num_captured.get()), int(hdf5.dropped.get()), 0)
+        return _finished(self)
 
     def expect(
         self, positions: Sequence[float], first_point: int, dropped_before: int, series_id: int
     ) -> None:
-        """The next acquisition is the series ``series_id`` that the IOC starts from its queue
-        (``SequencedAcquisition``): its first frame will be frame ``first_point`` of the file,
-        and its encoder readings are those published under its id (``Latched_RBV``)."""
-        self._reset(positions, first_point, dropped_before, series_id)
-
-    def _reset(
-        self, positions: Sequence[float], first_point: int, dropped_before: int, series_id: int
-    ) -> None:
+        """The next acquisition is series ``series_id`` (0: one armed through ``NumSteps``); its
+        first frame will be frame ``first_point`` of the file, and its encoder readings are those
+        published under its id (``Latched_RBV``). Forgets the frames of the previous one."""
         values = [float(p) for p in positions]
         if not values:
             raise ValueError(f"{self.name}: positions must name at least one frame")

@@ -278,6 +278,7 @@ def test_a_queued_series_starts_when_the_acquisition_before_it_ends(
     tags.attempt.put(0, wait=True)
     _arm(rig, 20.0, 0.25, 2)
     det.cam.num_images.put(3, wait=True)
+    det.cam.acquire_time.put(0.1, wait=True)  # the queue puts below land while it acquires
     series_id = 424242
     try:
         _queue_next(seq, rotation=start_deg + 5.0, position=30.0, angle=7, frames=4, attempt=2)
@@ -294,6 +295,7 @@ def test_a_queued_series_starts_when_the_acquisition_before_it_ends(
         path = str(det.hdf5.full_file_name.get())
         det.unstage()
     finally:
+        det.cam.acquire_time.put(EXPOSURE_S, wait=True)
         epics.caput(rotation, start_deg, wait=True, timeout=30)
     assert int(finished[1]) == 4
     deadband = piezo.retry_deadband.get()
