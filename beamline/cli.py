@@ -11,28 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from beamline import scan_cli, stream_cli
-from beamline.config import PRESETS, ConfigError, Preset, load_profile, preset
-
-
-def _load(args: argparse.Namespace) -> Preset:
-    if args.profile is not None:
-        return load_profile(args.profile)
-    return preset(args.preset)
-
-
-def _add_preset_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        default="tiny",
-        help="built-in instrument and scan preset (default: tiny, CI-sized)",
-    )
-    parser.add_argument(
-        "--profile",
-        type=Path,
-        default=None,
-        help="TOML profile overriding a preset (see docs/physics.md); wins over --preset",
-    )
+from contracts.profile import ConfigError, Profile, resolve_profile
 
 
 def _positive_int(text: str) -> int:
@@ -65,7 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--offline simulates and reconstructs in memory instead (no services, seconds)."
         ),
     )
-    _add_preset_arguments(demo)
+    demo.add_argument(
+        "--profile",
+        default="tiny",
+        help="built-in profile (tiny: CI-sized, full) or a TOML profile file with [instrument], "
+        "[plan] and [simulation] tables (docs/operating.md); default tiny",
+    )
     demo.add_argument("--out", type=Path, required=True, help="output directory (created)")
     demo.add_argument("--seed", type=_positive_int, default=0, help="random seed (default 0)")
     demo.add_argument(
@@ -92,18 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="IPython session with RE, the devices, the plans and the configuration loaded",
         description="Interactive operator session (IPython when installed, else the Python REPL).",
     )
-    shell.add_argument(
-        "--profile-name",
-        dest="session_profile",
-        default=None,
-        help="preset name (tiny, full) or TOML profile with [pvs] (default tiny)",
-    )
+    shell.add_argument("--profile", default=None, help=scan_cli.PROFILE_HELP)
     shell.add_argument("--data-dir", type=Path, default=Path("data"), help="scan files go here")
     del sim  # its options belong to sim.ioc (main() hands the arguments over unparsed)
     return parser
 
 
-def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace, config: Preset) -> int:
+def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace, config: Profile) -> int:
     if args.noise_free and not args.offline:
         parser.error("--noise-free needs --offline (the simulated detector is always noisy)")
     if args.offline:
@@ -128,7 +107,7 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace, config: Pre
 def _shell(args: argparse.Namespace) -> int:
     from beamline.session import make_session, shell_namespace
 
-    session = make_session(args.session_profile, args.data_dir, progress_bar=True)
+    session = make_session(args.profile, args.data_dir, progress_bar=True)
     namespace = shell_namespace(session)
     banner = "Talbot session: " + ", ".join(sorted(k for k in namespace if not k.startswith("_")))
     try:
@@ -162,7 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "shell":
         return _shell(args)
     try:
-        config = _load(args)
+        config = resolve_profile(args.profile)
+        config.scan_plan()
+        config.simulated()
     except ConfigError as exc:
         parser.error(str(exc))
     if args.command == "demo":

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from beamline.config import ConfigError, Preset
+from contracts.profile import ConfigError, Profile
 from recon.output import volumes_dict, write_projections, write_volumes
 from recon.pipeline import Volumes, reconstruct_volumes, retrieve_projections
 from sim.phantom import BonePhantom
@@ -44,7 +44,7 @@ def delta_per_density(wavelength_m: float, z_over_a: float = 0.5) -> float:
 class DemoReport:
     """Quality figures measured against the truth, and timings."""
 
-    preset: str
+    profile: str
     shape_zyx: tuple[int, int, int]
     voxel_size_m: float
     center_offset_px: float
@@ -73,7 +73,7 @@ class DemoReport:
         """Human-readable summary (what the CLI prints)."""
         t = self.timings_s
         lines = [
-            f"Talbot demo, preset {self.preset!r}: volume {self.shape_zyx} (z, y, x), "
+            f"Talbot demo, profile {self.profile!r}: volume {self.shape_zyx} (z, y, x), "
             f"voxel {self.voxel_size_m * 1e6:.3g} um",
             f"  rotation centre      {self.center_offset_px:+.2f} px "
             f"(true {self.center_offset_true_px:+.2f} px)",
@@ -200,7 +200,7 @@ def _figures(
 
 def score_and_write(
     out: Path,
-    preset: Preset,
+    profile: Profile,
     phantom: BonePhantom,
     volumes: Volumes,
     timings: dict[str, float],
@@ -227,18 +227,20 @@ def score_and_write(
     mu_mean = float(volumes.mu[matrix].mean())
     rod = truth["delta"] > 0.5 * d_true
     rmse = float(np.sqrt(np.mean((volumes.delta[rod] - truth["delta"][rod]) ** 2)))
-    per_density = delta_per_density(preset.geometry.wavelength_m)
+    per_density = delta_per_density(profile.instrument.geometry.wavelength_m)
 
     recon = {"delta": volumes.delta, "mu": volumes.mu, "darkfield": volumes.darkfield}
     t0 = time.perf_counter()
     figures = _figures(out, recon, truth, masks, phantom, voxel, d_true)
     timings["figures"] = time.perf_counter() - t0
     report = DemoReport(
-        preset=preset.name,
+        profile=profile.name,
         shape_zyx=(int(shape[0]), int(shape[1]), int(shape[2])),
         voxel_size_m=voxel,
         center_offset_px=volumes.center_offset_px,
-        center_offset_true_px=preset.rotation_center_offset_px,
+        center_offset_true_px=profile.simulated().axis_offset_px(
+            profile.instrument.rotation_axis_offset_px
+        ),
         delta_matrix_true=d_true,
         delta_matrix_mean=d_mean,
         delta_matrix_bias_pct=100 * (d_mean / d_true - 1),
@@ -262,25 +264,24 @@ def score_and_write(
 OFFLINE_FRAME_BUDGET = 4 * 2**30
 
 
-def run_demo(preset: Preset, out: Path, seed: int = 0, noise: bool = True) -> DemoReport:
+def run_demo(profile: Profile, out: Path, seed: int = 0, noise: bool = True) -> DemoReport:
     """Offline: simulate in memory, reconstruct, score against the truth, write into ``out``."""
-    rows, cols = preset.detector.shape
-    sched = preset.schedule
-    series = sched.angles + sched.angles // sched.reference_every + 2
-    need = (series * sched.steps + sched.darks) * rows * cols * 8
+    instrument, plan = profile.instrument, profile.scan_plan()
+    rows, cols = instrument.detector.shape
+    need = plan.frames_planned() * rows * cols * 8
     if need > OFFLINE_FRAME_BUDGET:
         raise ConfigError(
-            f"preset {preset.name!r}: the offline demo would hold {need / 2**30:.0f} GiB of frames "
-            f"in memory (limit {OFFLINE_FRAME_BUDGET / 2**30:.0f} GiB); run the whole system "
-            "(talbot demo without --offline), which streams the frames"
+            f"profile {profile.name!r}: the offline demo would hold {need / 2**30:.0f} GiB of "
+            f"frames in memory (limit {OFFLINE_FRAME_BUDGET / 2**30:.0f} GiB); run the whole "
+            "system (talbot demo without --offline), which streams the frames"
         )
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    scan = simulate_scan(preset, seed=seed, noise=noise)
+    scan = simulate_scan(instrument, plan, profile.simulated(), seed=seed, noise=noise)
     timings["simulate"] = time.perf_counter() - t0
 
-    geometry = preset.geometry
+    geometry = instrument.geometry
     t0 = time.perf_counter()
     projections = retrieve_projections(scan.frames, scan.table, geometry)
     timings["retrieve"] = time.perf_counter() - t0
@@ -289,4 +290,4 @@ def run_demo(preset: Preset, out: Path, seed: int = 0, noise: bool = True) -> De
     timings["reconstruct"] = time.perf_counter() - t0
     write_volumes(out / "recon.h5", volumes_dict(volumes), volumes.voxel_size_m)
     write_projections(out / "recon.h5", projections)
-    return score_and_write(out, preset, scan.phantom, volumes, timings, files=["recon.h5"])
+    return score_and_write(out, profile, scan.phantom, volumes, timings, files=["recon.h5"])

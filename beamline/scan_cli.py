@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Any
 
-PROFILE_HELP = "preset name (tiny, full) or TOML profile with a [pvs] table (default tiny)"
+PROFILE_HELP = "built-in profile (tiny, full) or a TOML profile file (default tiny)"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +44,8 @@ def add_scan_parser(subparsers: Any) -> argparse.ArgumentParser:
                     help="angular range [deg] (default 180)")  # fmt: skip
     ct.add_argument("--reference-every", type=int, default=None, help="reference every N angles")
     ct.add_argument("--darks", type=int, default=None, help="dark frames at the start (0: none)")
-    ct.add_argument("--grating", choices=("g2", "g0"), default="g2", help="grating to step")
+    ct.add_argument("--grating", choices=("g2", "g0"), default=None,
+                    help="grating to step (default: the profile's plan, else g2)")  # fmt: skip
     ct.add_argument("--stepping", choices=("hardware", "software"), default=None,
                     help="hardware: one camera acquisition per series, the step sequencer moves "
                     "the G2 piezo after each exposure (default for g2); software: move and "
@@ -72,10 +73,6 @@ def add_align_parser(subparsers: Any) -> argparse.ArgumentParser:
     return align
 
 
-class _ArgError(Exception):
-    pass
-
-
 def _session(args: argparse.Namespace) -> Any:
     from beamline.session import make_session
 
@@ -100,7 +97,7 @@ def _run(session: Any, plan: Any, resume: bool = False) -> tuple[str, ...]:
 
 def run_scan(args: argparse.Namespace) -> int:
     """Run ``talbot scan ct``; 0 on success, 2 on bad arguments, 1 on a failed scan."""
-    from beamline.config import ConfigError
+    from contracts.profile import ConfigError
 
     try:
         session = _session(args)
@@ -130,11 +127,11 @@ def run_align(args: argparse.Namespace) -> int:
     """Run ``talbot align ...``, print the result; 0 / 2 (bad arguments) / 1."""
     import numpy as np
 
-    from beamline import alignment
-    from beamline.config import ConfigError
-    from beamline.scanfile import read_scan
     from beamline.session import read_run
+    from contracts.profile import ConfigError
+    from contracts.scanfile import read_scan
     from plans import alignment as align_plans
+    from recon import alignment
 
     try:
         session = _session(args)
@@ -142,11 +139,12 @@ def run_align(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        p = session.preset
-        period_um = p.geometry.g2_pitch_m * 1e6
+        defaults = session.profile.plan
+        geometry = session.profile.instrument.geometry
+        period_um = geometry.g2_pitch_m * 1e6
         kw: dict[str, Any] = {
-            "steps": args.steps or p.schedule.steps, "period_um": period_um,
-            "exposure_s": args.exposure or p.detector.exposure_s,
+            "steps": args.steps or (defaults.steps if defaults else 5), "period_um": period_um,
+            "exposure_s": args.exposure or (defaults.exposure_s if defaults else 0.05),
             "periods": args.periods or 1, "start_um": args.start_um,
         }  # fmt: skip
         ifm, dets = session.ifm, session.detectors
@@ -166,7 +164,7 @@ def run_align(args: argparse.Namespace) -> int:
         (uid,) = _run(session, plan)
         run = read_run(session.data_dir, uid)
         scan = read_scan(run.file_paths()[0])
-        period_m = p.geometry.g2_pitch_m
+        period_m = geometry.g2_pitch_m
         if kind == "visibility":
             maps = alignment.visibility_maps(scan.frames, scan.table, period_m)
             out = maps.save(session.data_dir / f"visibility_{uid[:8]}.npz")

@@ -1,6 +1,6 @@
 """The RunEngine session of the Talbot beamline: devices, suspenders, document store, status.
 
-:func:`make_session` assembles what a beamline's IPython profile would (DESIGN §2, §3.3-3.4):
+:func:`make_session` assembles what a beamline's IPython profile would:
 
 - a ``RunEngine`` with suspenders on the ring current (``SuspendFloor``: a beam dump suspends the
   scan, which rewinds to the checkpoint at the start of the current phase-stepping series and
@@ -29,8 +29,8 @@ from bluesky import RunEngine
 from bluesky.suspenders import SuspenderBase, SuspendFloor
 from bluesky.utils import Msg, MsgGenerator
 
-from beamline.config import ConfigError, Preset, load_profile, preset
-from beamline.pvnames import SIM_PVNAMES, PVNames, load_pvnames
+from contracts.profile import ConfigError, Profile, resolve_profile
+from contracts.pvnames import PVNames
 from devices import Interferometer, Shutter, TalbotDetector
 
 #: Sub-directory of the data directory holding one ``<run uid>.jsonl`` file per run.
@@ -430,7 +430,7 @@ class Session:
     """A configured RunEngine with the beamline's devices and where its data goes."""
 
     RE: RunEngine
-    preset: Preset
+    profile: Profile
     pvs: PVNames
     ifm: Interferometer
     detectors: list[Any]
@@ -456,24 +456,13 @@ class Session:
         self.ifm.destroy()
 
     def ct(self, **kwargs: Any) -> MsgGenerator[Any]:
-        """``phase_stepping_ct`` with this session's devices and preset (keyword overrides)."""
+        """``phase_stepping_ct`` with this session's devices, instrument and plan defaults
+        (keyword arguments override the plan)."""
         from plans import phase_stepping_ct
 
-        kwargs.setdefault("preset", self.preset)
+        kwargs.setdefault("instrument", self.profile.instrument)
+        kwargs.setdefault("plan", self.profile.plan)
         return phase_stepping_ct(self.ifm, self.detectors, **kwargs)
-
-
-def resolve_profile(profile: str | Path | None) -> tuple[Preset, PVNames]:
-    """A preset name (``tiny``, ``full``), a TOML profile path, or None (``tiny``, simulator
-    names) -> (preset, PV names)."""
-    if profile is None:
-        return preset("tiny"), SIM_PVNAMES
-    text = str(profile)
-    if text.endswith(".toml") or Path(text).is_file():
-        if not Path(text).is_file():
-            raise ConfigError(f"profile {text} does not exist")
-        return load_profile(text), load_pvnames(text)
-    return preset(text), SIM_PVNAMES
 
 
 def _make_detector(pvs: PVNames, data_dir: Path) -> TalbotDetector:
@@ -503,8 +492,8 @@ def make_session(
     Parameters
     ----------
     profile
-        ``"tiny"`` / ``"full"`` (simulated beamline names) or a TOML profile (``base`` preset plus
-        overrides and a ``[pvs]`` table naming the real IOCs' PVs); None = ``tiny``.
+        ``"tiny"`` / ``"full"`` (simulated beamline names) or a TOML profile (its
+        ``[instrument.pvs]`` table names the real IOCs' PVs); None = ``tiny``.
     data_dir
         Where scan files and the document store (``documents/``) go; created if missing.
     pvs
@@ -530,15 +519,17 @@ def make_session(
         raise ValueError(f"suspend_sleep_s must be >= 0, got {suspend_sleep_s!r}")
     if not connect_timeout_s > 0:
         raise ValueError(f"connect_timeout_s must be > 0, got {connect_timeout_s!r}")
-    config, profile_pvs = resolve_profile(profile)
-    names = pvs if pvs is not None else profile_pvs
+    prof = resolve_profile(profile)
+    names = pvs if pvs is not None else prof.instrument.pvs
     data = Path(data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
 
     ifm = Interferometer(pvs=names, name="ifm")
     ifm.wait_for_connection(timeout=connect_timeout_s)
-    ifm.g2.x.period.put(config.geometry.g2_pitch_m * 1e6)
-    ifm.sample.out_position.put(ifm.sample.in_position.get() + config.sample_out_offset_mm())
+    ifm.g2.x.period.put(prof.instrument.geometry.g2_pitch_m * 1e6)
+    if prof.plan is not None:  # a CT sets it from its own plan; this is for other plans
+        out_mm = prof.plan.sample_out_offset_mm(prof.instrument.field_of_view_m[1])
+        ifm.sample.out_position.put(ifm.sample.in_position.get() + out_mm)
     dets = list(detectors) if detectors is not None else []
     if detectors is None:
         det = _make_detector(names, data)
@@ -551,7 +542,7 @@ def make_session(
         dets.append(det)
 
     RE = run_engine if run_engine is not None else RunEngine({})
-    RE.md.update({"beamline": "talbot", "preset_name": config.name, "data_dir": str(data)})
+    RE.md.update({"beamline": "talbot", "profile": prof.name, "data_dir": str(data)})
     store = JsonlDocumentStore(data / DOCUMENTS_DIR)
     RE.subscribe(store)
     reporter = ScanStatusReporter(
@@ -593,7 +584,7 @@ def make_session(
         RE.install_suspender(suspender)
     session = Session(
         RE=RE,
-        preset=config,
+        profile=prof,
         pvs=names,
         ifm=ifm,
         detectors=dets,
@@ -645,8 +636,8 @@ def shell_namespace(session: Session) -> dict[str, Any]:
         "ifm": session.ifm,
         "dets": session.detectors,
         "det": session.detectors[0] if session.detectors else None,
-        "preset": session.preset,
-        "config": session.preset,
+        "profile": session.profile,
+        "instrument": session.profile.instrument,
         "pvs": session.pvs,
         "data_dir": session.data_dir,
         "read_run": lambda uid=None: read_run(session.data_dir, uid),

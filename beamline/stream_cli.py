@@ -4,7 +4,7 @@ Wiring (``beamline/cli.py``)::
 
     from beamline import stream_cli
     stream_cli.add_parsers(sub)                 # in build_parser()
-    if args.command in stream_cli.COMMANDS:     # in main(), before the preset is loaded
+    if args.command in stream_cli.COMMANDS:     # in main(), before a profile is loaded
         return stream_cli.handle(args)
 """
 
@@ -124,8 +124,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """``talbot replay``."""
-    from beamline.scanfile import read_header
-    from beamline.stream import FramePublisher
+    from contracts.scanfile import read_header
+    from contracts.sockets import FramePublisher
 
     if not args.file.exists():
         print(f"talbot replay: file: {args.file} does not exist", file=sys.stderr)
@@ -165,7 +165,7 @@ def _report(result: Any, out: Path) -> None:
 
 def cmd_recon(args: argparse.Namespace) -> int:
     """``talbot recon``."""
-    from beamline.stream import FrameReceiver, LivePublisher
+    from contracts.sockets import FrameReceiver, LivePublisher
     from recon.allocator import keep_freed_memory
 
     keep_freed_memory()  # a service: the next scan reuses this one's memory (recon/allocator.py)

@@ -33,9 +33,8 @@ from typing import IO
 import h5py
 import numpy as np
 
-from beamline.config import Preset
 from beamline.demo import DemoReport, score_and_write
-from beamline.pvnames import SIM_PVNAMES
+from contracts.profile import Profile
 from recon.pipeline import Volumes
 from sim.ioc.launch import client_environment, free_port, stop_ioc
 
@@ -84,18 +83,20 @@ def _read_volumes(path: Path) -> Volumes:
 
 
 def run_system_demo(
-    preset: Preset,
+    config: Profile,
     out: Path,
     *,
     seed: int = 0,
-    profile: Path | None = None,
+    profile: str | Path | None = None,
     exposure_s: float | None = None,
 ) -> DemoReport:
     """Run the whole simulated system once and score the streamed reconstruction.
 
-    ``profile``: the TOML profile ``preset`` came from (the server loads the same one), or None
-    for a built-in preset. Raises DemoError naming the failing part and its log.
+    ``profile``: the built-in name or TOML file ``config`` came from (the server and the session
+    load the same one; None: ``config.name``, a built-in). Raises DemoError naming the failing
+    part and its log.
     """
+    source = str(profile) if profile is not None else config.name
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
@@ -103,10 +104,9 @@ def run_system_demo(
     ca_port, stream_port = free_port(), free_port()
     prefix = f"DEMO{uuid.uuid4().hex[:6].upper()}:"
     stream = f"tcp://127.0.0.1:{stream_port}"
-    config = ["--profile", str(profile)] if profile is not None else ["--preset", preset.name]
     server_args = [
         *("-m", "sim.ioc", "--port", str(ca_port), "--prefix", prefix, "--seed", str(seed)),
-        *("--stream", stream, *config),
+        *("--stream", stream, "--profile", source),
     ]
     recon_args = [
         *("-m", "beamline.cli", "recon", "--connect", stream, "--out", str(out)),
@@ -124,11 +124,7 @@ def run_system_demo(
         timings["start_services"] = time.perf_counter() - t_start
         from beamline.session import make_session
 
-        session = make_session(
-            profile if profile is not None else preset.name,
-            data,
-            pvs=SIM_PVNAMES.with_prefix(prefix),
-        )
+        session = make_session(source, data, pvs=config.instrument.pvs.with_prefix(prefix))
         try:
             t0 = time.perf_counter()
             kwargs = {} if exposure_s is None else {"exposure_s": exposure_s}
@@ -154,8 +150,9 @@ def run_system_demo(
     volumes = _read_volumes(out / "recon.h5")
     from sim.scan import FrameRenderer
 
-    phantom = FrameRenderer(preset, seed).phantom  # the server's phantom: same preset and seed
-    report = score_and_write(out, preset, phantom, volumes, timings, files=["recon.h5"])
+    # the server's phantom: same profile and seed
+    phantom = FrameRenderer(config.instrument, config.simulated(), seed).phantom
+    report = score_and_write(out, config, phantom, volumes, timings, files=["recon.h5"])
     report.files += ["stream.json", "data/", "logs/"]
     stats = stream_report["stats"]
     report.stream = {

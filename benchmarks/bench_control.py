@@ -46,7 +46,7 @@ os.environ.update(client_environment(PORT))
 import epics  # noqa: E402  (after the CA environment)
 
 from beamline.config import preset  # noqa: E402
-from beamline.pvnames import SIM_PVNAMES  # noqa: E402
+from contracts.pvnames import SIM_PVNAMES  # noqa: E402
 from devices import PiezoStepper, TalbotDetector  # noqa: E402
 from sim.ioc.piezo import PiezoSpec  # noqa: E402
 

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="talbot-bench-") as tmp:
         proc = ioc.start_ioc(ioc.IOC_PREFIX, ioc.IOC_PORT, Path(tmp) / "ioc.log", "--seed", "0")
         try:
-            from beamline.pvnames import SIM_PVNAMES
+            from contracts.pvnames import SIM_PVNAMES
             from beamline.session import make_session
 
             pvs = SIM_PVNAMES.with_prefix(ioc.IOC_PREFIX)

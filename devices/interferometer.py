@@ -1,4 +1,4 @@
-"""The whole interferometer as one ophyd device, under the names of ``beamline.pvnames``."""
+"""The whole interferometer as one ophyd device, under the names of ``contracts.pvnames``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from ophyd import Device
 from ophyd import FormattedComponent as FCpt
 
-from beamline.pvnames import SIM_PVNAMES, PVNames
+from contracts.pvnames import SIM_PVNAMES, PVNames
 from devices.beam import BeamMonitor, Shutter
 from devices.motors import AnalyzerStage, GratingStage, RotationStage, SampleStage
 from devices.sequencer import StepSequencer

@@ -5,7 +5,7 @@ edges in monitors: Channel Access servers may drop intermediate monitor updates 
 (caproto does, by design), and a few-millisecond piezo step or a zero-length move can then show
 the client no DMOV = 0 at all, leaving the move's status pending for ever.
 
-Units are those of the records (``beamline.pvnames``, ``docs/pvs.md``): G0 x and the G2 piezo in
+Units are those of the records (``contracts.pvnames``, ``docs/pvs.md``): G0 x and the G2 piezo in
 um, z stages and sample x in mm, roll in mrad, rotation in deg.
 """
 

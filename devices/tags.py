@@ -5,14 +5,15 @@ from __future__ import annotations
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal
 
+from contracts.frames import FRAME_TYPES
 from devices.signals import SettingSignal
 
-#: FrameType strings; the enum index is the NXtomo image_key (beamline.scanfile.ImageKey).
-FRAME_TYPES = ("projection", "reference", "dark")
+__all__ = ["FRAME_TYPES", "OperatorStatus", "ScanTags"]
 
 
 class ScanTags(Device):
-    """Tags of the next frame: frame type, angle / series / step index, attempt, scan uid.
+    """Tags of the next frame: frame type, angle / series / step index, attempt, scan uid; and
+    the JSON of the scan plan being run (``ScanPlan``, written once per CT run).
 
     Every event reads the tags, so they are monitored (a network read costs ~3 ms through
     pyepics); a put completes after the server has sent the new value's monitor update, and
@@ -28,6 +29,7 @@ class ScanTags(Device):
     step_index = Cpt(SettingSignal, "StepIndex", kind="normal")
     attempt = Cpt(SettingSignal, "Attempt", kind="normal")
     scan_uid = Cpt(SettingSignal, "ScanUid", string=True, kind="config")
+    scan_plan = Cpt(EpicsSignal, "ScanPlan", string=True, kind="omitted")
 
 
 class OperatorStatus(Device):

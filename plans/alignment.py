@@ -1,4 +1,4 @@
-"""Alignment scans of the interferometer (pure bluesky; the analysis is ``beamline.alignment``).
+"""Alignment scans of the interferometer (pure bluesky; the analysis is ``recon.alignment``).
 
 - :func:`visibility_scan`: darks and one reference series -> mean, visibility and phase maps;
 - :func:`g2_roll_scan`: a reference series at each G2 roll -> moire period versus roll;
@@ -217,7 +217,7 @@ def g2_roll_scan(
 ) -> MsgGenerator[Any]:
     """A reference series at each G2 roll [mrad] (reference series index = roll index).
 
-    The roll goes back to where it was at the end. ``beamline.alignment.roll_scan_result`` turns
+    The roll goes back to where it was at the end. ``recon.alignment.roll_scan_result`` turns
     the frames into moire period versus roll and the best roll. At least 3 distinct rolls.
     """
     positions = _check_positions("rolls_mrad", rolls_mrad, 3)
@@ -243,7 +243,7 @@ def talbot_distance_scan(
 ) -> MsgGenerator[Any]:
     """A reference series at each G2 z [mm] (the G1-G2 distance); z restored at the end.
 
-    ``beamline.alignment.distance_scan_result`` gives visibility versus z and the best z.
+    ``recon.alignment.distance_scan_result`` gives visibility versus z and the best z.
     At least 3 distinct positions.
     """
     positions = _check_positions("z_mm", z_mm, 3)
@@ -271,7 +271,7 @@ def center_check_scan(
 ) -> MsgGenerator[Any]:
     """A reference series, then projection series at ``angle_deg`` and ``angle_deg + 180`` [deg].
 
-    Angle indices 0 and 1. ``beamline.alignment.center_check_result`` gives the rotation-centre
+    Angle indices 0 and 1. ``recon.alignment.center_check_result`` gives the rotation-centre
     offset [px] from the two opposite projections.
     """
     if not math.isfinite(float(angle_deg)):

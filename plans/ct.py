@@ -1,30 +1,32 @@
 """Phase-stepping CT: darks, reference series and projection series over the angular range.
 
-Acquisition order (the same as ``sim.scan.simulate_scan``): ``darks`` dark frames with the shutter
-closed, a reference series (sample out) at the start, the projection series angle by angle with a
-reference series after every ``reference_every`` angles, and one at the end (never two in a row).
-Every series is an atomic, re-takeable unit (``plans.series``). The start document carries the
-standard metadata plus the geometry (preset JSON) and the schedule, so that the documents alone
-describe the scan (DESIGN §3.3).
+The acquisition order is the scan plan's (``contracts.scanplan.ScanPlan.order``): dark frames
+with the shutter closed, a reference series (sample out) at the start, the projection series
+angle by angle with a reference series after every ``reference_every`` angles, and one at the
+end. Every series is an atomic, re-takeable unit (``plans.series``). The plan publishes the
+ScanPlan it runs in its start document (``scan_plan``) and in the ``TAG:ScanPlan`` PV, from
+which the file writer records it, with the instrument (``instrument``), so that the documents
+and the file alone describe the scan.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
-from bluesky.utils import MsgGenerator
+from bluesky.utils import MsgGenerator, RunEngineControlException
+from ophyd import EpicsMotor
+from pydantic import ValidationError
 
-from beamline.config import Preset, Schedule, acquisition_order
+from contracts.instrument import Geometry, Instrument
+from contracts.scanplan import Grating, ScanPlan, Stepping
 from devices.interferometer import Interferometer
 from plans.attempts import SeriesAttempts
 from plans.series import (
-    Grating,
     NextProjection,
-    Stepping,
     _check_detectors,
     _restoring,
     check_count,
@@ -38,15 +40,8 @@ from plans.series import (
 )
 
 
-def frames_planned(schedule: Schedule) -> int:
-    """Number of frames of an undisturbed scan with ``schedule``."""
-    series = len(acquisition_order(schedule.angles, schedule.reference_every))
-    return schedule.darks + series * schedule.steps
-
-
-def stepping_period_um(preset: Preset, grating: Grating) -> float:
+def stepping_period_um(geometry: Geometry, grating: Grating) -> float:
     """Pitch [um] of the stepped grating: G2 (analyser) or G0 (source grating, Talbot-Lau)."""
-    geometry = preset.geometry
     if grating == "g2":
         return geometry.g2_pitch_m * 1e6
     if grating == "g0":
@@ -56,44 +51,37 @@ def stepping_period_um(preset: Preset, grating: Grating) -> float:
     raise ValueError(f"grating must be 'g2' or 'g0', got {grating!r}")
 
 
-def build_schedule(
-    base: Schedule,
-    *,
-    steps: int | None = None,
-    periods: int | None = None,
-    angles: int | None = None,
-    angular_range_deg: float | None = None,
-    reference_every: int | None = None,
-    darks: int | None = None,
-) -> Schedule:
-    """``base`` with the given fields replaced; ValueError naming the argument when invalid."""
-    values = base.model_dump()
-    if steps is not None:
-        values["steps"] = check_count("steps", steps, 3)
-    if periods is not None:
-        values["periods"] = check_count("periods", periods, 1)
-    if angles is not None:
-        values["angles"] = check_count("angles", angles, 1)
-    if darks is not None:
-        values["darks"] = check_count("darks", darks, 0)
-    if reference_every is not None:
-        values["reference_every"] = check_count("reference_every", reference_every, 1)
-    if angular_range_deg is not None:
-        rng = check_positive("angular_range_deg", angular_range_deg)
-        if rng > 360.0:
-            raise ValueError(f"angular_range_deg must be <= 360, got {angular_range_deg!r}")
-        values["angular_range_deg"] = rng
-    if values["reference_every"] > values["angles"]:
+#: Integer fields of a ScanPlan and their least values (checked first: pydantic would take
+#: True for 1).
+_COUNTS = {"steps": 3, "periods": 1, "angles": 1, "reference_every": 1, "darks": 0}
+
+
+def resolve_scan_plan(base: ScanPlan | None, **overrides: Any) -> ScanPlan:
+    """``base`` with every override that is not None; without a base every required field
+    must be given. ``grating="g0"`` without ``stepping`` steps in software. ValueError naming
+    the argument when the result is not a valid plan."""
+    values: dict[str, Any] = {} if base is None else base.model_dump()
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if name in _COUNTS:
+            value = check_count(name, value, _COUNTS[name])
+        elif name in ("exposure_s", "angular_range_deg", "sample_out_mm"):
+            value = check_positive(name, value)
+        values[name] = value
+    if overrides.get("grating") == "g0" and overrides.get("stepping") is None:
+        values["stepping"] = "software"
+    if values.get("reference_every", 0) > values.get("angles", math.inf):
         raise ValueError(
             f"reference_every={values['reference_every']} is larger than the scan "
             f"(angles={values['angles']})"
         )
-    if values["periods"] > 1 and math.gcd(values["steps"], values["periods"]) != 1:
-        raise ValueError(
-            f"steps={values['steps']} and periods={values['periods']} must be coprime "
-            "(phases repeat)"
-        )
-    return Schedule.model_validate(values)
+    try:
+        return ScanPlan.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first["loc"]) or "plan"
+        raise ValueError(f"{name}: {first['msg']}".replace("Value error, ", "")) from None
 
 
 def set_exposure(detectors: Sequence[Any], exposure_s: float) -> MsgGenerator[None]:
@@ -106,105 +94,182 @@ def set_exposure(detectors: Sequence[Any], exposure_s: float) -> MsgGenerator[No
     yield from bps.wait(group)
 
 
-def _standard_md(
-    plan_name: str,
-    plan_args: dict[str, Any],
-    detectors: Sequence[Any],
-    motors: Sequence[Any],
-    dimension: Any,
+def run_with_uid(
+    body: Callable[[str | None], MsgGenerator[None]], md: dict[str, Any]
+) -> MsgGenerator[str | None]:
+    """``bluesky.preprocessors.run_wrapper`` for a body that needs its run's uid: the frames
+    are tagged with it from the first one, and run_wrapper does not hand it to what it wraps.
+    Closes the run as run_wrapper does (``fail`` with the reason, or the control exception's
+    status). Returns the uid."""
+    uid = yield from bps.open_run(md=md)
+    scan_uid = uid if isinstance(uid, str) else None
+
+    def except_plan(exc: BaseException) -> MsgGenerator[None]:
+        if isinstance(exc, RunEngineControlException):
+            yield from bps.close_run(exit_status=getattr(exc, "exit_status", "abort"))
+        else:
+            yield from bps.close_run(exit_status="fail", reason=str(exc))
+
+    yield from bpp.contingency_wrapper(
+        body(scan_uid), except_plan=except_plan, else_plan=bps.close_run
+    )
+    return scan_uid
+
+
+def _ct_metadata(
+    ifm: Interferometer,
+    dets: Sequence[Any],
+    axis: EpicsMotor,
+    instrument: Instrument,
+    plan: ScanPlan,
+    start_um: float,
+    backlash_um: float | None,
     md: dict[str, Any] | None,
 ) -> dict[str, Any]:
+    """The start document's metadata: the standard keys, the instrument and the scan plan."""
+    total = plan.frames_planned()
     out: dict[str, Any] = {
-        "plan_name": plan_name,
-        "plan_args": plan_args,
-        "detectors": [d.name for d in detectors],
-        "motors": [m.name for m in motors],
-        "hints": {"dimensions": [([dimension.name], "primary")]},
+        "plan_name": "phase_stepping_ct",
+        "plan_args": {
+            "detectors": [d.name for d in dets],
+            "scan_plan": plan.model_dump(mode="json"),
+            "start_um": start_um,
+            "backlash_um": backlash_um,
+        },
+        "detectors": [d.name for d in dets],
+        "motors": [m.name for m in (axis, ifm.rotation, ifm.sample.x)],
+        "hints": {"dimensions": [([ifm.rotation.name], "primary")]},
+        "instrument": instrument.model_dump(mode="json"),
+        "scan_plan": plan.model_dump(mode="json"),
+        "period_um": stepping_period_um(instrument.geometry, plan.grating),
+        "start_um": start_um,
+        "angles_deg": plan.angles_deg(),
+        "acquisition_order": [list(k) for k in plan.order()],
+        "frames_total": total,
+        "num_points": total,
+        "streams": {"projection": "primary", "reference": "reference", "dark": "dark"},
     }
     out.update(md or {})
     return out
+
+
+def _series(
+    ifm: Interferometer,
+    dets: Sequence[Any],
+    plan: ScanPlan,
+    common: dict[str, Any],
+) -> MsgGenerator[None]:
+    """Every reference and projection series, in the plan's order."""
+    order = plan.order()
+    for n, (kind, index) in enumerate(order):
+        if kind == "reference":
+            yield from reference_series(ifm, dets, series_index=index, **common)
+            continue
+        after = order[n + 1] if n + 1 < len(order) else None
+        following = None
+        if after is not None and after[0] == "projection":
+            following = NextProjection(after[1], plan.angle_deg(after[1]))
+        yield from phase_stepping_series(
+            ifm, dets, frame_type="projection", angle_index=index,
+            rotation_deg=plan.angle_deg(index), next_projection=following, **common,
+        )  # fmt: skip
+
+
+def _ct_body(
+    ifm: Interferometer,
+    dets: Sequence[Any],
+    instrument: Instrument,
+    plan: ScanPlan,
+    start_um: float,
+    backlash_um: float | None,
+) -> Callable[[str | None], MsgGenerator[None]]:
+    """The run's body for a given scan uid: publish the plan, darks, then the series."""
+
+    def body(scan_uid: str | None) -> MsgGenerator[None]:
+        attempts = SeriesAttempts(ifm.tags.attempt)
+        out_mm = plan.sample_out_offset_mm(instrument.field_of_view_m[1])
+        in_mm = yield from bps.rd(ifm.sample.in_position, default_value=0.0)
+        yield from bps.mv(
+            ifm.tags.scan_plan, plan.model_dump_json(), ifm.sample.out_position, in_mm + out_mm
+        )
+        yield from set_exposure(dets, plan.exposure_s)
+        if plan.darks:
+            yield from dark_series(
+                ifm, dets, frames=plan.darks, attempts=attempts, scan_uid=scan_uid
+            )
+        yield from bps.mv(ifm.shutter, "open")
+        common: dict[str, Any] = {
+            "steps": plan.steps,
+            "periods": plan.periods,
+            "period_um": stepping_period_um(instrument.geometry, plan.grating),
+            "start_um": start_um,
+            "grating": plan.grating,
+            "backlash_um": backlash_um,
+            "attempts": attempts,
+            "scan_uid": scan_uid,
+            "stepping": plan.stepping,
+        }
+        yield from _series(ifm, dets, plan, common)
+
+    return body
 
 
 def phase_stepping_ct(
     ifm: Interferometer,
     detectors: Sequence[Any],
     *,
-    preset: Preset,
+    instrument: Instrument,
+    plan: ScanPlan | None = None,
     exposure_s: float | None = None,
     steps: int | None = None,
     periods: int | None = None,
     angles: int | None = None,
     angular_range_deg: float | None = None,
+    start_deg: float | None = None,
     reference_every: int | None = None,
     darks: int | None = None,
-    start_um: float | None = None,
-    start_deg: float = 0.0,
-    grating: Grating = "g2",
-    backlash_um: float | None = None,
+    grating: Grating | None = None,
     stepping: Stepping | None = None,
+    sample_out_mm: float | None = None,
+    start_um: float | None = None,
+    backlash_um: float | None = None,
     md: dict[str, Any] | None = None,
-) -> MsgGenerator[Any]:
+) -> MsgGenerator[str | None]:
     """A phase-stepping CT scan in one run.
 
-    Parameters
-    ----------
-    ifm, detectors
-        Interferometer device and detector(s).
-    preset
-        Instrument and default schedule (``beamline.config.Preset``); its JSON goes into the start
-        document (``preset_json``) with the effective ``schedule``.
-    exposure_s
-        Exposure per frame [s] (default: the preset detector's).
-    steps, periods, angles, angular_range_deg, reference_every, darks
-        Override the preset's schedule (phase steps M >= 3 over ``periods`` grating periods;
-        projection angles over ``angular_range_deg`` [deg] from ``start_deg``, end excluded; a
-        reference series every N angles; dark frames at the start, 0 for none).
-    start_um
-        First step position of the stepped grating [um] (default: where it is now).
-    grating
-        ``"g2"`` (analyser piezo) or ``"g0"`` (source grating).
-    backlash_um
-        Approach distance below the first step [um] (default one step).
-    stepping
-        ``"hardware"`` (default for G2): each series is one camera acquisition of M frames, the
-        step sequencer moving the G2 piezo after each exposure; ``"software"`` (default for G0):
-        move and trigger once per step (also for detectors other than one area detector and
-        beamlines without a sequencer). See :func:`plans.series.phase_stepping_series`.
-    md
-        Extra start-document metadata.
-
-    The shutter and the sample position are restored at the end, whatever happens.
+    ``instrument`` is the beamline's (``contracts.instrument.Instrument``); ``plan`` the default
+    scan plan (a profile's ``[plan]``), which the keyword arguments override: phase steps
+    M >= 3 over ``periods`` grating periods; ``angles`` projections over ``angular_range_deg``
+    [deg] from ``start_deg``, end excluded; a reference series every ``reference_every``
+    angles; ``darks`` dark frames first; ``exposure_s`` per frame; the stepped ``grating``
+    (``g2`` piezo, or ``g0``); ``stepping`` ``hardware`` (one camera acquisition per series,
+    the IOC's sequencer stepping the piezo) or ``software``; ``sample_out_mm`` for references.
+    ``start_um``: first step [um] (default: where the grating is); ``backlash_um``: approach
+    from this far below it (default one step); ``md``: extra start metadata. The shutter and
+    the sample position are restored at the end, whatever happens. Returns the run's uid.
     """
     dets = _check_detectors(detectors)
     if not dets:
         raise ValueError("detectors must name at least one detector")
-    schedule = build_schedule(
-        preset.schedule,
-        steps=steps,
-        periods=periods,
-        angles=angles,
-        angular_range_deg=angular_range_deg,
-        reference_every=reference_every,
-        darks=darks,
-    )
-    exposure = check_positive(
-        "exposure_s", preset.detector.exposure_s if exposure_s is None else exposure_s
-    )
-    if not math.isfinite(float(start_deg)):
-        raise ValueError(f"start_deg must be finite, got {start_deg!r}")
-    period_um = stepping_period_um(preset, grating)
+    scan_plan = resolve_scan_plan(
+        plan, exposure_s=exposure_s, steps=steps, periods=periods, angles=angles,
+        angular_range_deg=angular_range_deg, start_deg=start_deg,
+        reference_every=reference_every, darks=darks, grating=grating, stepping=stepping,
+        sample_out_mm=sample_out_mm,
+    )  # fmt: skip
+    period_um = stepping_period_um(instrument.geometry, scan_plan.grating)
     if start_um is not None:
         series_positions_um(
-            steps=schedule.steps, periods=schedule.periods, period_um=period_um, start_um=start_um
-        )
+            steps=scan_plan.steps, periods=scan_plan.periods, period_um=period_um,
+            start_um=start_um,
+        )  # fmt: skip
     if backlash_um is not None and not (math.isfinite(backlash_um) and backlash_um >= 0):
         raise ValueError(f"backlash_um must be >= 0, got {backlash_um!r}")
     if md is not None and not isinstance(md, dict):
         raise ValueError(f"md must be a dict or None, got {type(md).__name__}")
-    mode: Stepping = stepping or ("hardware" if grating == "g2" else "software")
-    check_stepping(mode, grating, dets)
-    axis = stepping_axis(ifm, grating)
-    if mode == "hardware":
+    check_stepping(scan_plan.stepping, scan_plan.grating, dets)
+    axis = stepping_axis(ifm, scan_plan.grating)
+    if scan_plan.stepping == "hardware":
         try:
             ifm.sequencer.wait_for_connection(timeout=2.0)
         except TimeoutError as exc:
@@ -212,82 +277,15 @@ def phase_stepping_ct(
                 f"stepping='hardware': the step sequencer does not answer ({exc}); "
                 "use stepping='software'"
             ) from None
-    order = acquisition_order(schedule.angles, schedule.reference_every)
-    angles_deg = [start_deg + a for a in schedule.angles_deg()]
-    total = frames_planned(schedule)
 
-    def scan() -> MsgGenerator[Any]:
+    def scan() -> MsgGenerator[str | None]:
         start = start_um
         if start is None:
             now = yield from bps.rd(axis.user_setpoint, default_value=None)
             start = float(now) if now is not None else 0.0
-        plan_args = {
-            "detectors": [d.name for d in dets],
-            "preset": preset.name,
-            "exposure_s": exposure,
-            "schedule": schedule.model_dump(),
-            "start_um": start,
-            "start_deg": float(start_deg),
-            "grating": grating,
-            "backlash_um": backlash_um,
-            "stepping": mode,
-        }
-        run_md = _standard_md(
-            "phase_stepping_ct", plan_args, dets, [axis, ifm.rotation, ifm.sample.x],
-            ifm.rotation, None,
-        )  # fmt: skip
-        run_md.update(
-            {
-                "preset_json": preset.model_dump_json(),
-                "geometry": preset.geometry.model_dump(mode="json"),
-                "schedule": schedule.model_dump(mode="json"),
-                "exposure_s": exposure,
-                "grating": grating,
-                "stepping": mode,
-                "period_um": period_um,
-                "start_um": start,
-                "angles_deg": angles_deg,
-                "acquisition_order": [list(k) for k in order],
-                "frames_total": total,
-                "num_points": total,
-                "streams": {"projection": "primary", "reference": "reference", "dark": "dark"},
-            }
-        )
-        run_md.update(md or {})
-        uid = yield from bps.open_run(md=run_md)
-        scan_uid = uid if isinstance(uid, str) else None
-        attempts = SeriesAttempts(ifm.tags.attempt)
-        common: dict[str, Any] = {
-            "steps": schedule.steps,
-            "periods": schedule.periods,
-            "period_um": period_um,
-            "start_um": start,
-            "grating": grating,
-            "backlash_um": backlash_um,
-            "attempts": attempts,
-            "scan_uid": scan_uid,
-            "stepping": mode,
-        }
-        yield from set_exposure(dets, exposure)
-        if schedule.darks:
-            yield from dark_series(
-                ifm, dets, frames=schedule.darks, attempts=attempts, scan_uid=scan_uid
-            )
-        yield from bps.mv(ifm.shutter, "open")
-        for n, (kind, index) in enumerate(order):
-            if kind == "reference":
-                yield from reference_series(ifm, dets, series_index=index, **common)
-                continue
-            after = order[n + 1] if n + 1 < len(order) else None
-            following = None
-            if after is not None and after[0] == "projection":
-                following = NextProjection(after[1], angles_deg[after[1]])
-            yield from phase_stepping_series(
-                ifm, dets, frame_type="projection", angle_index=index,
-                rotation_deg=angles_deg[index], next_projection=following, **common,
-            )  # fmt: skip
-        yield from bps.close_run()
-        return uid
+        run_md = _ct_metadata(ifm, dets, axis, instrument, scan_plan, start, backlash_um, md)
+        body = _ct_body(ifm, dets, instrument, scan_plan, start, backlash_um)
+        return (yield from run_with_uid(body, run_md))
 
     def restore_shutter(state: Any) -> str:
         return "open" if str(state) == "Open" else "close"

@@ -31,6 +31,8 @@ from bluesky import preprocessors as bpp
 from bluesky.utils import FailedStatus, MsgGenerator
 from ophyd import EpicsMotor
 
+from contracts.frames import CA_STRING_MAX
+from contracts.scanplan import Grating, Stepping
 from devices.detector import FrameLost
 from devices.interferometer import Interferometer
 from devices.motors import step_positions
@@ -39,16 +41,12 @@ from plans.attempts import SeriesAttempts
 from plans.frames import FrameReader, new_group, set_in, wait_for
 
 FrameType = Literal["projection", "reference", "dark"]
-Grating = Literal["g2", "g0"]
-#: ``"software"``: move, tag and trigger once per step; ``"hardware"``: one camera acquisition
-#: of M frames with the step sequencer moving the G2 piezo after each exposure.
-Stepping = Literal["software", "hardware"]
 
 #: Event stream of each frame type.
 STREAMS: dict[str, str] = {"projection": "primary", "reference": "reference", "dark": "dark"}
 
 #: Length limit of the ScanUid tag PV (a CA string).
-MAX_SCAN_UID = 39
+MAX_SCAN_UID = CA_STRING_MAX
 
 #: Takes of a series that lost frames on the way to the file, at most.
 MAX_TAKES = 3

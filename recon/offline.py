@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from beamline.config import Preset
-from beamline.scanfile import read_scan
+from contracts.scanfile import read_scan
 from recon.output import write_recon
 from recon.pipeline import Volumes, reconstruct_volumes, retrieve_projections
 
@@ -21,7 +20,9 @@ def reconstruct_file(
     """Read the scan file, retrieve (latest attempts), reconstruct and, with ``out``, write
     ``recon.h5`` and ``slices.png``. Returns the volumes and the names of the files written."""
     contents = read_scan(path)
-    geometry = Preset.model_validate_json(contents.header.preset_json).geometry
+    if contents.header.plan is None:
+        raise ValueError(f"{path}: not a phase-stepping CT scan (no scan plan recorded)")
+    geometry = contents.header.instrument.geometry
     projections = retrieve_projections(contents.frames, contents.table, geometry)
     volumes = reconstruct_volumes(
         projections, geometry, center_offset_px=center_offset_px, rings=rings

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from beamline.config import Geometry
-from beamline.scanfile import FrameTable, ImageKey
+from contracts.frames import FrameTable, ImageKey
+from contracts.instrument import Geometry
 from recon.center import center_from_sinogram
 from recon.fbp import Method, reconstruct_darkfield, reconstruct_delta, reconstruct_mu
 from recon.retrieval import (

@@ -13,21 +13,20 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from beamline.stream import (
+from contracts.messages import (
     Frame,
-    FramePublisher,
-    FrameReceiver,
     ScanEnd,
     ScanStart,
-    encode_frame_header,
+    encode_header,
     encode_scan_end,
     encode_scan_start,
 )
+from contracts.sockets import FramePublisher, FrameReceiver
 from recon.output import write_recon
 from recon.pipeline import Projections, Volumes
 from recon.streaming import StreamingReconstructor, StreamResult, StreamStats
@@ -89,8 +88,8 @@ class SlabRelay:
                 a, b = r0 - h.row_offset, r1 - h.row_offset
                 if a < 0 or b > data.shape[0]:
                     continue
-                part = replace(h, shape=(r1 - r0, h.shape[1]), row_offset=r0)
-                pub.send_raw([encode_frame_header(part), data[a:b]])
+                part = h.model_copy(update={"shape": (r1 - r0, h.shape[1]), "row_offset": r0})
+                pub.send_raw([encode_header(part), data[a:b]])
             self.forwarded += 1
         return True
 

@@ -29,6 +29,7 @@ Arrays: frames (rows, columns); fits (rows, columns); live slices (channels, row
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -41,17 +42,12 @@ import numpy as np
 import scipy.fft
 from numpy.typing import NDArray
 
-from beamline.config import Preset, acquisition_order
-from beamline.scanfile import DATA_PATH, ImageKey, read_frame_table, read_header
-from beamline.stream import (
-    Frame,
-    FrameHeader,
-    FrameReceiver,
-    LivePublisher,
-    LiveSlices,
-    ScanEnd,
-    ScanStart,
-)
+from contracts.frames import ImageKey
+from contracts.instrument import Instrument
+from contracts.messages import Frame, FrameHeader, LiveSlices, ScanEnd, ScanStart, frame_header
+from contracts.scanfile import DATA_PATH, read_frame_table, read_header
+from contracts.scanplan import ScanPlan
+from contracts.sockets import FrameReceiver, LivePublisher
 from recon.fbp import (
     Method,
     accumulate_projection,
@@ -72,6 +68,8 @@ from recon.retrieval import (
     retrieve_interpolated,
     step_phases,
 )
+
+log = logging.getLogger(__name__)
 
 F32 = NDArray[np.float32]
 CHANNELS = ("delta", "mu", "darkfield")
@@ -177,13 +175,14 @@ class StreamResult:
 class StreamingReconstructor:
     """Consumes one scan's messages (``start``, ``add_frame``, ``end``) and reconstructs it.
 
-    ``rows`` = (r0, r1) restricts the work to a slab of detector rows (a slab worker; frames may
-    be full frames or slabs with ``row_offset``). ``live_rows``: absolute detector rows shown live
+    ``rows`` = (r0, r1) restricts the work to a slab of detector rows (a slab worker; frames may be
+    full frames or slabs with ``row_offset``). ``live_rows``: absolute detector rows shown live
     (default: the middle row; empty: no live view). ``center_offset_px``: rotation axis for the
-    final volume (None: estimated from the data as the offline pipeline does; slab workers need
-    an explicit value so that all slabs share it). ``live_center_offset_px`` (None: the preset's).
-    ``live_max_px``: live slices of a wider detector are binned b x b with the smallest b that
-    brings them to at most this many pixels across (the voxel ``live_voxel_m`` is b pixels).
+    final volume (None: estimated from the data as the offline pipeline does; slab workers need an
+    explicit value so that all slabs share it). ``live_center_offset_px`` (None: the instrument's
+    calibrated axis). ``live_max_px``: live slices of a wider detector are binned b x b with the
+    smallest b that brings them to at most this many pixels across (the voxel ``live_voxel_m`` is b
+    pixels).
     """
 
     def __init__(
@@ -238,12 +237,16 @@ class StreamingReconstructor:
     # scan lifecycle
 
     def start(self, start: ScanStart) -> None:
-        """Begin a scan (resets all state)."""
+        """Begin a scan (resets all state); ValueError for a scan-start without a scan plan
+        (not a phase-stepping CT)."""
+        if start.plan is None:
+            raise ValueError(f"scan {start.scan_uid} is not a phase-stepping CT (no scan plan)")
         if self.out is not None:
             threading.Thread(target=load_plotting, name="load-plotting", daemon=True).start()
         self.scan = start
-        self.preset: Preset = start.preset
-        sched = start.preset.schedule
+        self.instrument: Instrument = start.instrument
+        self.plan: ScanPlan = start.plan
+        sched = start.plan
         self.steps = sched.steps
         full_rows, self.cols = start.shape
         r0, r1 = self._rows_of(full_rows)
@@ -270,11 +273,7 @@ class StreamingReconstructor:
         self._dose_ref: float | None = None
         self._refs = {}
         self._projs = {}
-        try:
-            order = acquisition_order(sched.angles, sched.reference_every)
-        except ValueError:  # a schedule no plan acquires: reconstruct at scan-end only
-            order = []
-        self._expected_refs = {i for kind, i in order if kind == "reference"}
+        self._expected_refs = {i for kind, i in sched.order() if kind == "reference"}
         self._version = 0  # bumped by every change of the fits or the dark
         self._early: tuple[int, StreamResult, float] | None = None
         self._pending_live: list[int] = []
@@ -287,7 +286,7 @@ class StreamingReconstructor:
         self._live_bin = b = max(1, math.ceil(self.cols / self.live_max_px))
         n = self.cols // b
         self.live_slices: F32 = np.zeros((len(CHANNELS), len(self.live_rows), n, n), np.float32)
-        geo = start.preset.geometry
+        geo = start.instrument.geometry
         self.live_voxel_m = geo.pixel_size_m * b
         self._scale = np.array(
             [
@@ -313,7 +312,7 @@ class StreamingReconstructor:
             ]
         ).astype(np.complex64)
         if self.live_center_offset_px is None:
-            offset = start.preset.rotation_center_offset_px
+            offset = start.instrument.rotation_axis_offset_px
         else:
             offset = self.live_center_offset_px
         # the axis at full column (cols-1)/2 + offset, in binned columns (bin j spans jb..jb+b-1)
@@ -449,7 +448,7 @@ class StreamingReconstructor:
 
     def _fit(self, s: _Series, sel: NDArray[np.bool_]) -> tuple[StepFit, NDArray[np.float64]]:
         """As recon.pipeline._fit_series: steps in step order, darks, ring-current scaling."""
-        period = self.preset.geometry.g2_pitch_m
+        period = self.instrument.geometry.g2_pitch_m
         theta = step_phases(s.g2_m[sel], period)
         a = design_matrix(theta)
         pinv = np.linalg.solve(a.T @ a, a.T)
@@ -516,7 +515,7 @@ class StreamingReconstructor:
         reuses the result unless something changed since (a re-take, a late frame)."""
         if self._early is not None or self._open or self.scan is None:
             return
-        if not self._expected_refs or len(self._projs) < self.preset.schedule.angles:
+        if not self._expected_refs or len(self._projs) < self.plan.angles:
             return
         if not self._expected_refs <= set(self._refs):
             return
@@ -609,7 +608,7 @@ class StreamingReconstructor:
                 CHANNELS,
                 self.live_rows,
                 len(self._projs),
-                self.preset.schedule.angles,
+                self.plan.angles,
                 self.live_voxel_m,
                 self.live_slices,
             )
@@ -662,7 +661,7 @@ class StreamingReconstructor:
             shape = (self.r1 - self.r0, self.cols, self.cols)
             result.volumes = reconstruct_volumes(
                 result.projections,
-                self.preset.geometry,
+                self.instrument.geometry,
                 center_offset_px=self.center_offset_px,
                 method=self.method,
                 out=spare if spare is not None and spare.delta.shape == shape else None,
@@ -753,13 +752,14 @@ class StreamingReconstructor:
             if self.scan is None or self.scan.scan_uid != header.scan_uid:
                 self.start(
                     ScanStart(
-                        header.scan_uid,
-                        Preset.model_validate_json(header.preset_json),
-                        header.dtype,
-                        header.shape,
+                        scan_uid=header.scan_uid,
+                        instrument=header.instrument,
+                        plan=header.plan,
+                        dtype=header.dtype,  # type: ignore[arg-type]
+                        shape=header.shape,
                     )
                 )
-            table, _ = read_frame_table(f)
+            table = read_frame_table(f)
             data = f[DATA_PATH]
             n = min(len(table), int(data.shape[0]))
             scan = self.scan
@@ -767,22 +767,17 @@ class StreamingReconstructor:
             for i in range(n):
                 if i in self._seen:
                     continue
-                row = table.rows[i]
-                fh = FrameHeader(
-                    scan_uid=scan.scan_uid,
-                    frame_number=i,
-                    image_key=int(row["image_key"]),
-                    angle_index=int(row["angle_index"]),
-                    series_index=int(row["series_index"]),
-                    step_index=int(row["step_index"]),
-                    attempt=int(row["attempt"]),
-                    g2_position_m=float(row["g2_position_m"]),
-                    rotation_deg=float(row["rotation_deg"]),
-                    timestamp_s=float(row["timestamp_s"]),
-                    ring_current_ma=float(row["ring_current_ma"]),
-                    dtype=header.dtype,
-                    shape=header.shape,
-                )
+                try:
+                    fh = frame_header(
+                        scan.scan_uid,
+                        table.rows[i],
+                        frame_number=i,
+                        dtype=header.dtype,
+                        shape=header.shape,
+                    )
+                except ValueError:
+                    self.stats.bad_frames += 1
+                    continue
                 self.add_frame(fh, data[i], from_file=True)
         return n
 
@@ -839,6 +834,9 @@ class StreamingReconstructor:
                     finish(self.end(None))  # its scan-end never came: finish it
                     if len(results) >= scans:
                         break
+                if msg.plan is None:  # an alignment scan or a stock plan: nothing to reconstruct
+                    log.info("scan %s is not a phase-stepping CT; passed over", msg.scan_uid)
+                    continue
                 if self.scan is None:
                     self.start(msg)
                     base = receiver.stats.malformed

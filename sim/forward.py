@@ -37,7 +37,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from beamline.config import Detector, Geometry, Interferometer
+from contracts.instrument import Geometry
+from contracts.simulation import DetectorResponse, Fringes
 
 FloatArray = NDArray[np.float64]
 ComplexArray = NDArray[np.complex128]
@@ -194,7 +195,7 @@ def _normalised_coords(shape: tuple[int, int], supersample: int) -> tuple[FloatA
 
 
 def make_reference(
-    interferometer: Interferometer,
+    fringes: Fringes,
     shape: tuple[int, int],
     supersample: int,
     seed: int,
@@ -216,7 +217,7 @@ def make_reference(
     rms = float(np.sqrt(np.mean(aberr**2)))
     if rms > 0:
         aberr *= ABERRATION_RMS_RAD / rms
-    phase = 2.0 * math.pi * interferometer.moire_fringes * uu / 2 + aberr
+    phase = 2.0 * math.pi * fringes.moire_fringes * uu / 2 + aberr
     g = np.zeros_like(uu)
     for _ in range(6):
         fu, fw = rng.uniform(0.3, 2.0, size=2)
@@ -225,7 +226,7 @@ def make_reference(
     g_rms = float(np.sqrt(np.mean(g**2)))
     if g_rms > 0:
         g /= g_rms
-    vis = np.clip(interferometer.visibility + interferometer.visibility_spread * g, 0.01, 0.99)
+    vis = np.clip(fringes.visibility + fringes.visibility_spread * g, 0.01, 0.99)
     return ReferencePattern(phase=phase, visibility=vis, supersample=supersample)
 
 
@@ -353,15 +354,15 @@ def drift_phase(rate_rad_per_s: float, time_s: float, shape: tuple[int, int]) ->
 
 
 def detect(
-    expected: FloatArray, rng: np.random.Generator, detector: Detector
+    expected: FloatArray, rng: np.random.Generator, detector: DetectorResponse
 ) -> NDArray[np.uint16]:
     """One detector frame from expected counts (rows, columns) [e-].
 
     Poisson, Gaussian PSF, gain [ADU/e-], Gaussian read noise, dark offset [ADU], round, clip to
     uint16 - in that order (reference/physics.md §2.4).
     """
-    if expected.shape != detector.shape:
-        raise ValueError(f"expected shape {expected.shape} != detector.shape {detector.shape}")
+    if expected.ndim != 2:
+        raise ValueError(f"expected must be (rows, columns), got shape {expected.shape}")
     if np.any(expected < 0):
         raise ValueError("expected counts must be >= 0")
     counts = rng.poisson(expected).astype(np.float64)
@@ -370,19 +371,23 @@ def detect(
     return _read_out(counts, rng, detector)
 
 
-def dark_frame(rng: np.random.Generator, detector: Detector) -> NDArray[np.uint16]:
-    """A shutter-closed frame: dark offset plus read noise [ADU]."""
-    return _read_out(np.zeros(detector.shape), rng, detector)
+def dark_frame(
+    rng: np.random.Generator, detector: DetectorResponse, shape: tuple[int, int]
+) -> NDArray[np.uint16]:
+    """A shutter-closed frame (rows, columns): dark offset plus read noise [ADU]."""
+    return _read_out(np.zeros(shape), rng, detector)
 
 
-def _read_out(adu: FloatArray, rng: np.random.Generator, detector: Detector) -> NDArray[np.uint16]:
+def _read_out(
+    adu: FloatArray, rng: np.random.Generator, detector: DetectorResponse
+) -> NDArray[np.uint16]:
     noisy = adu + detector.dark_offset_adu
     if detector.read_noise_e > 0:
         noisy = noisy + rng.normal(0.0, detector.read_noise_e * detector.gain_adu_per_e, adu.shape)
     return np.clip(np.rint(noisy), 0, _UINT16_MAX).astype(np.uint16)
 
 
-def noiseless(expected: FloatArray, detector: Detector) -> FloatArray:
+def noiseless(expected: FloatArray, detector: DetectorResponse) -> FloatArray:
     """Noise-free frame in ADU: gain PSF(expected) + dark offset (float64)."""
     blurred = np.asarray(apply_psf(expected, detector.psf_sigma_px), dtype=np.float64)
     return blurred * detector.gain_adu_per_e + detector.dark_offset_adu

@@ -41,7 +41,7 @@ def fresnel_stepping(
     *,
     wavelength_m: float,
     g1_pitch_m: float,
-    g1_phase: Literal["pi/2", "pi"],
+    g1_phase_deg: float,
     distance_m: float,
     steps: int,
     exit_wave: Callable[[FloatArray], ComplexArray] | None = None,
@@ -66,11 +66,11 @@ def fresnel_stepping(
         raise ValueError(f"steps must be >= 3, got {steps}")
     if periods < 1 or samples_per_step < 1:
         raise ValueError("periods and samples_per_step must be >= 1")
-    if g1_phase not in ("pi/2", "pi"):
-        raise ValueError(f"g1_phase must be 'pi/2' or 'pi', got {g1_phase!r}")
+    if g1_phase_deg not in (90.0, 180.0):
+        raise ValueError(f"g1_phase_deg must be 90 or 180, got {g1_phase_deg!r}")
     if g2_profile not in ("binary", "sinusoidal"):
         raise ValueError(f"g2_profile must be 'binary' or 'sinusoidal', got {g2_profile!r}")
-    nu = 1 if g1_phase == "pi/2" else 2
+    nu = 1 if g1_phase_deg == 90.0 else 2
     per_p2 = samples_per_step * steps
     per_p1 = nu * per_p2
     n = periods * per_p1

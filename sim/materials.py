@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import xraydb
 
-from beamline.config import Phantom
+from contracts.simulation import Phantom
 
 #: (chemical formula, density g/cm^3) of the named materials.
 HYDROXYAPATITE = ("Ca5(PO4)3OH", 3.16)

@@ -29,7 +29,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-from beamline.config import Geometry
+from contracts.instrument import Geometry
 
 FloatArray = NDArray[np.float64]
 
@@ -39,10 +39,10 @@ ORDERS = 4000
 
 @functools.lru_cache(maxsize=256)
 def _harmonic_amplitude(
-    wavelength_m: float, pitch_m: float, phase: str, nu: int, distance_m: float
+    wavelength_m: float, pitch_m: float, phase_deg: float, nu: int, distance_m: float
 ) -> float:
     """|I_nu(z)| for unit incident intensity (plane wave, binary 50 % phase grating)."""
-    phi = math.pi / 2 if phase == "pi/2" else math.pi
+    phi = math.radians(phase_deg)
     n = np.arange(-ORDERS, ORDERS + 1)
     a = np.zeros(n.size, dtype=np.complex128)
     odd = n % 2 == 1
@@ -66,7 +66,7 @@ def plane_wave_distance_m(geometry: Geometry, distance_m: float) -> float:
 def talbot_visibility_factor(geometry: Geometry, distance_m: float) -> float:
     """Fringe visibility at G1-G2 distance ``distance_m`` [m] relative to that at the design
     distance ``geometry.distance_m`` (1 there; the analyser harmonic |I_nu(z)| / |I_nu(d)|)."""
-    args = (geometry.wavelength_m, geometry.g1_pitch_m, geometry.g1_phase, geometry.nu)
+    args = (geometry.wavelength_m, geometry.g1_pitch_m, geometry.g1_phase_deg, geometry.nu)
     at_design = _harmonic_amplitude(*args, plane_wave_distance_m(geometry, geometry.distance_m))
     return _harmonic_amplitude(*args, plane_wave_distance_m(geometry, distance_m)) / at_design
 
@@ -76,8 +76,7 @@ def roll_moire_frequency(geometry: Geometry, roll_rad: float) -> float:
     against the fringes (small angles; signed like the roll)."""
     if not math.isfinite(roll_rad):
         raise ValueError(f"roll_rad must be finite, got {roll_rad!r}")
-    pixel_at_g2_m = geometry.pixel_size_m * geometry.magnification * geometry.cone_magnification
-    return roll_rad * pixel_at_g2_m / geometry.g2_pitch_m
+    return roll_rad * geometry.pixel_at_g2_m / geometry.g2_pitch_m
 
 
 def roll_moire_phase(

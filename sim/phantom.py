@@ -25,7 +25,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from beamline.config import Geometry, Phantom
+from contracts.instrument import Geometry
+from contracts.simulation import Phantom
 from sim.materials import BoneMaterials, bone_materials
 from sim.primitives import Cylinder, Ellipsoid, FloatArray, Primitive
 

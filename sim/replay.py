@@ -1,7 +1,7 @@
 """Replay a recorded scan file through the frame stream (``talbot replay``).
 
-Publishes ``scan-start`` (from the file's header and preset), every frame in file order with its
-row as the frame number (superseded re-takes included: consumers resolve attempts), then
+Publishes ``scan-start`` (the file's recorded instrument and scan plan), every frame in file order
+with its row as the frame number (superseded re-takes included: consumers resolve attempts), then
 ``scan-end``. ``rate_hz`` paces the frames (None: as fast as the consumer takes them; the PUSH
 socket's back-pressure throttles the replay, nothing is dropped).
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import h5py
 
-from beamline.config import Preset
-from beamline.scanfile import DATA_PATH, read_frame_table, read_header
-from beamline.stream import FramePublisher, ScanEnd
+from contracts.messages import ScanEnd
+from contracts.scanfile import DATA_PATH, read_frame_table, read_header
+from contracts.sockets import FramePublisher
 
 
 def replay(
@@ -37,12 +37,13 @@ def replay(
         raise ValueError(f"first must be >= 0, got {first!r}")
     with h5py.File(path, "r", libver="latest", swmr=True) as f:
         header = read_header(f)
-        table, _ = read_frame_table(f)
+        table = read_frame_table(f)
         data = f[DATA_PATH]
         n = min(len(table), int(data.shape[0]))
         stop = n if count is None else min(n, first + count)
-        preset = Preset.model_validate_json(header.preset_json)
-        publisher.start_scan(header.scan_uid, preset, dtype=header.dtype, frames_planned=n)
+        publisher.start_scan(
+            header.scan_uid, header.instrument, header.plan, dtype=header.dtype, frames_planned=n
+        )
         t0 = time.monotonic()
         for i in range(first, stop):
             if rate_hz is not None:

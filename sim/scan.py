@@ -1,8 +1,8 @@
 """Simulated phase-stepping CT scans and single frames for an arbitrary instrument state.
 
-A scan is: ``schedule.darks`` dark frames (shutter closed), a reference series (sample out) at
+A scan is: ``plan.darks`` dark frames (shutter closed), a reference series (sample out) at
 angle 0, then the projection series angle by angle with a reference series after every
-``schedule.reference_every`` angles and one at the end. A series is ``schedule.steps`` frames with
+``plan.reference_every`` angles and one at the end. A series is ``plan.steps`` frames with
 the stepped grating G2 commanded to x_k = k periods p2 / M. Per frame (reference/physics.md §2.4):
 
 - encoder readback = commanded + N(0, encoder_noise_m); actual G2 position = encoder - step
@@ -24,8 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from beamline.config import Preset, acquisition_order
-from beamline.scanfile import FrameTable, ImageKey
+from contracts.frames import FrameTable, ImageKey
+from contracts.instrument import Instrument
+from contracts.scanplan import ScanPlan
+from contracts.simulation import Simulation
 from sim.forward import (
     FloatArray,
     ReferencePattern,
@@ -53,10 +55,10 @@ class FrameState:
     """Instrument state for one frame.
 
     ``g2_position_m`` is the ACTUAL stepped-grating position [m]; ``exposure_s`` None means the
-    detector's configured exposure; ``time_s`` [s] since scan start drives the reference drift.
-    ``g2_roll_rad`` [rad] turns G2 against the fringes (moire along the rows) and
-    ``g2_distance_m`` [m] is the G1-G2 distance (None: the design distance); see
-    ``sim.misalignment``.
+    simulation's reference exposure (``DetectorResponse.reference_exposure_s``); ``time_s`` [s]
+    since scan start drives the reference drift. ``g2_roll_rad`` [rad] turns G2 against the fringes
+    (moire along the rows) and ``g2_distance_m`` [m] is the G1-G2 distance (None: the design
+    distance); see ``sim.misalignment``.
     """
 
     rotation_deg: float
@@ -75,24 +77,27 @@ class FrameRenderer:
 
     def __init__(
         self,
-        preset: Preset,
+        instrument: Instrument,
+        simulation: Simulation,
         seed: int = 0,
         *,
         phantom: BonePhantom | None = None,
         cache_size: int = 4,
     ) -> None:
-        self.preset = preset
+        self.instrument = instrument
+        self.simulation = simulation
+        self.shape = instrument.detector.shape
+        self.axis_offset_px = simulation.axis_offset_px(instrument.rotation_axis_offset_px)
         seeds = np.random.SeedSequence(seed).generate_state(2)
-        det = preset.detector
-        ss = preset.phantom.supersample
+        ss = simulation.phantom.supersample
         self.phantom = phantom or make_bone_phantom(
-            preset.phantom,
-            preset.geometry,
+            simulation.phantom,
+            instrument.geometry,
             int(seeds[0]),
-            fov_height_m=det.shape[0] * preset.geometry.pixel_size_m,
+            fov_height_m=instrument.field_of_view_m[0],
         )
         self.reference: ReferencePattern = make_reference(
-            preset.interferometer, det.shape, ss, int(seeds[1])
+            simulation.fringes, self.shape, ss, int(seeds[1])
         )
         self._cache: OrderedDict[float | None, StepCurve] = OrderedDict()
         self._cache_size = max(1, cache_size)
@@ -104,19 +109,19 @@ class FrameRenderer:
         if curve is not None:
             self._cache.move_to_end(key)
             return curve
-        p = self.preset
+        sim = self.simulation
         fields = None
         if key is not None:
             fields = projection_fields(
                 self.phantom,
-                p.geometry,
-                p.detector.shape,
+                self.instrument.geometry,
+                self.shape,
                 math.radians(key),
-                p.phantom.supersample,
-                p.rotation_center_offset_px,
+                sim.phantom.supersample,
+                self.axis_offset_px,
             )
         curve = step_curve(
-            fields, self.reference, p.detector.incident_counts, p.interferometer.harmonics
+            fields, self.reference, sim.detector.incident_counts, sim.fringes.harmonics
         )
         self._cache[key] = curve
         while len(self._cache) > self._cache_size:
@@ -125,26 +130,27 @@ class FrameRenderer:
 
     def expected(self, state: FrameState) -> FloatArray:
         """Expected detected counts (rows, columns) [e-] for ``state`` (zeros, shutter closed)."""
-        det = self.preset.detector
+        det = self.simulation.detector
         if not state.shutter_open:
-            return np.zeros(det.shape)
-        exposure = det.exposure_s if state.exposure_s is None else state.exposure_s
+            return np.zeros(self.shape)
+        exposure = det.reference_exposure_s if state.exposure_s is None else state.exposure_s
         if not exposure > 0:
             raise ValueError(f"exposure_s must be > 0, got {exposure!r}")
         if not state.ring_current_ma >= 0:
             raise ValueError(f"ring_current_ma must be >= 0, got {state.ring_current_ma!r}")
-        dose = (exposure / det.exposure_s) * (state.ring_current_ma / NOMINAL_RING_CURRENT_MA)
+        ring = state.ring_current_ma / NOMINAL_RING_CURRENT_MA
+        dose = (exposure / det.reference_exposure_s) * ring
         curve = self.step_curve(state.rotation_deg if state.sample_in else None)
-        theta = 2.0 * math.pi * state.g2_position_m / self.preset.geometry.g2_pitch_m
-        geometry = self.preset.geometry
+        geometry = self.instrument.geometry
+        theta = 2.0 * math.pi * state.g2_position_m / geometry.g2_pitch_m
         offset = drift_phase(
-            self.preset.interferometer.reference_drift_rad_per_s, state.time_s, det.shape
+            self.simulation.fringes.reference_drift_rad_per_s, state.time_s, self.shape
         )
         factor = 1.0
         if state.g2_distance_m is not None:
             factor = talbot_visibility_factor(geometry, state.g2_distance_m)
         if state.g2_roll_rad != 0.0:
-            moire, loss = roll_moire_phase(geometry, state.g2_roll_rad, det.shape)
+            moire, loss = roll_moire_phase(geometry, state.g2_roll_rad, self.shape)
             offset = offset + moire
             factor *= loss
         return np.maximum(curve.counts(theta, dose, offset, factor), 0.0)
@@ -153,11 +159,11 @@ class FrameRenderer:
         self, state: FrameState, rng: np.random.Generator | None = None
     ) -> NDArray[np.uint16] | FloatArray:
         """One frame: uint16 ADU with detector noise from ``rng``, else float64 noise-free ADU."""
-        det = self.preset.detector
+        det = self.simulation.detector
         if rng is None:
             return noiseless(self.expected(state), det)
         if not state.shutter_open:
-            return dark_frame(rng, det)
+            return dark_frame(rng, det, self.shape)
         return detect(self.expected(state), rng, det)
 
 
@@ -177,9 +183,11 @@ class TruthProjections:
 
 @dataclass(frozen=True)
 class SimulatedScan:
-    """A simulated scan: frames, their table, the preset and the truth."""
+    """A simulated scan: frames, their table, what it simulated and the truth."""
 
-    preset: Preset
+    instrument: Instrument
+    plan: ScanPlan
+    simulation: Simulation
     frames: NDArray[np.uint16] | FloatArray
     table: FrameTable
     angles_deg: FloatArray
@@ -190,15 +198,14 @@ class SimulatedScan:
     reference: ReferencePattern
 
 
-def _series_plan(n_angles: int, every: int) -> list[int]:
-    """Acquisition order (``beamline.config.acquisition_order``): -1 for a reference series,
-    else the angle index."""
-    return [-1 if kind == "reference" else i for kind, i in acquisition_order(n_angles, every)]
+def _series_plan(plan: ScanPlan) -> list[int]:
+    """Acquisition order (``ScanPlan.order``): -1 for a reference series, else the angle index."""
+    return [-1 if kind == "reference" else i for kind, i in plan.order()]
 
 
 def compute_truth(renderer: FrameRenderer, angles_deg: FloatArray) -> TruthProjections:
     """Retrieval-model truth (see ``TruthProjections``) for the given angles [deg]."""
-    sigma = renderer.preset.detector.psf_sigma_px
+    sigma = renderer.simulation.detector.psf_sigma_px
     ref = renderer.step_curve(None)
     a0_r = apply_psf(ref.a0, sigma)
     c1_r = apply_psf(ref.c1, sigma)
@@ -215,28 +222,33 @@ def compute_truth(renderer: FrameRenderer, angles_deg: FloatArray) -> TruthProje
     return TruthProjections(transmission=t_out, dphase=p_out, darkfield=d_out)
 
 
-def simulate_scan(preset: Preset, seed: int = 0, noise: bool = True) -> SimulatedScan:
+def simulate_scan(
+    instrument: Instrument,
+    plan: ScanPlan,
+    simulation: Simulation,
+    seed: int = 0,
+    noise: bool = True,
+) -> SimulatedScan:
     """Simulate a full phase-stepping CT scan of the bone phantom, deterministic in ``seed``."""
-    sched = preset.schedule
-    det = preset.detector
-    itf = preset.interferometer
-    p2 = preset.geometry.g2_pitch_m
-    renderer = FrameRenderer(preset, seed)
+    shape = instrument.detector.shape
+    itf = simulation.fringes
+    p2 = instrument.geometry.g2_pitch_m
+    renderer = FrameRenderer(instrument, simulation, seed)
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
     det_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(4)[3])
-    angles = np.asarray(sched.angles_deg(), dtype=np.float64)
-    plan = _series_plan(sched.angles, sched.reference_every)
-    n_frames = sched.darks + len(plan) * sched.steps
+    angles = np.asarray(plan.angles_deg(), dtype=np.float64)
+    order = _series_plan(plan)
+    n_frames = plan.darks + len(order) * plan.steps
     table = FrameTable.empty(n_frames)
     rows = table.rows
     frames: NDArray[np.uint16] | FloatArray = (
-        np.empty((n_frames, *det.shape), dtype=np.uint16)
+        np.empty((n_frames, *shape), dtype=np.uint16)
         if noise
-        else np.empty((n_frames, *det.shape), dtype=np.float64)
+        else np.empty((n_frames, *shape), dtype=np.float64)
     )
     true_x = np.zeros(n_frames)
     doses = np.zeros(n_frames)
-    commanded = np.arange(sched.steps) * sched.periods * p2 / sched.steps
+    commanded = np.arange(plan.steps) * plan.periods * p2 / plan.steps
     t = 0.0
     frame = 0
     current_angle = 0.0
@@ -256,24 +268,24 @@ def simulate_scan(preset: Preset, seed: int = 0, noise: bool = True) -> Simulate
         rows[frame]["rotation_deg"] = current_angle
         rows[frame]["timestamp_s"] = t
         rows[frame]["ring_current_ma"] = NOMINAL_RING_CURRENT_MA * dose
-        t += det.exposure_s + FRAME_OVERHEAD_S
+        t += plan.exposure_s + FRAME_OVERHEAD_S
         frame += 1
 
-    for _ in range(sched.darks):
+    for _ in range(plan.darks):
         dose = 1.0 + itf.dose_fluctuation * rng.normal()
-        state = FrameState(current_angle, 0.0, shutter_open=False)
+        state = FrameState(current_angle, 0.0, shutter_open=False, exposure_s=plan.exposure_s)
         frames[frame] = renderer.render(state, det_rng if noise else None)
         true_x[frame] = 0.0
         doses[frame] = dose
         record(ImageKey.DARK, -1, -1, -1, itf.encoder_noise_m * rng.normal(), dose)
 
-    for item in plan:
+    for item in order:
         is_ref = item < 0
         if not is_ref:
             current_angle = float(angles[item])
             one = compute_truth(renderer, angles[item : item + 1])
             truth_parts[item] = (one.transmission[0], one.dphase[0], one.darkfield[0])
-        for k in range(sched.steps):
+        for k in range(plan.steps):
             x_enc = commanded[k] + itf.encoder_noise_m * rng.normal()
             x_true = x_enc - itf.step_error_m * rng.normal()
             dose = max(1.0 + itf.dose_fluctuation * rng.normal(), 0.0)
@@ -281,6 +293,7 @@ def simulate_scan(preset: Preset, seed: int = 0, noise: bool = True) -> Simulate
                 current_angle,
                 x_true,
                 sample_in=not is_ref,
+                exposure_s=plan.exposure_s,
                 ring_current_ma=NOMINAL_RING_CURRENT_MA * dose,
                 time_s=t,
             )
@@ -295,12 +308,14 @@ def simulate_scan(preset: Preset, seed: int = 0, noise: bool = True) -> Simulate
             series += 1
 
     truth = TruthProjections(
-        transmission=np.stack([truth_parts[i][0] for i in range(sched.angles)]),
-        dphase=np.stack([truth_parts[i][1] for i in range(sched.angles)]),
-        darkfield=np.stack([truth_parts[i][2] for i in range(sched.angles)]),
+        transmission=np.stack([truth_parts[i][0] for i in range(plan.angles)]),
+        dphase=np.stack([truth_parts[i][1] for i in range(plan.angles)]),
+        darkfield=np.stack([truth_parts[i][2] for i in range(plan.angles)]),
     )
     return SimulatedScan(
-        preset=preset,
+        instrument=instrument,
+        plan=plan,
+        simulation=simulation,
         frames=frames,
         table=table,
         angles_deg=angles,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from beamline.pvnames import SIM_PVNAMES, PVNames
+from contracts.pvnames import SIM_PVNAMES, PVNames
 from sim.ioc.launch import client_environment, free_port, start_ioc, stop_ioc, wait_for_pv
 
 IOC_PORT = free_port()
@@ -36,7 +36,7 @@ class IocHandle:
     log_path: Path
 
     def pv(self, entry: str, suffix: str = "") -> str:
-        """Full PV name of a ``beamline.pvnames`` entry plus suffix."""
+        """Full PV name of a ``contracts.pvnames`` entry plus suffix."""
         return self.pvs.full(entry, suffix)
 
     def log(self) -> str:

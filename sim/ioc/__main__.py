@@ -7,8 +7,8 @@ import asyncio
 import logging
 import sys
 
-from beamline.config import ConfigError, load_profile, preset
-from beamline.pvnames import SIM_PVNAMES, PVNameError, load_pvnames
+from contracts.profile import BUILTIN, ConfigError, resolve_profile
+from contracts.pvnames import PVNameError
 from sim.ioc.server import build_beamline, serve
 
 
@@ -22,10 +22,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=5064, help="CA server port (default 5064)")
     parser.add_argument(
         "--profile",
-        default=None,
-        help="TOML profile: preset overrides and a [pvs] table (wins over --preset)",
+        default="tiny",
+        help=f"built-in profile ({', '.join(BUILTIN)}) or a TOML profile file with [instrument] "
+        "and [simulation] tables (default tiny)",
     )
-    parser.add_argument("--preset", default="tiny", help="geometry preset (tiny, full)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (noise)")
     parser.add_argument(
         "--stream",
@@ -43,20 +43,21 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = parse_args(argv)
     try:
-        pvs = load_pvnames(args.profile) if args.profile else SIM_PVNAMES
+        profile = resolve_profile(args.profile)
+        profile.simulated()
+        pvs = profile.instrument.pvs
         if args.prefix is not None:
             pvs = pvs.with_prefix(args.prefix)
-        config = load_profile(args.profile) if args.profile else preset(args.preset)
     except (PVNameError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.list_pvs:
-        beamline = build_beamline(pvs, config, seed=args.seed)
+        beamline = build_beamline(profile, pvs=pvs, seed=args.seed)
         for name, meaning in beamline.describe_pvs().items():
             print(f"{name}\t{meaning}")
         return 0
     try:
-        beamline = build_beamline(pvs, config, seed=args.seed, stream=args.stream)
+        beamline = build_beamline(profile, pvs=pvs, seed=args.seed, stream=args.stream)
     except (ValueError, OSError) as exc:  # a bad or busy stream endpoint
         print(f"error: --stream: {exc}", file=sys.stderr)
         return 2

@@ -15,7 +15,8 @@ An areaDetector-compatible camera (PVs: :mod:`sim.ioc.adcatalog`) whose frames a
 - rotation at the rotation stage's position; sample in the beam when the sample stage x is within
   (half field of view + rod radius) of ``sample_in_mm`` (default 0 mm), i.e. the rod is seen;
 - shutter closed -> dark frame (offset + read noise only);
-- counts scale with ``AcquireTime / detector.exposure_s`` and ring current / 200 mA.
+- counts scale with ``AcquireTime / reference_exposure_s`` (the simulation's) and ring current /
+  200 mA.
 
 Each frame carries its scan tags (``TAG:`` PVs read at the start of the exposure) and measured
 readbacks (G2 encoder [m], rotation [deg], ring current [mA]) to the HDF5 file plugin.
@@ -44,15 +45,17 @@ from typing import Any
 
 import numpy as np
 
-from beamline.config import Preset
-from beamline.scanfile import ScanHeader
+from contracts.frames import FRAME_TYPES
+from contracts.instrument import Instrument
+from contracts.scanfile import ScanHeader
+from contracts.simulation import Simulation
 from sim.ioc.adcatalog import CAM_TABLE, ADPVs, HookedPV
 from sim.ioc.beam import BeamGroup, ShutterGroup
 from sim.ioc.faults import FaultsGroup
 from sim.ioc.filewriter import FrameEvent, FrameHook, HDF5FilePlugin, pvs_add
 from sim.ioc.motor import MotorRecord
 from sim.ioc.sequencer import StepSequencerGroup
-from sim.ioc.tags import FRAME_TYPES, ScanTagsGroup
+from sim.ioc.tags import ScanTagsGroup
 from sim.scan import FrameRenderer, FrameState
 
 log = logging.getLogger(__name__)
@@ -108,7 +111,8 @@ class SimDetector:
         self,
         prefix: str,
         *,
-        config: Preset,
+        instrument: Instrument,
+        simulation: Simulation,
         motors: dict[str, MotorRecord],
         shutter: ShutterGroup,
         beam: BeamGroup,
@@ -117,7 +121,8 @@ class SimDetector:
         spec: DetectorSpec | None = None,
         sequencer: StepSequencerGroup | None = None,
     ) -> None:
-        self.config = config
+        self.instrument = instrument
+        self.simulation = simulation
         self.spec = DetectorSpec() if spec is None else spec
         self.motors = motors
         self.shutter = shutter
@@ -125,7 +130,7 @@ class SimDetector:
         self.tags = tags
         self.faults = faults
         self.sequencer = sequencer
-        rows, cols = config.detector.shape
+        rows, cols = instrument.detector.shape
         self.shape = (rows, cols)
         sizes = {
             "MaxSizeX_RBV": str(cols),
@@ -135,7 +140,7 @@ class SimDetector:
             "ArraySizeX_RBV": str(cols),
             "ArraySizeY_RBV": str(rows),
             "ArraySize_RBV": str(rows * cols * 2),
-            "AcquireTime": repr(config.detector.exposure_s),
+            "AcquireTime": repr(simulation.detector.reference_exposure_s),
         }
         self.cam = ADPVs(prefix + "cam1:", CAM_TABLE, overrides=sizes)
         self.hdf = HDF5FilePlugin(
@@ -144,6 +149,8 @@ class SimDetector:
             scan_uid=lambda: str(self.tags.scan_uid.value),
             writer_delay_s=lambda: self.faults.writer_delay_s,
         )
+        self.hdf.capture_end_hooks.append(self._forget_plan)
+        self._background: set[asyncio.Task[Any]] = set()
         self._renderer: FrameRenderer | None = None
         self._rng = np.random.default_rng(self.spec.seed)
         self._idle = asyncio.Event()
@@ -186,22 +193,20 @@ class SimDetector:
         return self.hdf.frame_hooks
 
     def header_for(self, scan_uid: str) -> ScanHeader:
-        """Scan-file header: steps and periods from the preset schedule, the preset as JSON."""
-        sched = self.config.schedule
-        return ScanHeader(
-            scan_uid=scan_uid,
-            preset_json=self.config.model_dump_json(),
-            steps=sched.steps,
-            periods=sched.periods,
-            shape=self.shape,
-            dtype="uint16",
-        )
+        """Scan-file header: this beamline's instrument and the scan plan in ``TAG:ScanPlan``."""
+        return ScanHeader(scan_uid, self.instrument, self.tags.plan(), "uint16")
+
+    def _forget_plan(self) -> None:
+        """A closed file ends its run's scan plan: a later run records its own, or none."""
+        task = asyncio.get_running_loop().create_task(self.tags.scan_plan.write(""))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def renderer(self) -> FrameRenderer:
         """The frame renderer (built on first use: phantom and reference pattern)."""
         if self._renderer is None:
             self._renderer = FrameRenderer(
-                self.config, 0 if self.spec.seed is None else self.spec.seed
+                self.instrument, self.simulation, 0 if self.spec.seed is None else self.spec.seed
             )
         return self._renderer
 
@@ -262,14 +267,13 @@ class SimDetector:
     def instrument_state(self) -> tuple[FrameState, dict[str, Any], str, str]:
         """Instrument state at the start of an exposure: (physics state, tags + readbacks, frame
         type, scan uid); latches the encoder reading for an armed sequencer."""
-        cfg = self.config
-        geo = cfg.geometry
+        geo = self.instrument.geometry
         motors = self.motors
         piezo = motors["g2_x"]
         g2_true_m = piezo.user_position * 1e-6  # um -> m
         g0_m = motors["g0_x"].user_position * 1e-6
-        half_fov_m = 0.5 * cfg.detector.shape[1] * geo.pixel_size_m
-        reach_m = half_fov_m + 0.5 * cfg.phantom.rod_diameter_m
+        half_fov_m = 0.5 * self.instrument.field_of_view_m[1]
+        reach_m = half_fov_m + 0.5 * self.simulation.phantom.rod_diameter_m
         sample_in = abs(motors["sample_x"].user_position - self.spec.sample_in_mm) * 1e-3 < reach_m
         current = float(self.beam.current.value)
         rotation = motors["rotation"]

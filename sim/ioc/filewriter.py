@@ -12,9 +12,10 @@ Behaviour (the parts stock ophyd ``HDF5Plugin`` + ``FileStoreHDF5`` rely on; ref
   missing directories are created when ``CreateDirectory`` = -N allows it, an existing file is
   refused (never overwritten). The file is created at the first frame when ``LazyOpen`` = Yes,
   else at once; its scan uid is ``TAG:ScanUid`` at that moment (the file name when empty).
-- each frame is appended through :class:`beamline.scanfile.ScanFileWriter` (SWMR, one frame per
+- each frame is appended through :class:`contracts.scanfile.ScanFileWriter` (SWMR, one frame per
   chunk, flushed per frame) with its tags and readbacks; ``NumCaptured_RBV`` counts them; after
-  ``NumCapture`` frames (0 = unlimited) or on ``Capture`` = 0 the file is closed.
+  ``NumCapture`` frames (0 = unlimited) or on ``Capture`` = 0 the file is closed, its end record
+  complete; a server shut down mid-capture closes it incomplete.
 - ``BlockingCallbacks`` = Yes: the camera waits for the write before its ``Acquire_RBV`` falls;
   No: frames queue and are written in order after it (so a trigger may finish first).
 - faults: a dropped frame is counted in ``DroppedArrays_RBV`` and neither written nor
@@ -38,7 +39,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from beamline.scanfile import FRAME_FIELDS, ScanFileWriter, ScanHeader
+from contracts.frames import TAG_FIELDS
+from contracts.scanfile import ScanFileWriter, ScanHeader
 from sim.ioc.adcatalog import HDF_TABLE, ADPVs
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ log = logging.getLogger(__name__)
 class FrameEvent:
     """One frame from the camera, with everything the file needs.
 
-    ``tags`` has every ``beamline.scanfile.FRAME_FIELDS`` name except ``timestamp_s`` (the
+    ``tags`` has every ``contracts.frames.TAG_FIELDS`` name except ``timestamp_s`` (the
     writer sets it relative to the file's capture start); ``time_unix`` is the exposure start.
     """
 
@@ -67,8 +69,13 @@ class WrittenFrame:
     path: Path
     frame_number: int  # index along /entry/data/data
     event: FrameEvent
-    row: dict[str, Any]  # the FRAME_FIELDS values written, timestamp_s included
-    scan_uid: str  # the file's scan uid
+    row: dict[str, Any]  # the TAG_FIELDS values written, timestamp_s included
+    header: ScanHeader  # the file's: scan uid, instrument, scan plan
+
+    @property
+    def scan_uid(self) -> str:
+        """The file's scan uid."""
+        return self.header.scan_uid
 
 
 FrameHook = Callable[[WrittenFrame], Awaitable[None] | None]
@@ -234,7 +241,7 @@ class HDF5FilePlugin:
         self._capturing = False
         writer, self._writer = self._writer, None
         if writer is not None:
-            writer.close()
+            writer.close(complete=False)
 
     # -- frames ----------------------------------------------------------------------------------
     async def receive(self, event: FrameEvent, *, dropped: bool = False) -> None:
@@ -300,7 +307,7 @@ class HDF5FilePlugin:
             assert self._path is not None
             row = dict(event.tags)
             row["timestamp_s"] = event.time_unix - self._capture_t0
-            missing = set(FRAME_FIELDS) - set(row)
+            missing = set(TAG_FIELDS) - set(row)
             if missing:
                 raise ValueError(f"frame tags lack {sorted(missing)}")
             number = await asyncio.to_thread(writer.append, event.frame, row)
@@ -312,7 +319,7 @@ class HDF5FilePlugin:
         captured = number + 1
         await self.pvs["NumCaptured_RBV"].write(captured)
         await self.pvs["SWMRCbCounter_RBV"].write(captured)
-        written = WrittenFrame(self._path, number, event, row, writer.header.scan_uid)
+        written = WrittenFrame(self._path, number, event, row, writer.header)
         await self._run_hooks(written)
         limit = int(self.pvs.value("NumCapture"))
         if limit > 0 and captured >= limit:

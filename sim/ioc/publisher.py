@@ -1,7 +1,7 @@
 """Publishes every frame the simulated detector writes on the frame stream (DESIGN §3.2).
 
 The scan file is written first; then the frame goes to a bounded queue that a worker thread drains
-into a ``beamline.stream.FramePublisher`` (ZeroMQ sockets are not thread-safe, so the socket lives
+into a ``contracts.sockets.FramePublisher`` (ZeroMQ sockets are not thread-safe, so the socket lives
 in that thread only). The IOC's event loop never waits on a slow or absent consumer: when the queue
 is full the frame is not published (counted in ``dropped``); the reconstructor recovers it from the
 scan file, which stays the source of truth.
@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from beamline.config import Preset
-from beamline.stream import FramePublisher, StreamTimeout
+from contracts.scanfile import ScanHeader
+from contracts.sockets import FramePublisher, StreamTimeout
 from sim.ioc.filewriter import WrittenFrame
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class _Frame:
-    scan_uid: str
+    header: ScanHeader
     frame: NDArray[np.generic]
     row: dict[str, Any]
     number: int
@@ -39,7 +39,7 @@ class FrameStreamHook:
     def __init__(
         self,
         endpoint: str,
-        preset: Preset,
+        shape: tuple[int, int],
         *,
         queue_frames: int = 64,
         send_timeout_s: float = 10.0,
@@ -47,14 +47,13 @@ class FrameStreamHook:
     ) -> None:
         if queue_frames < 1:
             raise ValueError(f"queue_frames must be >= 1, got {queue_frames}")
-        self.preset = preset
         self.dropped = 0
         self.published = 0
         self._queue: queue.Queue[_Frame | str | None] = queue.Queue(maxsize=queue_frames)
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self.endpoint = ""
-        rows, cols = preset.detector.shape
+        rows, cols = shape
         self._thread = threading.Thread(
             target=self._run,
             args=(endpoint, rows * cols * 2, send_timeout_s, allow_remote),
@@ -70,7 +69,7 @@ class FrameStreamHook:
     def on_frame(self, written: WrittenFrame) -> None:
         """Queue a written frame for publication."""
         event = written.event
-        item = _Frame(written.scan_uid, event.frame, dict(written.row), written.frame_number)
+        item = _Frame(written.header, event.frame, dict(written.row), written.frame_number)
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -123,10 +122,11 @@ class FrameStreamHook:
             if pub.scan is not None:
                 pub.end_scan()
             return
-        if pub.scan is None or pub.scan.scan_uid != item.scan_uid:
+        header = item.header
+        if pub.scan is None or pub.scan.scan_uid != header.scan_uid:
             if pub.scan is not None:
                 pub.end_scan()
-            pub.start_scan(item.scan_uid, self.preset, first_frame=item.number)
+            pub.start_scan(header.scan_uid, header.instrument, header.plan, first_frame=item.number)
         if pub.publish(item.frame, item.row, frame_number=item.number):
             self.published += 1
         else:

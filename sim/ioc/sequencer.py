@@ -65,8 +65,9 @@ from typing import Any
 from caproto import ChannelType
 from caproto.server import PVGroup, pvproperty
 
+from contracts.frames import FRAME_TYPES, INT32_MAX
 from sim.ioc.motor import MotorLimitError, MotorRecord
-from sim.ioc.tags import FRAME_TYPES, INT32_MAX, ScanTagsGroup
+from sim.ioc.tags import ScanTagsGroup
 
 #: Frames one armed acquisition can capture positions for.
 MAX_FRAMES = 256

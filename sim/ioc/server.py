@@ -1,10 +1,10 @@
-"""One caproto server = the whole simulated beamline (DESIGN §2, §3.1).
+"""One caproto server = the whole simulated beamline.
 
-:func:`build_beamline` assembles the PV groups under the names of a
-:class:`beamline.pvnames.PVNames` (motor records, G2 piezo, shutter, ring current, scan tags,
-operator status, fault injection); :func:`serve` runs them in one Channel Access server bound to
-one interface and one port (loopback by default), so a test session or a training session needs
-exactly one ``EPICS_CA_ADDR_LIST`` entry.
+:func:`build_beamline` assembles the PV groups of a profile's instrument and simulation under the
+instrument's :class:`contracts.pvnames.PVNames` (motor records, G2 piezo, shutter, ring current,
+scan tags, operator status, fault injection); :func:`serve` runs them in one Channel Access server
+bound to one interface and one port (loopback by default), so a test session or a training session
+needs exactly one ``EPICS_CA_ADDR_LIST`` entry.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import Any
 
 import caproto.server.common as ca_server_common
 
-from beamline.config import Preset, preset
-from beamline.pvnames import SIM_PVNAMES, PVNames
+from contracts.instrument import Geometry
+from contracts.profile import Profile, builtin_profile
+from contracts.pvnames import PVNames
 from sim.ioc.beam import BeamGroup, ShutterGroup
 from sim.ioc.context import BeamlineContext
 from sim.ioc.detector import DetectorSpec, SimDetector
@@ -31,13 +32,13 @@ from sim.ioc.sequencer import StepSequencerGroup
 from sim.ioc.tags import OperatorStatusGroup, ScanTagsGroup
 
 
-def motor_specs(config: Preset) -> dict[str, MotorSpec]:
-    """Motor specs by role (``beamline.pvnames.MOTOR_RECORDS``) for a preset's geometry.
+def motor_specs(geometry: Geometry) -> dict[str, MotorSpec]:
+    """Motor specs by role (``contracts.pvnames.MOTOR_RECORDS``) for an instrument's geometry.
 
     G2 z starts at the G1-G2 distance of the geometry [mm]; the G2 piezo (um) has 1 nm
     resolution and 100 um travel; G0 x is in um, z stages in mm, roll in mrad, rotation in deg.
     """
-    g2_z_mm = config.geometry.distance_m * 1e3
+    g2_z_mm = geometry.distance_m * 1e3
     return {
         "g0_x": MotorSpec(
             "G0 source grating x (stepping)", "um", -2000.0, 2000.0,
@@ -117,22 +118,28 @@ class SimBeamline:
 
 
 def build_beamline(
-    pvs: PVNames = SIM_PVNAMES,
-    config: Preset | None = None,
+    profile: Profile | None = None,
     *,
+    pvs: PVNames | None = None,
     piezo: PiezoSpec | None = None,
     detector: DetectorSpec | None = None,
     seed: int | None = None,
     stream: str | None = None,
 ) -> SimBeamline:
     """Assemble the simulated beamline's PV groups (no socket I/O but the frame stream's bind;
-    :func:`serve` runs them). ``stream``: ZeroMQ endpoint the detector publishes every written
-    frame on (e.g. ``tcp://127.0.0.1:5555``), or None."""
-    config = preset("tiny") if config is None else config
+    :func:`serve` runs them). ``profile``: instrument and simulation (default ``tiny``);
+    ``pvs``: names other than the instrument's; ``stream``: ZeroMQ endpoint the detector
+    publishes every written frame on (e.g. ``tcp://127.0.0.1:5555``), or None."""
+    profile = builtin_profile("tiny") if profile is None else profile
+    instrument = profile.instrument
+    simulation = profile.simulated()
+    pvs = instrument.pvs if pvs is None else pvs
+    if pvs != instrument.pvs:
+        instrument = instrument.model_copy(update={"pvs": pvs})
     piezo = PiezoSpec(seed=seed) if piezo is None else piezo
     records = pvs.motor_records()
     motors: dict[str, MotorRecord] = {}
-    for role, spec in motor_specs(config).items():
+    for role, spec in motor_specs(instrument.geometry).items():
         if role == "g2_x":
             motors[role] = PiezoRecord(records[role], spec=spec, piezo=piezo)
         else:
@@ -153,7 +160,8 @@ def build_beamline(
     )
     camera = SimDetector(
         pvs.full("detector"),
-        config=config,
+        instrument=instrument,
+        simulation=simulation,
         motors=motors,
         shutter=shutter,
         beam=beam,
@@ -164,7 +172,7 @@ def build_beamline(
     )
     publisher = None
     if stream is not None:
-        publisher = FrameStreamHook(stream, config)
+        publisher = FrameStreamHook(stream, instrument.detector.shape)
         camera.frame_hooks.append(publisher.on_frame)
         camera.hdf.capture_end_hooks.append(publisher.on_capture_end)
     return SimBeamline(

@@ -2,25 +2,31 @@
 
 Scan tags are written by the plan before each trigger (like APS tomoscan's ``FrameType``); the
 detector attaches them to every frame. ``FrameType`` enum indices equal the NXtomo ``image_key``
-of ``beamline.scanfile.ImageKey`` (0 projection, 1 reference/flat, 2 dark), so a frame's
-``image_key`` is the raw enum value. Operator-status PVs are written by the RunEngine session for
-people watching the scan.
+of ``contracts.frames.ImageKey`` (0 projection, 1 reference/flat, 2 dark), so a frame's
+``image_key`` is the raw enum value. ``ScanPlan`` holds the JSON of the scan plan a CT plan runs
+(``contracts.scanplan.ScanPlan``); the file writer records it, and clears it when its file is
+closed, so that a later run which does not write one is recorded as no CT. Operator-status PVs
+are written by the RunEngine session for people watching the scan.
 
 At the beamline these two groups are served by Talbot's own small soft IOC (this same code).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from caproto import ChannelType
 from caproto.server import PVGroup, pvproperty
+from pydantic import ValidationError
 
-#: FrameType enum strings, index = NXtomo image_key (beamline.scanfile.ImageKey).
-FRAME_TYPES = ("projection", "reference", "dark")
+from contracts.frames import CA_STRING_MAX, FRAME_TYPES, INT32_MAX
+from contracts.scanplan import ScanPlan
 
 #: OperatorStatus State enum strings.
 SCAN_STATES = ("Idle", "Running", "Paused", "Suspended", "Done", "Failed", "Aborted")
 
-INT32_MAX = 2**31 - 1
+#: Longest scan-plan JSON the ScanPlan PV holds [bytes].
+MAX_SCAN_PLAN_BYTES = 4096
 
 
 class ScanTagsGroup(PVGroup):
@@ -70,8 +76,34 @@ class ScanTagsGroup(PVGroup):
         name="ScanUid",
         value="",
         dtype=ChannelType.STRING,
-        doc="scan uid (the bluesky run start uid, at most 39 characters)",
+        doc=f"scan uid (the bluesky run start uid, at most {CA_STRING_MAX} characters)",
     )
+    scan_plan = pvproperty(
+        name="ScanPlan",
+        value="",
+        dtype=ChannelType.CHAR,
+        max_length=MAX_SCAN_PLAN_BYTES,
+        report_as_string=True,
+        doc="JSON of the scan plan being run (char waveform); empty: not a CT scan",
+    )
+
+    @scan_plan.putter  # type: ignore[no-redef]
+    async def scan_plan(self, instance: Any, value: Any) -> Any:
+        text = value if isinstance(value, str) else bytes(value).decode("utf-8", "replace")
+        text = text.rstrip("\x00")
+        if text:
+            try:
+                ScanPlan.model_validate_json(text)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                loc = ".".join(str(p) for p in first["loc"]) or "ScanPlan"
+                raise ValueError(f"ScanPlan: {loc}: {first['msg']}") from None
+        return text
+
+    def plan(self) -> ScanPlan | None:
+        """The scan plan now in ``ScanPlan`` (None when empty)."""
+        text = str(self.scan_plan.value or "").rstrip("\x00")
+        return ScanPlan.model_validate_json(text) if text else None
 
 
 class OperatorStatusGroup(PVGroup):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from beamline.alignment import (
+from recon.alignment import (
     center_check_result,
     distance_scan_result,
     fringe_frequency,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from beamline.pvnames import SIM_PVNAMES, PVNameError, PVNames, load_pvnames
+from contracts.pvnames import SIM_PVNAMES, PVNameError, PVNames, load_pvnames
 
 
 def test_default_names() -> None:

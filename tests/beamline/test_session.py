@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from bluesky.utils import Msg, RunEngineInterrupted
 
-from beamline.alignment import (
+from recon.alignment import (
     center_check_result,
     distance_scan_result,
     fringe_frequency,

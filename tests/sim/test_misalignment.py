@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from beamline.alignment import fringe_frequency
+from recon.alignment import fringe_frequency
 from beamline.config import preset
 from sim.fresnel import fresnel_stepping
 from sim.misalignment import (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from beamline.pvnames import MOTOR_RECORDS, SIM_PVNAMES
+from contracts.pvnames import MOTOR_RECORDS, SIM_PVNAMES
 from sim.ioc.__main__ import main
 from sim.ioc.launch import free_port, start_ioc, stop_ioc
 from sim.ioc.server import build_beamline, server_environment

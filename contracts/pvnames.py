@@ -1,15 +1,14 @@
-"""The one source of truth for the Channel Access names the beamline serves (DESIGN §2, §3.1).
+"""The Channel Access names the beamline serves: the one source of truth.
 
-A contract module: it imports nothing from the other Talbot packages. The simulated IOC
-(``sim.ioc``) serves exactly these names and the ophyd devices (``devices``) connect to exactly
-these names. Every entry is a *device prefix* (or, for single motor records, the record name);
-the suffixes below it (``X``, ``Open_RBV``, ``Current`` ...) are fixed by the device classes and
-listed in ``docs/pvs.md``. The full name of an entry is ``prefix + entry``; a real beamline profile
-may set ``prefix = ""`` and give absolute names.
+The simulated IOC (``sim.ioc``) serves exactly these names and the ophyd devices
+(``devices``) connect to exactly these names. Every entry is a *device prefix* (or, for single
+motor records, the record name); the suffixes below it (``X``, ``Open_RBV``, ``Current`` ...)
+are fixed by the device classes and listed in ``docs/pvs.md``. The full name of an entry is
+``prefix + entry``; a real beamline profile may set ``prefix = ""`` and give absolute names.
 
-A TOML profile carries the names in a ``[pvs]`` table, for example::
+A TOML profile carries the names in an ``[instrument.pvs]`` table, for example::
 
-    [pvs]
+    [instrument.pvs]
     prefix = "BL20XU:TALBOT:"
     rotation = "SMP:ROT"
 """
@@ -17,9 +16,6 @@ A TOML profile carries the names in a ``[pvs]`` table, for example::
 from __future__ import annotations
 
 import re
-import tomllib
-from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -100,27 +96,3 @@ class PVNames(BaseModel):
 
 #: The simulated beamline's names (what ``python -m sim.ioc`` serves by default).
 SIM_PVNAMES = PVNames()
-
-
-def pvnames_from_mapping(data: dict[str, Any]) -> PVNames:
-    """Validate a ``[pvs]`` table (a dict) into :class:`PVNames`; unknown keys are errors."""
-    try:
-        return PVNames.model_validate(data)
-    except ValidationError as exc:
-        raise PVNameError(f"[pvs]: {exc}") from exc
-
-
-def load_pvnames(path: str | Path) -> PVNames:
-    """Read the ``[pvs]`` table of a TOML profile; a profile without one gives the defaults."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise PVNameError(f"profile {path}: {exc}") from exc
-    table = data.get("pvs", {})
-    if not isinstance(table, dict):
-        raise PVNameError(f"profile {path}: [pvs] must be a table, got {type(table).__name__}")
-    try:
-        return PVNames.model_validate(table)
-    except ValidationError as exc:
-        raise PVNameError(f"profile {path}: [pvs]: {exc}") from exc

@@ -1,6 +1,6 @@
 """Analysis of the alignment scans (``plans.alignment``): pure functions on frames + tags.
 
-Frames are (n_frames, rows, columns) [counts] with the ``beamline.scanfile.FrameTable`` of the
+Frames are (n_frames, rows, columns) [counts] with the ``contracts.frames.FrameTable`` of the
 scan file, positions in metres as in the file. Stepping-curve fits by least squares on the
 measured grating positions (``recon.retrieval.fit_stepping``; Weitkamp et al., Opt. Express 13,
 6296 (2005)); rotation centre from two opposite projections (``recon.center.center_from_opposite``).
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from beamline.scanfile import FrameTable, ImageKey
+from contracts.frames import FrameTable, ImageKey
 from recon.center import center_from_opposite
 from recon.retrieval import StepFit, fit_stepping, retrieve, step_phases
 

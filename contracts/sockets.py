@@ -1,0 +1,483 @@
+"""The frame stream's sockets: a PUSH publisher, a PULL receiver and the live-view PUB socket.
+
+Data path: PUSH (publisher, binds) -> PULL (consumer, connects), lossless with back-pressure; the
+live view goes out on a PUB socket with a high-water mark of 1-2, so a slow viewer never slows
+the data. Endpoints are loopback unless ``allow_remote``; CURVE authentication is available.
+Every received message is validated (:func:`contracts.messages.decode`); a malformed one is
+counted and dropped, never fatal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import numpy as np
+import zmq
+from numpy.typing import NDArray
+from pydantic import ValidationError
+
+from contracts.instrument import Instrument
+from contracts.messages import (
+    DTYPES,
+    MAX_FRAME_BYTES,
+    LiveSlices,
+    Message,
+    MessageError,
+    ScanEnd,
+    ScanStart,
+    decode,
+    encode_header,
+    encode_live,
+    encode_scan_end,
+    encode_scan_start,
+    frame_header,
+    validation_error,
+)
+from contracts.scanplan import ScanPlan
+
+#: Default memory for the queues of one PUSH->PULL pipe [bytes]; see ``hwm_for``.
+DEFAULT_QUEUE_BYTES: Final = 256 * 2**20
+#: Default high-water mark of the live-view PUB socket [messages].
+LIVE_HWM: Final = 2
+
+
+class StreamTimeout(TimeoutError):
+    """A send did not complete within the publisher's ``send_timeout_s`` (back-pressure)."""
+
+
+def hwm_for(frame_bytes: int, queue_bytes: int = DEFAULT_QUEUE_BYTES) -> int:
+    """High-water mark [messages] per socket such that a PUSH->PULL pipe (SNDHWM + RCVHWM
+    messages queued) holds at most about ``queue_bytes`` of frames of ``frame_bytes``; 2..1000."""
+    if frame_bytes < 1:
+        raise ValueError(f"frame_bytes must be >= 1, got {frame_bytes!r}")
+    if queue_bytes < 1:
+        raise ValueError(f"queue_bytes must be >= 1, got {queue_bytes!r}")
+    return int(max(2, min(1000, queue_bytes // (2 * frame_bytes))))
+
+
+def check_endpoint(endpoint: str, allow_remote: bool = False) -> str:
+    """Accept ``inproc://``, ``ipc://`` and ``tcp://`` on loopback; any other TCP host (or ``*``)
+    only with ``allow_remote=True``. Returns the endpoint; ValueError names ``endpoint``."""
+    if not isinstance(endpoint, str) or "://" not in endpoint:
+        raise ValueError(
+            f"endpoint must be 'tcp://HOST:PORT', 'ipc://PATH' or 'inproc://NAME', got {endpoint!r}"
+        )
+    scheme = endpoint.split("://", 1)[0]
+    if scheme in ("inproc", "ipc"):
+        return endpoint
+    if scheme != "tcp":
+        raise ValueError(f"endpoint scheme must be tcp, ipc or inproc, got {endpoint!r}")
+    host = urlsplit(endpoint.replace("*", "0.0.0.0", 1) if "//*" in endpoint else endpoint)
+    name = host.hostname or ""
+    loopback = name == "localhost"
+    with contextlib.suppress(ValueError):
+        loopback = loopback or ipaddress.ip_address(name).is_loopback
+    if not loopback and not allow_remote:
+        raise ValueError(
+            f"endpoint {endpoint!r} is not on loopback; pass allow_remote=True (--allow-remote) "
+            "to expose the stream beyond this host, preferably with CURVE"
+        )
+    return endpoint
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """A CURVE key pair (Z85-encoded, 40 characters each)."""
+
+    public: bytes
+    secret: bytes
+
+    @classmethod
+    def generate(cls) -> CurveKeys:
+        """A fresh key pair (``zmq.curve_keypair``)."""
+        public, secret = zmq.curve_keypair()
+        return cls(public, secret)
+
+
+@dataclass(frozen=True)
+class CurveServer:
+    """CURVE on the binding side. ``allowed_clients`` (Z85 public keys) restricts who may
+    connect (a ZAP authenticator); None admits any client that knows the server's public key."""
+
+    keys: CurveKeys
+    allowed_clients: tuple[bytes, ...] | None = None
+
+
+@dataclass(frozen=True)
+class CurveClient:
+    """CURVE on the connecting side: own keys and the server's public key."""
+
+    keys: CurveKeys
+    server_public: bytes
+
+
+class _AllowKeys:
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        self.keys = frozenset(keys)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key in self.keys
+
+
+def _apply_server_curve(ctx: zmq.Context, sock: zmq.Socket, curve: CurveServer) -> Any:
+    auth = None
+    if curve.allowed_clients is not None:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        auth = ThreadAuthenticator(ctx)
+        auth.start()
+        auth.configure_curve_callback("*", credentials_provider=_AllowKeys(curve.allowed_clients))
+    sock.curve_secretkey = curve.keys.secret
+    sock.curve_publickey = curve.keys.public
+    sock.curve_server = True
+    return auth
+
+
+def _apply_client_curve(sock: zmq.Socket, curve: CurveClient) -> None:
+    sock.curve_secretkey = curve.keys.secret
+    sock.curve_publickey = curve.keys.public
+    sock.curve_serverkey = curve.server_public
+
+
+class _Socket:
+    """Owns a context, one socket and an optional authenticator."""
+
+    def __init__(self, kind: int, context: zmq.Context | None) -> None:
+        self._own_ctx = context is None
+        self.ctx: zmq.Context = context if context is not None else zmq.Context()
+        self.sock: zmq.Socket = self.ctx.socket(kind)
+        self._auth: Any = None
+        self.endpoint = ""
+
+    def _open(
+        self,
+        endpoint: str,
+        bind: bool,
+        allow_remote: bool,
+        server: CurveServer | None,
+        client: CurveClient | None,
+    ) -> None:
+        check_endpoint(endpoint, allow_remote)
+        if server is not None:
+            self._auth = _apply_server_curve(self.ctx, self.sock, server)
+        if client is not None:
+            _apply_client_curve(self.sock, client)
+        if bind:
+            self.sock.bind(endpoint)
+            self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        else:
+            self.sock.connect(endpoint)
+            self.endpoint = endpoint
+
+    def close(self, linger_s: float = 0.0) -> None:
+        """Close the socket (waiting up to ``linger_s`` to deliver queued messages)."""
+        if not self.sock.closed:
+            self.sock.close(linger=int(linger_s * 1000))
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._own_ctx and not self.ctx.closed:
+            self.ctx.term()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class FramePublisher(_Socket):
+    """The sending end of the data path: a PUSH socket that binds (the detector or replay).
+
+    Typical use (one scan)::
+
+        pub = FramePublisher("tcp://127.0.0.1:*", frame_bytes=rows * cols * 2)
+        pub.start_scan(scan_uid, instrument, plan, dtype="uint16")
+        for frame, tags in ...:          # write the frame to the scan file FIRST, then:
+            pub.publish(frame, tags, frame_number=n)   # n = its row in the scan file
+        pub.end_scan()
+        pub.close(linger_s=10)
+
+    ``block=True`` (default) honours back-pressure: ``publish`` waits while the pipe is full
+    (at most ``send_timeout_s``, then ``StreamTimeout``). ``block=False`` never waits: a frame that
+    finds the pipe full is dropped and counted in ``dropped`` (the consumer sees the gap in the
+    frame numbers). The frame buffer is handed to ZeroMQ without a copy: do not modify it after
+    ``publish`` (pass ``copy=True`` if you must).
+    """
+
+    def __init__(
+        self,
+        endpoint: str = "tcp://127.0.0.1:*",
+        *,
+        frame_bytes: int | None = None,
+        hwm: int | None = None,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        block: bool = True,
+        send_timeout_s: float | None = None,
+        allow_remote: bool = False,
+        curve: CurveServer | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        super().__init__(zmq.PUSH, context)
+        try:
+            self.hwm = (
+                hwm if hwm is not None else hwm_for(frame_bytes or MAX_FRAME_BYTES, queue_bytes)
+            )
+            if self.hwm < 1:
+                raise ValueError(f"hwm must be >= 1 message, got {hwm!r}")
+            self.sock.sndhwm = self.hwm
+            if send_timeout_s is not None:
+                if not send_timeout_s > 0:
+                    raise ValueError(f"send_timeout_s must be > 0, got {send_timeout_s!r}")
+                self.sock.sndtimeo = int(send_timeout_s * 1000)
+            self._open(endpoint, True, allow_remote, curve, None)
+        except BaseException:
+            self.close()
+            raise
+        self.block = block
+        self.scan: ScanStart | None = None
+        self.next_frame = 0
+        self.sent = 0
+        self.dropped = 0
+
+    def _send(self, parts: list[Any], copy: bool = False) -> bool:
+        flags = 0 if self.block else zmq.NOBLOCK
+        try:
+            self.sock.send_multipart(parts, flags=flags, copy=copy)
+        except zmq.Again:
+            if self.block:
+                raise StreamTimeout(
+                    f"send blocked longer than the send timeout on {self.endpoint}"
+                ) from None
+            return False
+        return True
+
+    def _send_control(self, parts: list[Any]) -> None:
+        # control messages always wait (they are tiny and the consumer needs them), at most the
+        # send timeout
+        try:
+            self.sock.send_multipart(parts, copy=True)
+        except zmq.Again:
+            raise StreamTimeout(
+                f"no consumer took a control message within the send timeout on {self.endpoint}"
+            ) from None
+
+    def start_scan(
+        self,
+        scan_uid: str,
+        instrument: Instrument,
+        plan: ScanPlan | None,
+        *,
+        dtype: str = "uint16",
+        frames_planned: int | None = None,
+        first_frame: int = 0,
+    ) -> ScanStart:
+        """Send ``scan-start``; frame numbers restart at ``first_frame``. ValueError naming the
+        field when the message would be invalid."""
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        try:
+            start = ScanStart(
+                scan_uid=scan_uid,
+                instrument=instrument,
+                plan=plan,
+                dtype=dtype,  # type: ignore[arg-type]
+                shape=instrument.detector.shape,
+                frames_planned=frames_planned,
+            )
+        except ValidationError as exc:
+            raise ValueError(str(validation_error(exc))) from None
+        self._send_control(encode_scan_start(start))
+        self.scan = start
+        self.next_frame = first_frame
+        return start
+
+    def publish(
+        self,
+        frame: NDArray[np.generic],
+        tags: Mapping[str, Any] | np.void,
+        *,
+        frame_number: int | None = None,
+        copy: bool = False,
+    ) -> bool:
+        """Send one frame (rows, columns) with its tags (every ``TAG_FIELDS`` name).
+
+        ``frame_number`` defaults to the next number; use the frame's row in the scan file.
+        Returns False if the frame was dropped (``block=False`` and the pipe full).
+        """
+        if self.scan is None:
+            raise RuntimeError("publish before start_scan")
+        arr = np.asarray(frame)
+        dt = DTYPES[self.scan.dtype]
+        if arr.shape != self.scan.shape:
+            raise ValueError(f"frame shape {arr.shape} differs from the scan's {self.scan.shape}")
+        if arr.dtype != dt:
+            raise ValueError(f"frame dtype {arr.dtype} differs from the scan's {self.scan.dtype}")
+        arr = np.ascontiguousarray(arr)
+        n = self.next_frame if frame_number is None else int(frame_number)
+        if n < 0:
+            raise ValueError(f"frame_number must be >= 0, got {n}")
+        header = frame_header(
+            self.scan.scan_uid, tags, frame_number=n, dtype=self.scan.dtype, shape=self.scan.shape
+        )
+        self.next_frame = max(self.next_frame, n + 1)
+        ok = self._send([encode_header(header), arr], copy=copy)
+        if ok:
+            self.sent += 1
+        else:
+            self.dropped += 1
+        return ok
+
+    def send_raw(self, parts: list[Any]) -> bool:
+        """Send pre-encoded parts as they are (relays and tests)."""
+        return self._send(parts)
+
+    def end_scan(self) -> ScanEnd:
+        """Send ``scan-end`` with ``frames_sent`` = the next frame number."""
+        if self.scan is None:
+            raise RuntimeError("end_scan before start_scan")
+        end = ScanEnd(scan_uid=self.scan.scan_uid, frames_sent=self.next_frame)
+        self._send_control(encode_scan_end(end))
+        self.scan = None
+        return end
+
+
+@dataclass
+class ReceiveStats:
+    """What a receiver saw: valid messages by type, malformed ones by offending field."""
+
+    messages: Counter[str] = field(default_factory=Counter)
+    malformed: int = 0
+    malformed_fields: Counter[str] = field(default_factory=Counter)
+    last_error: str = ""
+
+
+class FrameReceiver(_Socket):
+    """The receiving end of the data path: a PULL socket (connects by default).
+
+    ``recv`` returns the next valid message; malformed ones are counted in ``stats`` and dropped.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        bind: bool = False,
+        frame_bytes: int | None = None,
+        hwm: int | None = None,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+        allow_remote: bool = False,
+        curve: CurveClient | None = None,
+        context: zmq.Context | None = None,
+        kind: int = zmq.PULL,
+    ) -> None:
+        super().__init__(kind, context)
+        try:
+            self.hwm = (
+                hwm if hwm is not None else hwm_for(frame_bytes or MAX_FRAME_BYTES, queue_bytes)
+            )
+            self.sock.rcvhwm = self.hwm
+            if kind == zmq.SUB:
+                self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+            self._open(endpoint, bind, allow_remote, None, curve)
+        except BaseException:
+            self.close()
+            raise
+        self.max_frame_bytes = max_frame_bytes
+        self.stats = ReceiveStats()
+
+    def recv_parts(self, timeout_s: float | None) -> list[zmq.Frame] | None:
+        """The next raw multipart message (zero-copy frames), or None after ``timeout_s``."""
+        timeout = None if timeout_s is None else int(max(0.0, timeout_s) * 1000)
+        if not self.sock.poll(timeout):
+            return None
+        return list(self.sock.recv_multipart(copy=False))
+
+    def recv(self, timeout_s: float | None = None) -> Message | None:
+        """The next valid message, or None when none arrived within ``timeout_s``."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            parts = self.recv_parts(left)
+            if parts is None:
+                return None
+            msg = self.decode(parts)
+            if msg is not None:
+                return msg
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def decode(self, parts: Sequence[Any]) -> Message | None:
+        """Decode and count; None (counted as malformed) if the message is invalid."""
+        try:
+            msg = decode(parts, max_frame_bytes=self.max_frame_bytes)
+        except MessageError as exc:
+            self.stats.malformed += 1
+            self.stats.malformed_fields[exc.field] += 1
+            self.stats.last_error = str(exc)
+            return None
+        self.stats.messages[type(msg).__name__] += 1
+        return msg
+
+
+class LivePublisher(_Socket):
+    """The live-view PUB socket (binds, HWM ``LIVE_HWM``): never blocks; a slow viewer misses
+    updates, the data path never waits for it."""
+
+    def __init__(
+        self,
+        endpoint: str = "tcp://127.0.0.1:*",
+        *,
+        hwm: int = LIVE_HWM,
+        allow_remote: bool = False,
+        curve: CurveServer | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        super().__init__(zmq.PUB, context)
+        try:
+            if not 1 <= hwm <= 16:
+                raise ValueError(f"hwm must be 1..16 messages for the live view, got {hwm!r}")
+            self.sock.sndhwm = hwm
+            self._open(endpoint, True, allow_remote, curve, None)
+        except BaseException:
+            self.close()
+            raise
+        self.published = 0
+
+    def publish(self, live: LiveSlices) -> None:
+        """Send one live update (copied; dropped by ZeroMQ if the viewer is behind)."""
+        self.sock.send_multipart(encode_live(live), copy=True)
+        self.published += 1
+
+
+def live_subscriber(
+    endpoint: str,
+    *,
+    hwm: int = LIVE_HWM,
+    curve: CurveClient | None = None,
+    allow_remote: bool = False,
+    context: zmq.Context | None = None,
+) -> FrameReceiver:
+    """A SUB receiver for ``live-slices`` messages (same ``recv``/``stats`` as FrameReceiver)."""
+    return FrameReceiver(
+        endpoint,
+        hwm=hwm,
+        curve=curve,
+        allow_remote=allow_remote,
+        context=context,
+        kind=zmq.SUB,
+    )
