@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= demo-out
-PRESET ?= tiny
+PROFILE ?= tiny
 
 .PHONY: demo test lint typecheck layers pytest bench clean
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/talbot demo --preset $(PRESET) --out $(OUT)
+	$(BIN)/talbot demo --profile $(PROFILE) --out $(OUT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,6 +1,7 @@
 """Control overhead of one phase step over Channel Access, and simulated-beamline start-up time.
 
-``python benchmarks/bench_control.py [--steps N] [--exposure S] [--startups K]``
+``python benchmarks/bench_control.py [--out DIR] [--quick] [--steps N] [--exposure S]
+[--startups K]``
 
 - start-up: ``python -m sim.ioc`` from ``Popen`` to the first answered PV (pyepics), K times;
 - one phase step, as a plan does it through stock ophyd: ``g2.x.set(x).wait()`` (EpicsMotor on
@@ -9,16 +10,14 @@
   Overhead = step time - exposure - detector readout - piezo settle time (the physics of the
   step, which no software can remove). Target (issue 3): <= 20 ms per step.
 
-Prints a table and writes ``benchmarks/results/control.json``. Wall-clock ``time.perf_counter``;
-best and median of the steps (the best is the most reproducible figure on a shared box).
+Prints a table and writes ``OUT/control.json`` (default ``benchmarks/results``). Wall-clock
+``time.perf_counter``; best and median of the steps (the best is the most reproducible figure on a
+shared box). ``--quick``: 10 steps, one start-up (smoke run).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import bench_parser, write_json  # noqa: E402
 from sim.ioc.launch import (  # noqa: E402
     client_environment,
     free_port,
@@ -37,17 +37,15 @@ from sim.ioc.launch import (  # noqa: E402
     wait_for_pv,
 )
 
-RESULTS = REPO / "benchmarks" / "results" / "control.json"
-
-
 PORT = free_port()
 os.environ.update(client_environment(PORT))
 
 import epics  # noqa: E402  (after the CA environment)
 
-from beamline.config import preset  # noqa: E402
+from contracts.profile import builtin_profile  # noqa: E402
 from contracts.pvnames import SIM_PVNAMES  # noqa: E402
 from devices import PiezoStepper, TalbotDetector  # noqa: E402
+from sim.ioc.detector import DetectorSpec  # noqa: E402
 from sim.ioc.piezo import PiezoSpec  # noqa: E402
 
 
@@ -81,7 +79,7 @@ def measure_steps(steps: int, exposure_s: float, tmp: Path) -> dict[str, Any]:
         det.wait_for_connection(timeout=10)
         det.cam.acquire_time.set(exposure_s).wait(10)
         det.stage()
-        p2_um = preset("tiny").geometry.g2_pitch_m * 1e6
+        p2_um = builtin_profile("tiny").instrument.geometry.g2_pitch_m * 1e6
         start = 10.0
         for k in range(3):  # warm-up (lazy connections, first render)
             g2.set(start + k * p2_um / 5).wait(10)
@@ -100,7 +98,7 @@ def measure_steps(steps: int, exposure_s: float, tmp: Path) -> dict[str, Any]:
     finally:
         stop_ioc(proc, timeout_s=20)
     settle = PiezoSpec().settle_s
-    readout = 0.001  # sim.ioc.detector.DetectorSpec().readout_s
+    readout = DetectorSpec().readout_s
     physics = exposure_s + readout + settle
     overhead = [t - physics for t in times]
     return {
@@ -154,25 +152,28 @@ def measure_ca_steps(pvs: Any, steps: int, p2_um: float) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run, print, write the JSON result."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=50, help="phase steps to time")
+    parser = bench_parser(__doc__, result="control")
+    parser.add_argument("--steps", type=int, default=None, help="phase steps to time (50)")
     parser.add_argument("--exposure", type=float, default=0.01, help="AcquireTime [s]")
-    parser.add_argument("--startups", type=int, default=3, help="server start-ups to time")
+    parser.add_argument("--startups", type=int, default=None, help="server start-ups to time (3)")
     args = parser.parse_args(argv)
+    quick = bool(args.quick)
+    if args.steps is None:
+        args.steps = 10 if quick else 50
+    if args.startups is None:
+        args.startups = 1 if quick else 3
     if args.steps < 1 or args.startups < 1 or not args.exposure > 0:
         parser.error("--steps and --startups must be >= 1, --exposure > 0")
     with tempfile.TemporaryDirectory(prefix="talbot-bench-") as tmp:
         startups = measure_startups(args.startups, Path(tmp))
         step = measure_steps(args.steps, args.exposure, Path(tmp))
     result = {
-        "benchmark": "control",
-        "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
-                    "cpus": os.cpu_count()},
+        "quick": quick,
         "startup_best_s": min(startups),
         "startup_median_s": statistics.median(startups),
         "startups": startups,
         "phase_step": step,
-    }  # fmt: skip
+    }
     print(
         f"server start-up (Popen -> first PV): best {min(startups):.2f} s, "
         f"median {statistics.median(startups):.2f} s over {len(startups)}"
@@ -190,9 +191,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{step['ca_step_best_s'] * 1e3:.1f} ms, median {step['ca_step_median_s'] * 1e3:.1f} ms; "
           f"overhead best {step['ca_overhead_best_ms']:.1f} ms, "
           f"median {step['ca_overhead_median_ms']:.1f} ms")  # fmt: skip
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {write_json('control', result, args.out)}")
     return 0
 
 

@@ -28,7 +28,6 @@ correction and compared with the same phantom.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import warnings
@@ -45,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import analytic_phantom as ap
-from common import RESULTS_DIR, format_table, print_header, time_call, write_json
+from common import bench_parser, format_table, print_header, time_call, write_json
 
 from recon import fbp as tfbp
 
@@ -501,9 +500,7 @@ COLUMNS = (
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the tables and write ``OUT/fbp.json``."""
-    ap_ = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap_.add_argument("--quick", action="store_true", help="small sizes (smoke run, ~1 min)")
-    ap_.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for fbp.json")
+    ap_ = bench_parser(__doc__, result="fbp")
     ap_.add_argument("--skip", nargs="*", default=[], help="method names or libraries to leave out")
     ap_.add_argument(
         "--sizes",

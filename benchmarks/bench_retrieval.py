@@ -24,7 +24,6 @@ for these equidistant steps: |dphi - dphi_fft| (wrapped) and the relative T and 
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -39,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import (
-    RESULTS_DIR,
+    bench_parser,
     format_table,
     print_header,
     steady_state_malloc,
@@ -307,9 +306,7 @@ COLUMNS = (
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the tables and write ``OUT/retrieval.json``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for retrieval.json")
+    parser = bench_parser(__doc__, result="retrieval")
     parser.add_argument("--sizes", nargs="*", type=int, default=None, help="override N values")
     parser.add_argument(
         "--default-malloc",

@@ -20,7 +20,7 @@ Measured (wall clock, ``time.perf_counter``):
    not touched before.
 2. **Live slice latency** at 1024x1024: seconds from the arrival of a projection's last step to
    its live slices (one row, 3 channels) updated (``StreamingReconstructor.live_latency_s``).
-3. **Last frame to final volume**: the tiny preset (90 angles, 32 x 96) replayed from a scan file;
+3. **Last frame to final volume**: the tiny profile (90 angles, 32 x 96) replayed from a scan file;
    and 1024 columns x 180 angles x 5 steps, measured on a 64-row slab (memory) and extrapolated
    linearly to 1024 rows (retrieval and FBP are per row), or on all 1024 rows with
    ``--full-volume`` (the extrapolation is optimistic: the full run pays for 13 GB of volumes in
@@ -34,7 +34,6 @@ rates of fresh and reused memory are measured first, before that setting.
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import sys
@@ -50,22 +49,38 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import format_table, print_header, write_json
+from common import bench_parser, format_table, print_header, write_json
 
-from beamline.config import Preset, preset
+from contracts.instrument import Detector
+from contracts.profile import Profile, builtin_profile
+from contracts.scanplan import ScanPlan
 from recon.allocator import keep_freed_memory
 
 STEPS = 5
 
+#: The stepped grating's period [m]: the synthetic frames step one period in STEPS steps.
+G2_PITCH_M = builtin_profile("tiny").instrument.geometry.g2_pitch_m
 
-def bench_preset(size: int, angles: int, rows: int | None = None) -> Preset:
-    """The tiny preset with a size x size (or rows x size) detector and ``angles`` angles."""
-    p = preset("tiny")
-    det = p.detector.model_copy(update={"shape": (rows or size, size)})
-    sched = p.schedule.model_copy(
-        update={"angles": angles, "reference_every": angles, "darks": 0, "steps": STEPS}
+
+def bench_profile(size: int, angles: int, rows: int | None = None) -> Profile:
+    """The tiny profile with a size x size (or rows x size) detector and a plan of ``angles``
+    angles, STEPS steps, one reference series at each end, no darks. The geometry stays the
+    tiny one (a pixel of 1.5 G2 periods in the G2 plane); only the detector format changes."""
+    p = builtin_profile("tiny")
+    inst = p.instrument
+    det = Detector(shape=(rows or size, size))
+    plan = ScanPlan.model_validate(
+        {
+            **p.scan_plan().model_dump(),
+            "angles": angles,
+            "reference_every": angles,
+            "darks": 0,
+            "steps": STEPS,
+        }
     )
-    return p.model_copy(update={"detector": det, "schedule": sched})
+    return p.model_copy(
+        update={"instrument": inst.model_copy(update={"detector": det}), "plan": plan}
+    )
 
 
 def stepping_frames(rows: int, cols: int, seed: int = 0) -> np.ndarray:
@@ -95,7 +110,7 @@ def _tags(n: int, angles: int) -> dict[str, float]:
         "series_index": 0 if is_ref else -1,
         "step_index": k,
         "attempt": 0,
-        "g2_position_m": k * 1e-6 / STEPS,
+        "g2_position_m": k * G2_PITCH_M / STEPS,
         "rotation_deg": 0.0 if is_ref else angle * 180.0 / angles,
         "timestamp_s": 0.01 * n,
         "ring_current_ma": 200.0,
@@ -109,7 +124,7 @@ def sender(
     socket takes them or paced at ``rate_hz`` frames/s (a detector's frame rate)."""
     import zmq
 
-    from beamline.stream import FramePublisher, hwm_for
+    from contracts.sockets import FramePublisher, hwm_for
 
     frames = stepping_frames(size, size)
     frame_bytes = size * size * 2
@@ -128,7 +143,10 @@ def sender(
         return
     pub = FramePublisher(frame_bytes=frame_bytes)
     endpoint_q.put(pub.endpoint)
-    pub.start_scan(uuid.uuid4().hex, bench_preset(size, angles), frames_planned=n_frames)
+    prof = bench_profile(size, angles)
+    pub.start_scan(
+        uuid.uuid4().hex, prof.instrument, prof.plan, dtype="uint16", frames_planned=n_frames
+    )
     t0 = time.perf_counter()
     for n in range(n_frames):
         if rate_hz > 0:
@@ -154,7 +172,7 @@ def bench_bare(size: int, n_frames: int) -> dict[str, Any]:
     """Bare pyzmq PUSH/PULL, zero-copy, nothing done with the frames."""
     import zmq
 
-    from beamline.stream import hwm_for
+    from contracts.sockets import hwm_for
 
     proc, endpoint = _spawn("bare", size, n_frames, n_frames // STEPS)
     ctx = zmq.Context()
@@ -202,7 +220,8 @@ def bench_talbot(
     ones freed); one row per scan. ``reserve``: the reconstructor first reserves the fits of
     such a scan (``talbot recon --reserve``; no volumes here), as a service does at its start.
     """
-    from beamline.stream import FrameReceiver, ScanEnd
+    from contracts.messages import ScanEnd
+    from contracts.sockets import FrameReceiver
     from recon.streaming import StreamingReconstructor, StreamResult
 
     first: list[float] = []
@@ -219,7 +238,9 @@ def bench_talbot(
                 self.stats.frames_sent = end.frames_sent
                 self.stats.lost = [n for n in range(end.frames_sent) if n not in self._seen]
             result = StreamResult("", self.stats)
-            self.scan = None  # as the stock end(): the next scan-start begins afresh
+            # as the stock end(): the next scan-start begins afresh
+            self.scan = None
+            self._early = None
             return result
 
     angles = n_frames // STEPS - 1
@@ -249,21 +270,21 @@ def bench_talbot(
 
 
 def bench_final_tiny() -> dict[str, Any]:
-    """Tiny preset replayed from a file: last frame to volume and files written (the
+    """Tiny profile replayed from a file: last frame to volume and files written (the
     reconstructor finishes when the last planned series is in, before ``scan-end``)."""
-    from beamline.scanfile import ScanFileWriter, ScanHeader
-    from beamline.stream import FramePublisher, FrameReceiver
+    from contracts.scanfile import ScanFileWriter, ScanHeader
+    from contracts.sockets import FramePublisher, FrameReceiver
     from recon.streaming import StreamingReconstructor
     from sim.replay import replay
     from sim.scan import simulate_scan
 
-    p = preset("tiny")
-    scan = simulate_scan(p, seed=0)
+    p = builtin_profile("tiny")
+    scan = simulate_scan(p.instrument, p.scan_plan(), p.simulated(), seed=0)
     times: dict[str, float] = {}
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "scan.h5"
-        header = ScanHeader(uuid.uuid4().hex, p.model_dump_json(), STEPS, 1, p.detector.shape)
+        header = ScanHeader(uuid.uuid4().hex, p.instrument, p.scan_plan(), dtype="uint16")
         with ScanFileWriter(path, header) as w:
             for i in range(len(scan.table)):
                 w.append(scan.frames[i], scan.table.rows[i])
@@ -315,10 +336,10 @@ def bench_final_scaled(
     ``scans`` scans in one new reconstructor (the later ones in a reconstructor that has run a
     scan before, as the ``talbot recon`` service does). ``reserve``: the reconstructor first
     reserves the scan's memory (``talbot recon --reserve``), timed apart."""
-    from beamline.stream import FrameHeader, ScanStart
+    from contracts.messages import ScanStart, frame_header
     from recon.streaming import StreamingReconstructor
 
-    p = bench_preset(cols, angles, rows)
+    p = bench_profile(cols, angles, rows)
     frames = stepping_frames(rows, cols)
     rec = StreamingReconstructor(live_rows=(), center_offset_px=0.0)
     reserve_s = None
@@ -329,23 +350,20 @@ def bench_final_scaled(
     times: list[float] = []
     for _ in range(scans):
         uid = uuid.uuid4().hex
-        rec.start(ScanStart(uid, p, "uint16", (rows, cols)))
         n_frames = (angles + 1) * STEPS
+        rec.start(
+            ScanStart(
+                scan_uid=uid,
+                instrument=p.instrument,
+                plan=p.plan,
+                dtype="uint16",
+                shape=(rows, cols),
+                frames_planned=n_frames,
+            )
+        )
         for n in range(n_frames):
-            t = _tags(n, angles)
-            h = FrameHeader(
-                uid,
-                n,
-                *(
-                    int(t[k])
-                    for k in ("image_key", "angle_index", "series_index", "step_index", "attempt")
-                ),
-                t["g2_position_m"],
-                t["rotation_deg"],
-                t["timestamp_s"],
-                t["ring_current_ma"],
-                "uint16",
-                (rows, cols),
+            h = frame_header(
+                uid, _tags(n, angles), frame_number=n, dtype="uint16", shape=(rows, cols)
             )
             if n == n_frames - 1:
                 # a scan of this size lasts >= 9 s (100 frames/s), longer than the FFT planning
@@ -367,9 +385,7 @@ def bench_final_scaled(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
-    parser.add_argument("--out", type=Path, default=None, help="results folder")
+    parser = bench_parser(__doc__, result="bench_stream")
     parser.add_argument(
         "--full-volume", action="store_true",
         help="measure the final volume on all 1024 rows instead of a 64-row slab (~20 GB of "
@@ -453,7 +469,6 @@ def main(argv: list[str] | None = None) -> int:
         f"-> {reserved['extrapolated_volume_s'][0]:.1f} s"
     )
     finals = [tiny, scaled, reserved]
-    kwargs = {} if args.out is None else {"out_dir": args.out}
     path = write_json(
         "bench_stream" + ("_quick" if args.quick else ""),
         {
@@ -462,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             "final_volume": finals,
             "memory": {**touch, "freed_memory_kept": kept},
         },
-        **kwargs,
+        args.out,
     )
     print(f"\nresults: {path}")
     return 0

@@ -4,10 +4,13 @@ The benchmarks are scripts (``python benchmarks/bench_fbp.py``), never part of `
 number is wall-clock time from ``time.perf_counter``, after warm-up calls (numba JIT, FFT plans,
 page faults), as the best and the median of several repeats. On a shared 2-core box the best of N is
 the most reproducible figure (interference only ever adds time); the median is reported beside it.
+Every script takes the options of :func:`bench_parser` (``--out DIR``, ``--quick``), which
+``run_all.py`` passes to each.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.metadata
 import json
@@ -37,6 +40,22 @@ LIBRARIES = (
     "algotom",
     "threadpoolctl",
 )
+
+
+def bench_parser(doc: str | None, *, result: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every benchmark takes (``run_all.py`` passes them):
+    ``--out DIR``, the folder for ``RESULT.json`` (default ``benchmarks/results``), and
+    ``--quick``, small sizes for a smoke run. ``doc``: the script's docstring (its first line
+    describes the script)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS_DIR,
+        help=f"folder for {result}.json (default %(default)s)",
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
+    return parser
 
 
 @dataclass(frozen=True)

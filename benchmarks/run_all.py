@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -35,16 +36,21 @@ def discover() -> dict[str, str]:
 BENCHMARKS = discover()
 
 
-def summary(name: str, out_dir: Path) -> str:
-    """One line from ``OUT/NAME.json``: the target checks."""
-    path = out_dir / f"{name}.json"
-    if not path.exists():
-        return f"{name}: done (writes its own result file in {out_dir})"
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return f"{name}: no readable result ({exc})"
-    parts = []
+#: Result files whose stem is not the benchmark's name (``--quick`` adds ``_quick`` to these).
+RESULT_STEMS = {"stream": "bench_stream"}
+
+
+def result_path(name: str, out_dir: Path, quick: bool) -> Path:
+    """Where benchmark ``name`` writes its JSON result."""
+    stem = RESULT_STEMS.get(name)
+    if stem is None:
+        return out_dir / f"{name}.json"
+    return out_dir / f"{stem}{'_quick' if quick else ''}.json"
+
+
+def headline(name: str, doc: dict[str, Any]) -> list[str]:
+    """The headline figures of one result document, one line each."""
+    parts: list[str] = []
     for size, checks in doc.get("checks", {}).items():
         if "proj_per_s" in checks:
             parts.append(f"{size}: {checks['proj_per_s']:.0f} proj/s")
@@ -56,6 +62,31 @@ def summary(name: str, out_dir: Path) -> str:
                 )
         if "target_met" in checks:
             parts.append(f"{size}: headline target {'met' if checks['target_met'] else 'NOT met'}")
+    if name == "scan":
+        for r in doc.get("results", []):
+            parts.append(f"{r['stepping']} stepping: efficiency {r['efficiency']:.1%}")
+    if name == "control":
+        step = doc.get("phase_step", {})
+        parts.append(
+            f"phase step overhead: best {step.get('overhead_best_ms', float('nan')):.1f} ms, "
+            f"median {step.get('overhead_median_ms', float('nan')):.1f} ms"
+        )
+    if name == "stream":
+        for r in doc.get("throughput", []):
+            parts.append(f"{r['size']} {r['path']}: {r['gb_per_s']:.2f} GB/s, lost {r['lost']}")
+    return parts
+
+
+def summary(name: str, out_dir: Path, quick: bool = False) -> str:
+    """The headline figures from the benchmark's result file."""
+    path = result_path(name, out_dir, quick)
+    if not path.exists():
+        return f"{name}: done, but wrote no {path}"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{name}: no readable result ({exc})"
+    parts = headline(name, doc)
     return f"{name} -> {path}\n  " + ("\n  ".join(parts) if parts else "done")
 
 
@@ -83,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
             lines.append(f"{name}: FAILED (exit {rc}) after {dt:.0f} s")
         else:
-            lines.append(summary(name, out_dir) + f" ({dt:.0f} s)")
+            lines.append(summary(name, out_dir, args.quick) + f" ({dt:.0f} s)")
     print("\n== summary ==")
     print("\n".join(lines))
     return 1 if failed else 0

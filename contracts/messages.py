@@ -265,8 +265,12 @@ def _envelope(raw: bytes) -> str:
 def validation_error(exc: ValidationError) -> MessageError:
     """The first error of a pydantic ValidationError as a MessageError naming the field."""
     first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "header"
-    msg = first["msg"]
+    parts = list(first["loc"])
+    where = ""
+    while parts and isinstance(parts[-1], int):  # an item of a list: name the field
+        where = f"[{parts.pop()}]{where}"
+    loc = ".".join(str(p) for p in parts) or "header"
+    msg = f"{where}: {first['msg']}" if where else first["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
         field, sep, rest = msg.partition(": ")

@@ -29,7 +29,7 @@ class ScanTags(Device):
     step_index = Cpt(SettingSignal, "StepIndex", kind="normal")
     attempt = Cpt(SettingSignal, "Attempt", kind="normal")
     scan_uid = Cpt(SettingSignal, "ScanUid", string=True, kind="config")
-    scan_plan = Cpt(EpicsSignal, "ScanPlan", string=True, kind="omitted")
+    scan_plan = Cpt(EpicsSignal, "ScanPlan", string=True, put_complete=True, kind="omitted")
 
 
 class OperatorStatus(Device):

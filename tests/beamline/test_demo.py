@@ -21,7 +21,7 @@ NAMES = {"delta": "1", "mu": "1/m", "darkfield": "1/m"}
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--offline", "--preset", "tiny", "--out", str(out), "--seed", "1"]) == 0
+    assert main(["demo", "--offline", "--profile", "tiny", "--out", str(out), "--seed", "1"]) == 0
     return out
 
 
@@ -55,7 +55,7 @@ def test_demo_prints_and_saves_quality_figures(demo_out: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["demo", "--out", "x", "--preset", "huge"], "--preset"),
+        (["demo", "--out", "x", "--profile", "huge"], "profile must be one of"),
         (["demo"], "--out"),
         (["demo", "--out", "x", "--seed", "-3"], "--seed"),
         (["demo", "--out", "x", "--noise-free"], "--offline"),
@@ -75,7 +75,7 @@ def test_bad_profile_exits_2_naming_the_parameter(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     profile = tmp_path / "bad.toml"
-    profile.write_text("[geometry]\ng2_pitch_m = 3e-6\n")
+    profile.write_text('base = "tiny"\n[instrument.geometry]\ng2_pitch_m = 3e-6\n')
     with pytest.raises(SystemExit) as exc:
         main(["demo", "--offline", "--out", str(tmp_path / "o"), "--profile", str(profile)])
     assert exc.value.code == 2

@@ -14,15 +14,6 @@ import numpy as np
 import pytest
 from bluesky.utils import Msg, RunEngineInterrupted
 
-from recon.alignment import (
-    center_check_result,
-    distance_scan_result,
-    fringe_frequency,
-    roll_scan_result,
-    visibility_maps,
-)
-from beamline.config import Preset
-from beamline.scanfile import ImageKey, ScanFileContents, read_scan
 from beamline.session import (
     ScanStatusReporter,
     Session,
@@ -31,13 +22,21 @@ from beamline.session import (
     read_run,
     shell_namespace,
 )
+from contracts.frames import ImageKey
+from contracts.scanfile import ScanFileContents, read_scan
 from devices import FRAME_TYPES
-from plans import frames_planned
 from plans.alignment import (
     center_check_scan,
     g2_roll_scan,
     talbot_distance_scan,
     visibility_scan,
+)
+from recon.alignment import (
+    center_check_result,
+    distance_scan_result,
+    fringe_frequency,
+    roll_scan_result,
+    visibility_maps,
 )
 from recon.pipeline import retrieve_projections
 from sim.ioc.piezo import PiezoSpec
@@ -118,7 +117,9 @@ def test_ct_run_documents_status_and_restore(session: Session, sim_ioc: IocHandl
     assert run.uid == uid
     assert run.stop is not None
     assert run.stop["exit_status"] == "success"
-    assert Preset.model_validate_json(run.start["preset_json"]) == session.preset
+    assert run.start["instrument"] == session.profile.instrument.model_dump(mode="json")
+    assert run.start["scan_plan"]["steps"] == 3
+    assert "phantom" not in json.dumps(run.start)
     assert run.streams() == ["dark", "primary", "reference"]
     series = _frames_by_series(run)
     assert series == {
@@ -136,9 +137,8 @@ def test_ct_run_documents_status_and_restore(session: Session, sim_ioc: IocHandl
     assert primary["ifm_g2_x_user_setpoint"][:3] == pytest.approx([10.0, 10 + 1 / 3, 10 + 2 / 3])
     assert primary["ifm_rotation"] == pytest.approx([0, 0, 0, 90, 90, 90], abs=1e-3)
     assert np.all(primary["ifm_beam_current"] > 150)
-    # references with the sample out (field of view 48 um + rod 40 um), projections in (0 mm)
-    out_mm = session.preset.sample_out_offset_mm()
-    assert out_mm == pytest.approx(0.088)
+    # references with the sample out (twice the field of view of 48 um), projections in (0 mm)
+    out_mm = 0.096
     assert run.table("reference")["ifm_sample_x"] == pytest.approx([out_mm] * 6, abs=1e-3)
     assert primary["ifm_sample_x"] == pytest.approx([0.0] * 6, abs=1e-3)
     # restored: shutter closed again, sample in; operator status says done
@@ -221,10 +221,10 @@ def test_beam_dump_retakes_the_series_with_next_attempt(
     assert len(others) == 1 + 4  # darks, 2 references, projections 0 and 2
     # the frames of the latest attempts are exactly the planned scan
     latest = sum(len(v) for k, v in series.items() if k != ("projection", 1, 0))
-    schedule = session.preset.schedule.model_copy(
+    schedule = session.profile.scan_plan().model_copy(
         update={k: v for k, v in args.items() if k not in ("exposure_s", "stepping")}
     )
-    assert latest == frames_planned(schedule)
+    assert latest == schedule.frames_planned()
     assert session.ifm.status.state.get(use_monitor=False) == "Done"
     # the scan file keeps every frame acquired; the first take is marked superseded
     scan = _scan_file(run)
@@ -237,7 +237,7 @@ def test_beam_dump_retakes_the_series_with_next_attempt(
     assert list(scan.superseded) == list(retake & (rows["attempt"] == 0))
     # the reconstruction input equals that of the undisturbed scan within noise: pixel by pixel,
     # the re-taken angle differs from the calm scan no more than an undisturbed angle does
-    geometry = session.preset.geometry
+    geometry = session.profile.instrument.geometry
     p_calm = retrieve_projections(calm.frames, calm.table, geometry)
     p_dump = retrieve_projections(scan.frames, scan.table, geometry)
     for field in ("transmission", "dphi"):
@@ -415,7 +415,8 @@ def test_shell_namespace(session: Session) -> None:
     assert ns["ifm"] is session.ifm
     assert callable(ns["phase_stepping_ct"])
     assert callable(ns["read_run"])
-    assert ns["preset"].name == "tiny"
+    assert ns["profile"].name == "tiny"
+    assert ns["instrument"] is session.profile.instrument
 
 
 def test_make_session_validates(sim_ioc: IocHandle, tmp_path: Path) -> None:
@@ -423,7 +424,7 @@ def test_make_session_validates(sim_ioc: IocHandle, tmp_path: Path) -> None:
         make_session("tiny", tmp_path, pvs=sim_ioc.pvs, beam_floor_ma=0.0)
     with pytest.raises(ValueError, match="beam_resume_ma"):
         make_session("tiny", tmp_path, pvs=sim_ioc.pvs, beam_floor_ma=50, beam_resume_ma=10)
-    with pytest.raises(ValueError, match="preset"):
+    with pytest.raises(ValueError, match="profile"):
         make_session("huge", tmp_path, pvs=sim_ioc.pvs)
 
 
@@ -475,15 +476,15 @@ def _alignment_scan(session: Session, plan: Any) -> ScanFileContents:
 
 
 def test_roll_scan_on_the_simulator_finds_the_roll_without_moire(session: Session) -> None:
-    ifm, p = session.ifm, session.preset
-    g = p.geometry
+    ifm, p = session.ifm, session.profile
+    g = p.instrument.geometry
     rolls = [-15.0, -5.0, 5.0, 15.0]  # mrad
     kw = {"steps": 4, "period_um": g.g2_pitch_m * 1e6, "exposure_s": EXPOSURE_S}
     scan = _alignment_scan(session, g2_roll_scan(ifm, session.detectors, rolls_mrad=rolls, **kw))
     result = roll_scan_result(scan.frames, scan.table, g.g2_pitch_m, rolls)
     # truth: the roll whose moire cancels the y tilt of the reference fringes the simulator
     # renders (its seed-0 aberration), from the noise-free renderer
-    renderer = FrameRenderer(p, 0)
+    renderer = FrameRenderer(p.instrument, p.simulated(), 0)
     k = np.arange(4)[:, None, None]
     frames = np.stack(
         [
@@ -501,8 +502,8 @@ def test_roll_scan_on_the_simulator_finds_the_roll_without_moire(session: Sessio
 
 
 def test_distance_scan_on_the_simulator_peaks_at_the_talbot_distance(session: Session) -> None:
-    ifm, p = session.ifm, session.preset
-    g = p.geometry
+    ifm, p = session.ifm, session.profile
+    g = p.instrument.geometry
     d_mm = g.distance_m * 1e3
     z_mm = [d_mm - 2.0, d_mm - 1.0, d_mm, d_mm + 1.0, d_mm + 2.0]
     kw = {"steps": 4, "period_um": g.g2_pitch_m * 1e6, "exposure_s": EXPOSURE_S}
@@ -516,18 +517,18 @@ def test_distance_scan_on_the_simulator_peaks_at_the_talbot_distance(session: Se
 
 
 def test_visibility_and_centre_checks_on_the_simulator(session: Session) -> None:
-    ifm, p = session.ifm, session.preset
-    g = p.geometry
+    ifm, p = session.ifm, session.profile
+    g = p.instrument.geometry
     kw = {"steps": 5, "period_um": g.g2_pitch_m * 1e6, "exposure_s": EXPOSURE_S, "darks": 2}
     vis_scan = _alignment_scan(session, visibility_scan(ifm, session.detectors, **kw))
     centre_scan = _alignment_scan(session, center_check_scan(ifm, session.detectors, **kw))
     # the measured visibility map is the simulator's reference visibility (PSF-blurred)
     maps = visibility_maps(vis_scan.frames, vis_scan.table, g.g2_pitch_m)
-    truth = FrameRenderer(p, 0).reference.visibility
+    truth = FrameRenderer(p.instrument, p.simulated(), 0).reference.visibility
     assert float(np.median(maps.visibility)) == pytest.approx(float(np.median(truth)), rel=0.05)
-    # the rotation axis of the tiny preset sits on the detector centre; two noisy opposite
+    # the rotation axis of the tiny profile sits on the detector centre; two noisy opposite
     # projections locate it to ~0.17 px rms (5 runs: +0.30, -0.14, -0.02, +0.17, -0.04 px)
-    assert p.rotation_center_offset_px == 0.0
+    assert p.simulated().axis_offset_px(p.instrument.rotation_axis_offset_px) == 0.0
     offset = center_check_result(centre_scan.frames, centre_scan.table, g.g2_pitch_m)
     assert offset == pytest.approx(0.0, abs=0.5)
 

@@ -13,15 +13,16 @@ import h5py
 import numpy as np
 import pytest
 
-from beamline.scanfile import ImageKey, read_scan
 from beamline.session import read_run
+from contracts.frames import ImageKey
+from contracts.scanfile import read_scan
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("system-demo")
     profile = root / "short.toml"
-    profile.write_text('base = "tiny"\n[schedule]\nangles = 12\nreference_every = 6\ndarks = 3\n')
+    profile.write_text('base = "tiny"\n[plan]\nangles = 12\nreference_every = 6\ndarks = 3\n')
     out = root / "out"
     command = ["demo", "--profile", str(profile), "--out", str(out)]
     proc = subprocess.run(

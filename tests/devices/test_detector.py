@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 
-from beamline.scanfile import DATA_PATH, FRAMES_GROUP, ImageKey
+from contracts.frames import ImageKey
+from contracts.scanfile import DATA_PATH, FRAMES_GROUP
 from devices import ScanTags, TalbotDetector
 from tests.conftest import IocHandle
 

@@ -30,7 +30,7 @@ def test_interferometer_connects_and_reads(interferometer: Interferometer) -> No
     assert not any(key.startswith("ifm_status") for key in reading)
     config = interferometer.read_configuration()
     assert config["ifm_g0_x_velocity"]["value"] == pytest.approx(500.0)
-    assert interferometer.g2.z.position == pytest.approx(5.0, abs=1e-3)  # tiny: d = 5 mm
+    assert interferometer.g2.z.position == pytest.approx(15.0, abs=0.01)  # tiny: d = 15 mm
 
 
 def test_prefix_argument_overrides_pvnames(sim_ioc: IocHandle) -> None:

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from beamline.scanfile import DATA_PATH, FRAMES_GROUP
+from contracts.scanfile import DATA_PATH, FRAMES_GROUP
 from devices import (
     PiezoStepper,
     ScanTags,

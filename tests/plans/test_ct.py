@@ -7,14 +7,20 @@ from typing import Any
 import pytest
 from bluesky.utils import Msg
 
-from beamline.config import Preset, preset
-from plans import acquisition_order, frames_planned, phase_stepping_ct
+from contracts.profile import Profile, builtin_profile
+from contracts.scanplan import ScanPlan, acquisition_order
+from plans import phase_stepping_ct
 from tests.plans.conftest import drive
 
 
 @pytest.fixture(scope="module")
-def tiny() -> Preset:
-    return preset("tiny")
+def tiny() -> Profile:
+    return builtin_profile("tiny")
+
+
+def ct(ifm: Any, dets: list[Any], profile: Profile, **kwargs: Any) -> Any:
+    """``phase_stepping_ct`` with the profile's instrument and plan defaults."""
+    return phase_stepping_ct(ifm, dets, instrument=profile.instrument, plan=profile.plan, **kwargs)
 
 
 def _frames(msgs: list[Msg]) -> list[tuple[str, Any, Any, Any]]:
@@ -33,20 +39,11 @@ def _frames(msgs: list[Msg]) -> list[tuple[str, Any, Any, Any]]:
     return out
 
 
-def test_acquisition_order_matches_simulator() -> None:
-    assert acquisition_order(4, 2) == [
-        ("reference", 0), ("projection", 0), ("projection", 1), ("reference", 1),
-        ("projection", 2), ("projection", 3), ("reference", 2),
-    ]  # fmt: skip
-    assert acquisition_order(3, 2)[-2:] == [("projection", 2), ("reference", 2)]
-    assert acquisition_order(1, 1) == [("reference", 0), ("projection", 0), ("reference", 1)]
-
-
 def test_ct_order_of_darks_references_projections_and_steps(
-    ifm: Any, det: Any, tiny: Preset
+    ifm: Any, det: Any, tiny: Profile
 ) -> None:
-    plan = phase_stepping_ct(
-        ifm, [det], preset=tiny, angles=4, reference_every=2, darks=2, steps=3, start_um=10.0,
+    plan = ct(
+        ifm, [det], tiny, angles=4, reference_every=2, darks=2, steps=3, start_um=10.0,
         stepping="software",
     )  # fmt: skip
     msgs = drive(plan, {"ifm_shutter_state": "Closed", "ifm_sample_x_user_setpoint": 0.25})
@@ -56,10 +53,10 @@ def test_ct_order_of_darks_references_projections_and_steps(
         stream = "primary" if kind == "projection" else "reference"
         expected += [(stream, kind, index, k) for k in range(3)]
     assert frames == expected
-    schedule = tiny.schedule.model_copy(
+    schedule = tiny.scan_plan().model_copy(
         update={"angles": 4, "reference_every": 2, "darks": 2, "steps": 3}
     )
-    assert len(frames) == frames_planned(schedule)
+    assert len(frames) == schedule.frames_planned()
     # one checkpoint per series (plus none elsewhere): darks + 7 series
     assert [m.command for m in msgs].count("checkpoint") == 1 + 7
     # rotation: one move per projection series, inside the series (after its checkpoint)
@@ -77,10 +74,10 @@ def test_ct_order_of_darks_references_projections_and_steps(
     assert tail == [("ifm_sample", 0.25), ("ifm_shutter", "close")]
 
 
-def test_ct_start_metadata_describes_the_scan(ifm: Any, det: Any, tiny: Preset) -> None:
+def test_ct_start_metadata_describes_the_scan(ifm: Any, det: Any, tiny: Profile) -> None:
     msgs = list(
-        phase_stepping_ct(
-            ifm, [det], preset=tiny, angles=6, reference_every=3, exposure_s=0.02,
+        ct(
+            ifm, [det], tiny, angles=6, reference_every=3, exposure_s=0.02,
             start_um=12.0, md={"operator": "test"}, stepping="software",
         )
     )  # fmt: skip
@@ -89,12 +86,15 @@ def test_ct_start_metadata_describes_the_scan(ifm: Any, det: Any, tiny: Preset) 
     assert md["detectors"] == ["det"]
     assert md["motors"] == ["ifm_g2_x", "ifm_rotation", "ifm_sample_x"]
     assert md["hints"] == {"dimensions": [(["ifm_rotation"], "primary")]}
-    assert md["plan_args"]["exposure_s"] == 0.02
     assert md["operator"] == "test"
-    assert Preset.model_validate_json(md["preset_json"]) == tiny
-    assert md["schedule"]["angles"] == 6
-    assert md["schedule"]["reference_every"] == 3
-    assert md["frames_total"] == tiny.schedule.darks + (1 + 6 + 2) * tiny.schedule.steps
+    plan = ScanPlan.model_validate(md["scan_plan"])
+    assert plan == tiny.scan_plan().model_copy(
+        update={"angles": 6, "reference_every": 3, "exposure_s": 0.02, "stepping": "software"}
+    )
+    assert md["plan_args"]["scan_plan"] == md["scan_plan"]
+    assert md["instrument"] == tiny.instrument.model_dump(mode="json")
+    assert "phantom" not in str(md)  # the simulation never goes into the documents
+    assert md["frames_total"] == plan.darks + (1 + 6 + 2) * plan.steps
     assert md["period_um"] == pytest.approx(1.0)  # tiny: p2 = 1 um
     assert md["angles_deg"] == pytest.approx([0, 30, 60, 90, 120, 150])
 
@@ -122,28 +122,24 @@ def test_ct_start_metadata_describes_the_scan(ifm: Any, det: Any, tiny: Preset) 
     ],
 )
 def test_ct_validates_before_any_message(
-    ifm: Any, det: Any, tiny: Preset, kwargs: dict[str, Any], match: str
+    ifm: Any, det: Any, tiny: Profile, kwargs: dict[str, Any], match: str
 ) -> None:
     with pytest.raises(ValueError, match=match):
-        phase_stepping_ct(ifm, [det], preset=tiny, **kwargs)
+        ct(ifm, [det], tiny, **kwargs)
 
 
-def test_ct_needs_a_detector(ifm: Any, tiny: Preset) -> None:
+def test_ct_needs_a_detector(ifm: Any, tiny: Profile) -> None:
     with pytest.raises(ValueError, match="detectors"):
-        phase_stepping_ct(ifm, [], preset=tiny)
+        ct(ifm, [], tiny)
 
 
 def test_ct_steps_in_hardware_by_default_with_one_acquisition_per_series(
-    ifm: Any, area_det: Any, tiny: Preset
+    ifm: Any, area_det: Any, tiny: Profile
 ) -> None:
-    plan = phase_stepping_ct(
-        ifm, [area_det], preset=tiny, angles=4, reference_every=2, darks=2, steps=3,
-        start_um=10.0,
-    )  # fmt: skip
+    plan = ct(ifm, [area_det], tiny, angles=4, reference_every=2, darks=2, steps=3, start_um=10.0)
     msgs = drive(plan, {"ifm_shutter_state": "Closed", "ifm_sample_x_user_setpoint": 0.25})
     md = next(m for m in msgs if m.command == "open_run").kwargs
-    assert md["stepping"] == "hardware"
-    assert md["plan_args"]["stepping"] == "hardware"
+    assert md["scan_plan"]["stepping"] == "hardware"
     commands = [m.command for m in msgs]
     assert commands.count("checkpoint") == 1 + 7  # darks + 7 series
     acquisitions = [m for m in msgs if m.command == "trigger" and m.obj.name == "det_sequence"]
@@ -168,15 +164,39 @@ def test_ct_steps_in_hardware_by_default_with_one_acquisition_per_series(
     assert [a.rotation_deg for a in queued] == pytest.approx([45.0, 135.0])
 
 
-def test_ct_steps_g0_in_software_by_default(ifm: Any, area_det: Any, tiny: Preset) -> None:
-    geometry = tiny.geometry.model_copy(update={"g0_pitch_m": 2e-6})
-    talbot_lau = tiny.model_copy(update={"geometry": geometry})
+def test_ct_steps_g0_in_software_by_default(ifm: Any, area_det: Any, tiny: Profile) -> None:
+    geometry = tiny.instrument.geometry.model_copy(update={"g0_pitch_m": 2e-6})
+    instrument = tiny.instrument.model_copy(update={"geometry": geometry})
+    talbot_lau = tiny.model_copy(update={"instrument": instrument})
     msgs = list(
-        phase_stepping_ct(
-            ifm, [area_det], preset=talbot_lau, angles=2, reference_every=2, darks=0, steps=3,
+        ct(
+            ifm, [area_det], talbot_lau, angles=2, reference_every=2, darks=0, steps=3,
             start_um=0.0, grating="g0",
         )
     )  # fmt: skip
     md = next(m for m in msgs if m.command == "open_run").kwargs
-    assert md["stepping"] == "software"
+    assert md["scan_plan"]["stepping"] == "software"
     assert not any(m.command == "trigger" and m.obj.name == "det_sequence" for m in msgs)
+
+
+def test_ct_publishes_its_scan_plan_to_the_ioc_before_the_first_frame(
+    ifm: Any, det: Any, tiny: Profile
+) -> None:
+    msgs = drive(
+        ct(ifm, [det], tiny, angles=2, reference_every=2, steps=8, stepping="software"),
+        {"ifm_sample_in_position": 1.0},
+    )
+    md = next(m for m in msgs if m.command == "open_run").kwargs
+    puts = [i for i, m in enumerate(msgs) if m.command == "set" and m.obj is ifm.tags.scan_plan]
+    assert len(puts) == 1
+    opened = next(i for i, m in enumerate(msgs) if m.command == "open_run")
+    first_frame = next(i for i, m in enumerate(msgs) if m.command == "trigger")
+    assert opened < puts[0] < first_frame
+    assert (
+        ScanPlan.model_validate_json(msgs[puts[0]].args[0]).model_dump(mode="json")
+        == (md["scan_plan"])
+    )
+    assert md["scan_plan"]["steps"] == 8
+    # the sample-out position for the references: in + twice the 48 um field (0.096 mm)
+    out = next(m for m in msgs if m.command == "set" and m.obj is ifm.sample.out_position)
+    assert out.args[0] == pytest.approx(1.0 + 0.096)

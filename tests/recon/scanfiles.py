@@ -1,6 +1,6 @@
 """Test helper: small simulated scans recorded as raw scan files (with a re-taken series).
 
-Not a test module. ``recorded_scan`` simulates the tiny preset with fewer angles and writes it
+Not a test module. ``recorded_scan`` simulates the tiny profile with fewer angles and writes it
 with ``ScanFileWriter`` the way the detector does, plus one re-take: angle ``RETAKE_ANGLE`` is
 first taken with a tenth of the dose (a beam dump, attempt 0) and then again (attempt 1), so
 only the latest attempt gives the right volume.
@@ -20,50 +20,53 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from beamline.config import Preset, preset
-from beamline.scanfile import FRAME_DTYPE, ImageKey, ScanFileWriter, ScanHeader
-from sim.scan import SimulatedScan, simulate_scan
+from contracts.frames import FRAME_DTYPE, ImageKey
+from contracts.instrument import Instrument
+from contracts.profile import Profile
+from contracts.scanfile import ScanFileWriter, ScanHeader
+from contracts.scanplan import ScanPlan
+from sim.scan import SimulatedScan
+from tests.profiles import simulate, tiny
 
 RETAKE_ANGLE = 5
 
 
-def small_preset(angles: int = 24, reference_every: int = 12) -> Preset:
-    """The tiny preset (32 x 96 px) with fewer angles (fast tests)."""
-    p = preset("tiny")
-    schedule = p.schedule.model_copy(update={"angles": angles, "reference_every": reference_every})
-    return p.model_copy(update={"schedule": schedule})
+def small_profile(angles: int = 24, reference_every: int = 12) -> Profile:
+    """The tiny profile (32 x 96 px) with fewer angles (fast tests)."""
+    return tiny(angles=angles, reference_every=reference_every)
 
 
 @dataclass(frozen=True)
 class Recorded:
     """A simulated scan and the frames/tags in file order (re-take included)."""
 
-    preset: Preset
+    profile: Profile
     scan: SimulatedScan
     frames: NDArray[np.generic]
     rows: NDArray[np.void]
     scan_uid: str
 
     @property
+    def plan(self) -> ScanPlan:
+        return self.profile.scan_plan()
+
+    @property
+    def instrument(self) -> Instrument:
+        return self.profile.instrument
+
+    @property
     def frame_bytes(self) -> int:
         return int(self.frames[0].nbytes)
 
     def header(self) -> ScanHeader:
-        p = self.preset
-        return ScanHeader(
-            self.scan_uid,
-            p.model_dump_json(),
-            p.schedule.steps,
-            p.schedule.periods,
-            tuple(p.detector.shape),
-            str(self.frames.dtype),
-        )
+        p = self.profile
+        return ScanHeader(self.scan_uid, p.instrument, p.scan_plan(), str(self.frames.dtype))
 
 
-def recorded_scan(p: Preset | None = None, seed: int = 1, retake: bool = True) -> Recorded:
+def recorded_scan(p: Profile | None = None, seed: int = 1, retake: bool = True) -> Recorded:
     """Simulate and lay the frames out in acquisition order, with the re-take."""
-    p = p or small_preset()
-    scan = simulate_scan(p, seed=seed)
+    p = p or small_profile()
+    scan = simulate(p, seed=seed)
     frames = list(scan.frames)
     rows = list(scan.table.rows.copy())
     if retake:

@@ -12,31 +12,30 @@ import numpy as np
 import pytest
 from scipy.ndimage import median_filter
 
-from beamline.config import Geometry, Preset, preset
-from beamline.scanfile import FrameTable, ImageKey
+from contracts.frames import FrameTable, ImageKey
+from contracts.instrument import Geometry
+from contracts.profile import Profile, builtin_profile
 from recon.fbp import reconstruct_delta
 from recon.pipeline import Projections, reconstruct_volumes, retrieve_projections
-from sim.scan import SimulatedScan, simulate_scan
+from sim.scan import SimulatedScan
+from tests.profiles import simulate, with_plan, with_simulation
 
 
-def _ideal(base: Preset, **schedule: object) -> Preset:
-    """The tiny preset with an ideal detector and stage: no PSF, read noise or step errors."""
-    return base.model_copy(
-        update={
-            "detector": base.detector.model_copy(update={"psf_sigma_px": 0.0, "read_noise_e": 0.0}),
-            "interferometer": base.interferometer.model_copy(
-                update={"step_error_m": 0.0, "encoder_noise_m": 0.0, "dose_fluctuation": 0.0}
-            ),
-            "schedule": base.schedule.model_copy(update=schedule),
-        }
+def _ideal(base: Profile, **plan: object) -> Profile:
+    """The tiny profile with an ideal detector and stage: no PSF, read noise or step errors."""
+    ideal = with_simulation(
+        base,
+        detector={"psf_sigma_px": 0.0, "read_noise_e": 0.0},
+        fringes={"step_error_m": 0.0, "encoder_noise_m": 0.0, "dose_fluctuation": 0.0},
     )
+    return with_plan(ideal, **plan)
 
 
 @pytest.fixture(scope="module")
 def noise_free() -> tuple[SimulatedScan, Projections]:
-    p = _ideal(preset("tiny"))
-    scan = simulate_scan(p, seed=3, noise=False)
-    return scan, retrieve_projections(scan.frames, scan.table, p.geometry)
+    p = _ideal(builtin_profile("tiny"))
+    scan = simulate(p, seed=3, noise=False)
+    return scan, retrieve_projections(scan.frames, scan.table, p.instrument.geometry)
 
 
 def test_noise_free_retrieval_equals_the_model(noise_free: tuple[SimulatedScan, Projections]):
@@ -52,7 +51,7 @@ def test_noise_free_retrieval_equals_the_model(noise_free: tuple[SimulatedScan, 
 
 def test_noise_free_delta_matrix_and_halo_contrast(noise_free: tuple[SimulatedScan, Projections]):
     scan, proj = noise_free
-    g = scan.preset.geometry
+    g = scan.instrument.geometry
     vol = reconstruct_volumes(proj, g)
     truth = scan.phantom.voxelize(vol.delta.shape, g.pixel_size_m)
     masks = scan.phantom.region_masks(vol.delta.shape, g.pixel_size_m)
@@ -74,37 +73,37 @@ def test_noise_free_delta_matrix_and_halo_contrast(noise_free: tuple[SimulatedSc
 
 def test_noisy_differential_phase_noise_follows_the_photon_statistics() -> None:
     # Photon statistics alone: no PSF (it correlates pixels), no step errors (they add phase error).
-    base = _ideal(preset("tiny"), reference_every=90)
-    scan = simulate_scan(base, seed=5, noise=True)
-    proj = retrieve_projections(scan.frames, scan.table, base.geometry)
+    base = _ideal(builtin_profile("tiny"), reference_every=90)
+    scan = simulate(base, seed=5, noise=True)
+    proj = retrieve_projections(scan.frames, scan.table, base.instrument.geometry)
     air = np.s_[:, :, :4]  # outside the 40 um rod in the 48 um field
     dphi = proj.dphi[air].astype(np.float64)
     n_angles = dphi.shape[0]
     resid = dphi - dphi.mean(axis=0, keepdims=True)
     measured = float(np.sqrt(np.mean(resid**2) * n_angles / (n_angles - 1)))
-    # sigma^2 = 2 / (N V^2) per series (N counts over the M steps, reference/physics.md §3.5).
+    # sigma^2 = 2 / (N V^2) per series (N counts over the M steps, docs/physics.md).
     # Removing the mean over angles cancels the reference error except for its time
     # interpolation between the series at start and end: (w - mean w)(r1 - r0), variance
     # (1/12) 2 sigma^2, so the expected residual variance is sigma^2 (1 + 1/6).
-    n_counts = base.detector.incident_counts * base.schedule.steps
+    n_counts = base.simulated().detector.incident_counts * base.scan_plan().steps
     vis = scan.reference.visibility  # super-sampled V0 map; bin it to pixels
     ss = scan.reference.supersample
     v_px = vis.reshape(vis.shape[0] // ss, ss, vis.shape[1] // ss, ss).mean(axis=(1, 3))[:, :4]
     sigma2 = np.mean(2.0 / (n_counts * v_px**2))
     predicted = math.sqrt(sigma2 * (1 + 1 / 6))
     assert measured == pytest.approx(predicted, rel=0.15)
-    # and it is the photon-limited value of reference/physics.md: sqrt(2)/(V sqrt(N))
-    v0 = base.interferometer.visibility
+    # and it is the photon-limited value sqrt(2)/(V sqrt(N))
+    v0 = base.simulated().fringes.visibility
     assert math.sqrt(sigma2) == pytest.approx(math.sqrt(2) / (v0 * math.sqrt(n_counts)), rel=0.1)
 
 
 def test_opposite_projections_agree() -> None:
     # A 360-degree scan: g(theta + pi, s) = -g(theta, 2c - s) for differential phase,
     # and p(theta + pi, s) = p(theta, 2c - s) for attenuation.
-    p = _ideal(preset("tiny"), angles=8, angular_range_deg=360.0, reference_every=8)
-    p = p.model_copy(update={"rotation_center_offset_px": 0.0})
-    scan = simulate_scan(p, seed=1, noise=False)
-    proj = retrieve_projections(scan.frames, scan.table, p.geometry)
+    p = _ideal(builtin_profile("tiny"), angles=8, angular_range_deg=360.0, reference_every=8)
+    p = with_simulation(p, rotation_axis_offset_px=0.0)
+    scan = simulate(p, seed=1, noise=False)
+    proj = retrieve_projections(scan.frames, scan.table, p.instrument.geometry)
     half = proj.dphi.shape[0] // 2
     a, b = proj.dphi[:half], proj.dphi[half:]
     # exact up to the sub-pixel averaging of the (not mirror-symmetric) moire reference pattern
@@ -116,17 +115,18 @@ def test_opposite_projections_agree() -> None:
 
 
 def test_rotation_centre_offset_is_found_and_used() -> None:
-    p = _ideal(preset("tiny"), angles=60, reference_every=60)
-    p = p.model_copy(update={"rotation_center_offset_px": 2.5})
-    scan = simulate_scan(p, seed=2, noise=False)
-    proj = retrieve_projections(scan.frames, scan.table, p.geometry)
-    vol = reconstruct_volumes(proj, p.geometry, rows=[16])
+    p = _ideal(builtin_profile("tiny"), angles=60, reference_every=60)
+    p = with_simulation(p, rotation_axis_offset_px=2.5)
+    g = p.instrument.geometry
+    scan = simulate(p, seed=2, noise=False)
+    proj = retrieve_projections(scan.frames, scan.table, g)
+    vol = reconstruct_volumes(proj, g, rows=[16])
     assert vol.center_offset_px == pytest.approx(2.5, abs=0.1)
-    masks = scan.phantom.region_masks((32, 96, 96), p.geometry.pixel_size_m)
-    truth = scan.phantom.voxelize((32, 96, 96), p.geometry.pixel_size_m)
+    masks = scan.phantom.region_masks((32, 96, 96), g.pixel_size_m)
+    truth = scan.phantom.voxelize((32, 96, 96), g.pixel_size_m)
     m = masks["matrix"][16]
     assert vol.delta[0][m].mean() == pytest.approx(truth["delta"][16][m].mean(), rel=0.03)
-    wrong = reconstruct_volumes(proj, p.geometry, rows=[16], center_offset_px=0.0)
+    wrong = reconstruct_volumes(proj, g, rows=[16], center_offset_px=0.0)
     rod = truth["delta"][16] > 0  # the whole rod, edges included
     err_right = np.sqrt(np.mean((vol.delta[0][rod] - truth["delta"][16][rod]) ** 2))
     err_wrong = np.sqrt(np.mean((wrong.delta[0][rod] - truth["delta"][16][rod]) ** 2))
@@ -149,16 +149,14 @@ def _ring_amplitude(image: np.ndarray, truth: np.ndarray, radius: float) -> floa
 def test_no_rings_for_a_defect_free_detector() -> None:
     # Realistic detector and stage (PSF, step errors, moire, V0 map), no photon noise: any ring
     # would come from the pixel-wise systematics. A 0.06 rad column error shows the metric bites.
-    p = preset("tiny").model_copy(
-        update={"schedule": preset("tiny").schedule.model_copy(update={"angles": 60})}
-    )
-    scan = simulate_scan(p, seed=6, noise=False)
-    g = p.geometry
+    p = with_plan(builtin_profile("tiny"), angles=60)
+    scan = simulate(p, seed=6, noise=False)
+    g = p.instrument.geometry
     proj = retrieve_projections(scan.frames, scan.table, g)
     truth = scan.phantom.voxelize((32, 96, 96), g.pixel_size_m)
     masks = scan.phantom.region_masks((32, 96, 96), g.pixel_size_m)
     z = int(np.argmax(masks["matrix"].sum(axis=(1, 2))))  # the row with the fewest features
-    radius = 0.5 * p.phantom.rod_diameter_m / g.pixel_size_m - 2
+    radius = 0.5 * p.simulated().phantom.rod_diameter_m / g.pixel_size_m - 2
     vol = reconstruct_volumes(proj, g, rows=[z], center_offset_px=0.0)
     clean = _ring_amplitude(vol.delta[0], truth["delta"][z], radius)
     assert clean < 0.004 * 2.83e-6
@@ -170,12 +168,16 @@ def test_no_rings_for_a_defect_free_detector() -> None:
 
 
 def test_wrapped_differential_phase_is_unwrapped_before_fbp() -> None:
-    # Seventh fractional Talbot order: shear 3.5 um = 7 px, the rod edges wrap past pi.
-    base = _ideal(preset("tiny"), angles=60, reference_every=60)
-    d7 = 7 * base.geometry.distance_m
-    g = Geometry.model_validate({**base.geometry.model_dump(), "talbot_order": 7, "distance_m": d7})
-    p = base.model_copy(update={"geometry": g})
-    scan = simulate_scan(p, seed=0, noise=False)
+    # 21st fractional Talbot order, 7 times the third's distance: shear 3.5 um = 7 px, the rod
+    # edges wrap past pi.
+    base = _ideal(builtin_profile("tiny"), angles=60, reference_every=60)
+    g0 = base.instrument.geometry
+    d21 = 7 * g0.distance_m
+    g = Geometry.model_validate({**g0.model_dump(), "talbot_order": 21, "distance_m": d21})
+    assert g.shear_px == pytest.approx(7.0)
+    inst = base.instrument.model_copy(update={"geometry": g})
+    p = base.model_copy(update={"instrument": inst})
+    scan = simulate(p, seed=0, noise=False)
     proj = retrieve_projections(scan.frames, scan.table, g)
     assert np.abs(proj.dphi).max() > 3.0  # close to pi: the true phase wraps
     masks = scan.phantom.region_masks((32, 96, 96), g.pixel_size_m)
@@ -191,17 +193,19 @@ def test_frames_and_table_must_match() -> None:
     table = FrameTable.empty(3)
     table.rows["image_key"] = ImageKey.FLAT
     with pytest.raises(ValueError, match="frames"):
-        retrieve_projections(np.zeros((2, 4, 8)), table, preset("tiny").geometry)
+        retrieve_projections(
+            np.zeros((2, 4, 8)), table, builtin_profile("tiny").instrument.geometry
+        )
     table.rows["step_index"] = [0, 1, 2]
     table.rows["g2_position_m"] = [0, 1 / 3 * 1e-6, 2 / 3 * 1e-6]
     with pytest.raises(ValueError, match="projections"):
-        retrieve_projections(np.ones((3, 4, 8)), table, preset("tiny").geometry)
+        retrieve_projections(np.ones((3, 4, 8)), table, builtin_profile("tiny").instrument.geometry)
 
 
 def test_latest_attempt_wins_over_a_superseded_series() -> None:
-    p = _ideal(preset("tiny"), angles=6, reference_every=6)
-    scan = simulate_scan(p, seed=4, noise=False)
-    proj = retrieve_projections(scan.frames, scan.table, p.geometry)
+    p = _ideal(builtin_profile("tiny"), angles=6, reference_every=6)
+    scan = simulate(p, seed=4, noise=False)
+    proj = retrieve_projections(scan.frames, scan.table, p.instrument.geometry)
     # append a corrupted first attempt of angle 2 *before* the real one is marked attempt 1
     rows = scan.table.rows.copy()
     sel = np.flatnonzero((rows["image_key"] == ImageKey.PROJECTION) & (rows["angle_index"] == 2))
@@ -209,7 +213,7 @@ def test_latest_attempt_wins_over_a_superseded_series() -> None:
     rows["attempt"][sel] = 1
     frames = np.concatenate([scan.frames, np.full_like(scan.frames[sel], 7.0)])
     table = FrameTable(np.concatenate([rows, bad]))
-    again = retrieve_projections(frames, table, p.geometry)
+    again = retrieve_projections(frames, table, p.instrument.geometry)
     np.testing.assert_array_equal(again.dphi, proj.dphi)
 
 
@@ -217,7 +221,7 @@ def test_hilbert_sign_gives_positive_delta_for_matter(
     noise_free: tuple[SimulatedScan, Projections],
 ):
     scan, proj = noise_free
-    g = scan.preset.geometry
+    g = scan.instrument.geometry
     d = reconstruct_delta(
         proj.dphi[:, 16],
         proj.angles_rad,

@@ -9,17 +9,10 @@ import h5py
 import numpy as np
 import pytest
 
-from beamline.scanfile import FrameTable, ScanFileWriter
-from beamline.stream import (
-    FrameHeader,
-    FramePublisher,
-    FrameReceiver,
-    LivePublisher,
-    LiveSlices,
-    ScanEnd,
-    ScanStart,
-    live_subscriber,
-)
+from contracts.frames import FrameTable
+from contracts.messages import FrameHeader, LiveSlices, ScanEnd, ScanStart, frame_header
+from contracts.scanfile import ScanFileWriter
+from contracts.sockets import FramePublisher, FrameReceiver, LivePublisher, live_subscriber
 from recon.offline import reconstruct_file
 from recon.pipeline import Volumes, reconstruct_volumes, retrieve_projections
 from recon.slabs import run_slab_workers, slab_bounds
@@ -45,21 +38,17 @@ def run_in_thread(target: object, *args: object) -> threading.Thread:
 
 
 def header_of(rec: Recorded, n: int) -> FrameHeader:
-    row = rec.rows[n]
-    return FrameHeader(
-        rec.scan_uid,
-        n,
-        *(int(row[k]) for k in ("image_key", "angle_index", "series_index", "step_index")),
-        int(row["attempt"]),
-        *(float(row[k]) for k in ("g2_position_m", "rotation_deg", "timestamp_s")),
-        float(row["ring_current_ma"]),
-        "uint16",
-        (32, 96),
+    return frame_header(rec.scan_uid, rec.rows[n], frame_number=n, dtype="uint16", shape=(32, 96))
+
+
+def scan_start(rec: Recorded, scan_uid: str | None = None) -> ScanStart:
+    return ScanStart(
+        scan_uid=scan_uid or rec.scan_uid,
+        instrument=rec.instrument,
+        plan=rec.plan,
+        dtype="uint16",
+        shape=(32, 96),
     )
-
-
-def scan_start(rec: Recorded) -> ScanStart:
-    return ScanStart(rec.scan_uid, rec.preset, "uint16", (32, 96))
 
 
 def test_lost_duplicate_and_malformed_messages_are_counted_exactly() -> None:
@@ -70,7 +59,7 @@ def test_lost_duplicate_and_malformed_messages_are_counted_exactly() -> None:
     rx = FrameReceiver(pub.endpoint, frame_bytes=rec.frame_bytes)
 
     def detector() -> None:
-        pub.start_scan(rec.scan_uid, rec.preset)
+        pub.start_scan(rec.scan_uid, rec.instrument, rec.plan)
         for i, frame, tags in frames_in_order(rec):
             if i in lost:
                 continue
@@ -95,9 +84,9 @@ def test_lost_duplicate_and_malformed_messages_are_counted_exactly() -> None:
     # the same frames offline give the same volume
     keep = np.array([i not in lost for i in range(n)])
     proj = retrieve_projections(
-        rec.frames[keep], FrameTable(rec.rows[keep].copy()), rec.preset.geometry
+        rec.frames[keep], FrameTable(rec.rows[keep].copy()), rec.instrument.geometry
     )
-    assert_same_volumes(result.volumes, reconstruct_volumes(proj, rec.preset.geometry))
+    assert_same_volumes(result.volumes, reconstruct_volumes(proj, rec.instrument.geometry))
 
 
 class KilledAfter(StreamingReconstructor):
@@ -122,7 +111,7 @@ def test_killed_and_restarted_mid_scan_gives_the_offline_volume(tmp_path: Path) 
 
     def detector() -> None:  # writes every frame to the SWMR file, then publishes it
         with ScanFileWriter(path, rec.header()) as writer:
-            pub.start_scan(rec.scan_uid, rec.preset)
+            pub.start_scan(rec.scan_uid, rec.instrument, rec.plan)
             for i, frame, tags in frames_in_order(rec):
                 assert writer.append(frame, tags) == i
                 pub.publish(frame, tags, frame_number=i)
@@ -213,7 +202,7 @@ def test_live_slices_are_published_and_match_the_ground_truth(live_max_px: int) 
         sub.close()
         live.close()
     b = 96 // min(96, live_max_px)  # 96 detector columns
-    angles = rec.preset.schedule.angles
+    angles = rec.plan.angles
     assert result.stats.live_updates == angles + 1  # every projection and the re-take
     assert len(recon.live_latency_s) == angles + 1
     assert got, "the viewer received no live update"
@@ -242,8 +231,8 @@ def test_darks_arriving_last_are_subtracted_from_earlier_fits() -> None:
     for i in order:
         recon.add_frame(header_of(rec, int(i)), rec.frames[i])
     result = recon.end(None)
-    proj = retrieve_projections(rec.frames, FrameTable(rec.rows.copy()), rec.preset.geometry)
-    assert_same_volumes(result.volumes, reconstruct_volumes(proj, rec.preset.geometry), 1e-4)
+    proj = retrieve_projections(rec.frames, FrameTable(rec.rows.copy()), rec.instrument.geometry)
+    assert_same_volumes(result.volumes, reconstruct_volumes(proj, rec.instrument.geometry), 1e-4)
 
 
 def test_open_series_are_bounded_and_bad_frames_never_kill_it() -> None:
@@ -261,7 +250,7 @@ def test_open_series_are_bounded_and_bad_frames_never_kill_it() -> None:
     bad = header_of(rec, 0)
     recon.add_frame(bad, np.zeros((32, 95), np.uint16))  # wrong width
     recon.add_frame(
-        FrameHeader(**{**bad.__dict__, "scan_uid": "other", "frame_number": 999}), rec.frames[0]
+        bad.model_copy(update={"scan_uid": "other", "frame_number": 999}), rec.frames[0]
     )
     assert (recon.stats.bad_frames, recon.stats.foreign) == (1, 1)
     result = recon.end(None)
@@ -278,7 +267,7 @@ def test_frames_the_stream_lost_are_recovered_from_the_scan_file() -> None:
         if i not in (7, 40):  # dropped by a detector that cannot wait
             recon.add_frame(header_of(rec, i), rec.frames[i])
     recon.scan_file = path
-    result = recon.end(ScanEnd(rec.scan_uid, n))
+    result = recon.end(ScanEnd(scan_uid=rec.scan_uid, frames_sent=n))
     s = result.stats
     assert (s.lost, s.recovered, s.frames, s.incomplete_series) == ([], 2, n, 0)
     offline, _ = reconstruct_file(path)
@@ -314,19 +303,15 @@ def test_volume_is_written_when_the_last_series_arrives_and_redone_after_a_retak
         redo.add_frame(header_of(rec, i), rec.frames[i])
     for k, i in enumerate(series):
         h = header_of(rec, i)
-        retake = FrameHeader(
-            h.scan_uid, n + k, h.image_key, h.angle_index, h.series_index, h.step_index,
-            h.attempt + 1, h.g2_position_m, h.rotation_deg, h.timestamp_s, h.ring_current_ma,
-            h.dtype, h.shape,
-        )  # fmt: skip
+        retake = h.model_copy(update={"frame_number": n + k, "attempt": h.attempt + 1})
         redo.add_frame(retake, dimmer[i])
     result = redo.end(None)
     # the same as a scan that had the dimmer frames in the first place
     frames = rec.frames.copy()
     for i, f in dimmer.items():
         frames[i] = f
-    proj = retrieve_projections(frames, FrameTable(rec.rows.copy()), rec.preset.geometry)
-    want = reconstruct_volumes(proj, rec.preset.geometry)
+    proj = retrieve_projections(frames, FrameTable(rec.rows.copy()), rec.instrument.geometry)
+    want = reconstruct_volumes(proj, rec.instrument.geometry)
     assert_same_volumes(result.volumes, want)
     assert not np.allclose(kept.volumes.mu, want.mu)
     with h5py.File(tmp_path / "redo" / "recon.h5", "r") as f:  # the files were rewritten
@@ -338,13 +323,11 @@ def test_a_second_scan_reuses_the_first_scans_buffers_and_is_not_affected_by_the
     n = len(rec.rows)
     service = StreamingReconstructor(live_rows=())
     # scan 1: other data (half the counts) under another uid
-    first = ScanStart("0" * 32, rec.preset, "uint16", (32, 96))
+    first = scan_start(rec, "0" * 32)
     service.start(first)
     for i in range(n):
         h = header_of(rec, i)
-        service.add_frame(
-            FrameHeader(**{**h.__dict__, "scan_uid": first.scan_uid}), rec.frames[i] // 2
-        )
+        service.add_frame(h.model_copy(update={"scan_uid": first.scan_uid}), rec.frames[i] // 2)
     done = service.end(None)
     assert done.volumes is not None
     assert done.projections is not None
@@ -379,7 +362,7 @@ def test_a_reserved_first_scan_writes_into_the_reserved_memory() -> None:
     rec = shared_recorded()
     n = len(rec.rows)
     service = StreamingReconstructor(live_rows=())
-    angles = rec.preset.schedule.angles
+    angles = rec.plan.angles
     assert service.reserve((32, 96), angles) == 12 * 32 * 96 * (2 * angles + 4 + 96)
     spare_fits = service._pool.free
     spare_mu = service._spare_volumes.mu if service._spare_volumes is not None else None

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from beamline.config import preset
+from contracts.profile import builtin_profile
 from sim.forward import (
     ReferencePattern,
     apply_psf,
@@ -29,18 +29,31 @@ UM = 1e-6
 
 @pytest.fixture(scope="module")
 def tiny():
-    return preset("tiny")
+    return builtin_profile("tiny")
 
 
 @pytest.fixture(scope="module")
 def reference(tiny):
-    return make_reference(tiny.interferometer, tiny.detector.shape, tiny.phantom.supersample, 3)
+    return make_reference(
+        tiny.simulated().fringes,
+        tiny.instrument.detector.shape,
+        tiny.simulated().phantom.supersample,
+        3,
+    )
 
 
 @pytest.fixture(scope="module")
 def fields(tiny):
-    ph = make_bone_phantom(tiny.phantom, tiny.geometry, 0, fov_height_m=16 * UM)
-    return projection_fields(ph, tiny.geometry, tiny.detector.shape, 0.3, tiny.phantom.supersample)
+    ph = make_bone_phantom(
+        tiny.simulated().phantom, tiny.instrument.geometry, 0, fov_height_m=16 * UM
+    )
+    return projection_fields(
+        ph,
+        tiny.instrument.geometry,
+        tiny.instrument.detector.shape,
+        0.3,
+        tiny.simulated().phantom.supersample,
+    )
 
 
 def fft_harmonic(frames, n, steps):
@@ -102,11 +115,15 @@ def test_model_values_in_air_and_behind_the_rod(tiny, fields, reference):
     # air columns: the sample changes nothing
     np.testing.assert_allclose(c1_s[:, :3], c1_r[:, :3], rtol=1e-12)
     # rod only: T = exp(-mu 2R) at the centre, mu of bone matrix at 12.4 keV (beta ~ 2.7e-8)
-    rod = make_bone_phantom(tiny.phantom.model_copy(update={"lacunae": 0}), tiny.geometry, 0)
-    rod_fields = projection_fields(rod, tiny.geometry, tiny.detector.shape, 0.3, 4)
+    rod = make_bone_phantom(
+        tiny.simulated().phantom.model_copy(update={"lacunae": 0}), tiny.instrument.geometry, 0
+    )
+    rod_fields = projection_fields(
+        rod, tiny.instrument.geometry, tiny.instrument.detector.shape, 0.3, 4
+    )
     a0_rod, _ = first_harmonic(rod_fields, reference, 2e4)
     t_centre = (a0_rod / a0_r)[:, 47:49].mean()
-    mu = 4 * math.pi * 2.7e-8 / tiny.geometry.wavelength_m
+    mu = 4 * math.pi * 2.7e-8 / tiny.instrument.geometry.wavelength_m
     assert t_centre == pytest.approx(math.exp(-mu * 40 * UM), rel=0.005)
 
 
@@ -119,22 +136,22 @@ def test_psf_is_applied_to_the_harmonics(tiny, fields, reference):
 
 
 def test_reference_pattern_has_the_configured_moire_and_visibility(tiny, reference):
-    assert reference.shape == tiny.detector.shape
+    assert reference.shape == tiny.instrument.detector.shape
     u = (np.arange(96 * 4) + 0.5) / 4 / 96 - 0.5
     slope = np.polyfit(u, reference.phase.mean(axis=0), 1)[0]
-    assert slope == pytest.approx(2 * np.pi * tiny.interferometer.moire_fringes, rel=1e-6)
+    assert slope == pytest.approx(2 * np.pi * tiny.simulated().fringes.moire_fringes, rel=1e-6)
     assert reference.visibility.mean() == pytest.approx(0.35, abs=1e-9)
     assert reference.visibility.std() == pytest.approx(0.03, rel=1e-6)
-    again = make_reference(tiny.interferometer, tiny.detector.shape, 4, 3)
+    again = make_reference(tiny.simulated().fringes, tiny.instrument.detector.shape, 4, 3)
     np.testing.assert_array_equal(again.phase, reference.phase)
 
 
 def test_detector_noise_statistics(tiny):
-    det = tiny.detector.model_copy(
+    det = tiny.simulated().detector.model_copy(
         update={"psf_sigma_px": 0.0, "read_noise_e": 2.0, "gain_adu_per_e": 1.5}
     )
     rng = np.random.default_rng(0)
-    expected = np.full(det.shape, 1000.0)
+    expected = np.full(tiny.instrument.detector.shape, 1000.0)
     frames = np.stack([detect(expected, rng, det).astype(float) for _ in range(20)])
     assert frames.mean() == pytest.approx(1.5 * 1000 + 100, rel=2e-3)
     assert frames.var() == pytest.approx(1.5**2 * 1000 + (1.5 * 2) ** 2, rel=0.03)
@@ -145,16 +162,17 @@ def test_detector_noise_statistics(tiny):
 
 
 def test_dark_frames_and_clipping(tiny):
-    det = tiny.detector
+    det = tiny.simulated().detector
+    shape = tiny.instrument.detector.shape
     rng = np.random.default_rng(1)
-    dark = dark_frame(rng, det)
+    dark = dark_frame(rng, det, shape)
     assert dark.dtype == np.uint16
     assert dark.mean() == pytest.approx(100.0, abs=0.1)
     assert dark.std() == pytest.approx(2.0, rel=0.1)
-    assert detect(np.full(det.shape, 1e6), rng, det).max() == 65535
-    np.testing.assert_allclose(noiseless(np.full(det.shape, 10.0), det), 110.0)
+    assert detect(np.full(shape, 1e6), rng, det).max() == 65535
+    np.testing.assert_allclose(noiseless(np.full(shape, 10.0), det), 110.0)
     with pytest.raises(ValueError, match="expected"):
-        detect(np.zeros((2, 2)), rng, det)
+        detect(np.zeros((2, 2, 2)), rng, det)
 
 
 def test_drift_phase_mean_and_tilt():
@@ -178,14 +196,20 @@ def test_inputs_are_checked(reference):
 
 def test_shifted_grid_shortcut_equals_direct_evaluation(tiny):
     """tiny has xi/2 = 2 sub-samples: the one-pass path must equal three direct evaluations."""
-    ph = make_bone_phantom(tiny.phantom, tiny.geometry, 0, fov_height_m=16 * UM)
-    fast = projection_fields(ph, tiny.geometry, tiny.detector.shape, 1.1, 4, 0.3)
-    s, v = detector_axes(tiny.detector.shape, tiny.geometry.pixel_size_m, 4, 0.3)
-    half = tiny.geometry.shear_m / 2
+    ph = make_bone_phantom(
+        tiny.simulated().phantom, tiny.instrument.geometry, 0, fov_height_m=16 * UM
+    )
+    fast = projection_fields(
+        ph, tiny.instrument.geometry, tiny.instrument.detector.shape, 1.1, 4, 0.3
+    )
+    s, v = detector_axes(
+        tiny.instrument.detector.shape, tiny.instrument.geometry.pixel_size_m, 4, 0.3
+    )
+    half = tiny.instrument.geometry.shear_m / 2
     _, b, e = ph.line_integrals(1.1, s, v)
     dm, _, _ = ph.line_integrals(1.1, s - half, v)
     dp, _, _ = ph.line_integrals(1.1, s + half, v)
-    direct = fields_from_integrals(b, e, dm, dp, tiny.geometry.wavenumber_per_m, 4)
+    direct = fields_from_integrals(b, e, dm, dp, tiny.instrument.geometry.wavenumber_per_m, 4)
     np.testing.assert_allclose(fast.dphase, direct.dphase, atol=1e-9)
     np.testing.assert_allclose(fast.transmission, direct.transmission, rtol=1e-12)
     assert np.abs(fast.dphase).max() > 0.1

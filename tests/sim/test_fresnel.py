@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from beamline.config import preset
+from contracts.profile import builtin_profile
 from sim.forward import ReferencePattern, expected_counts, fields_from_integrals
 from sim.fresnel import fresnel_stepping
 
@@ -22,7 +22,7 @@ def oracle_kwargs(geometry, **extra):
     kw = {
         "wavelength_m": geometry.wavelength_m,
         "g1_pitch_m": geometry.g1_pitch_m,
-        "g1_phase": geometry.g1_phase,
+        "g1_phase_deg": geometry.g1_phase_deg,
         "distance_m": geometry.distance_m,
         "steps": STEPS,
         "periods": 32,
@@ -34,7 +34,7 @@ def oracle_kwargs(geometry, **extra):
 
 @pytest.mark.parametrize("name", ["tiny", "full"])
 def test_visibility_peaks_at_the_fractional_talbot_distance(name):
-    geometry = preset(name).geometry
+    geometry = builtin_profile(name).instrument.geometry
     scale = np.linspace(0.5, 1.5, 21)
     vis = []
     for s in scale:
@@ -55,7 +55,7 @@ def wedge(geometry, cycles=4, periods=32):
 
 @pytest.mark.parametrize(("profile", "tolerance"), [("sinusoidal", 1e-9), ("binary", 0.02)])
 def test_wedge_shift_matches_the_refraction_angle_and_the_fast_model(profile, tolerance):
-    geometry = preset("tiny").geometry
+    geometry = builtin_profile("tiny").instrument.geometry
     g, exit_wave = wedge(geometry)
     kw = oracle_kwargs(geometry, g2_profile=profile)
     ref = fresnel_stepping(**kw)
@@ -66,8 +66,9 @@ def test_wedge_shift_matches_the_refraction_angle_and_the_fast_model(profile, to
     alpha = -g
     expected = -2 * math.pi * geometry.distance_m * alpha / geometry.g2_pitch_m
     assert shift == pytest.approx(expected, rel=tolerance)
-    # The fast model's finite-shear phase for the same wedge has the same sign and value.
-    xi = geometry.shear_m
+    # The fast model's finite-shear phase for the same wedge has the same sign and value. The
+    # oracle has no objective: its wedge lies in the G1 plane, where the shear is lambda d / p2.
+    xi = geometry.shear_m * geometry.magnification
     s = np.linspace(-10e-6, 10e-6, 5)[None, :]
     fast = fields_from_integrals(
         np.zeros_like(s),
@@ -82,13 +83,13 @@ def test_wedge_shift_matches_the_refraction_angle_and_the_fast_model(profile, to
 
 
 def test_fast_stepping_frames_reproduce_the_oracle_shift():
-    geometry = preset("tiny").geometry
+    geometry = builtin_profile("tiny").instrument.geometry
     g, exit_wave = wedge(geometry)
     kw = oracle_kwargs(geometry, g2_profile="sinusoidal")
     ref = fresnel_stepping(**kw)
     obj = fresnel_stepping(**kw, exit_wave=exit_wave)
     oracle = np.angle(harmonic(obj.intensity)[0] * np.conj(harmonic(ref.intensity)[0]))
-    xi = geometry.shear_m
+    xi = geometry.shear_m * geometry.magnification  # in the G1 plane, as the oracle's wedge
     s = np.linspace(-10e-6, 10e-6, 8)[None, :]
     fields = fields_from_integrals(
         np.zeros_like(s),
@@ -109,7 +110,7 @@ def test_fast_stepping_frames_reproduce_the_oracle_shift():
 @pytest.mark.parametrize("name", ["tiny", "full"])
 def test_local_phase_of_a_smooth_bump_matches_the_fast_model(name):
     """Pixel by pixel (pixels of 2 G1 periods) for a Gaussian phase bump of 1 rad."""
-    geometry = preset(name).geometry
+    geometry = builtin_profile(name).instrument.geometry
     k = geometry.wavenumber_per_m
     width = 10 * geometry.g1_pitch_m
     xi = geometry.wavelength_m * geometry.distance_m / geometry.g2_pitch_m
@@ -141,13 +142,13 @@ def test_local_phase_of_a_smooth_bump_matches_the_fast_model(name):
 def test_oracle_checks_its_inputs():
     with pytest.raises(ValueError, match="steps"):
         fresnel_stepping(
-            wavelength_m=1e-10, g1_pitch_m=2e-6, g1_phase="pi", distance_m=5e-3, steps=2
+            wavelength_m=1e-10, g1_pitch_m=2e-6, g1_phase_deg=180.0, distance_m=5e-3, steps=2
         )
     with pytest.raises(ValueError, match="pixel_samples"):
         fresnel_stepping(
             wavelength_m=1e-10,
             g1_pitch_m=2e-6,
-            g1_phase="pi",
+            g1_phase_deg=180.0,
             distance_m=5e-3,
             steps=5,
             pixel_samples=7,

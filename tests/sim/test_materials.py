@@ -4,13 +4,13 @@ import math
 
 import pytest
 
-from beamline.config import preset
+from contracts.profile import builtin_profile
 from sim.materials import WATER, Material, bone_materials, from_formula, mix
 
 
 @pytest.fixture(scope="module")
 def bone():
-    return bone_materials(preset("tiny").phantom, 12.4)
+    return bone_materials(builtin_profile("tiny").simulated().phantom, 12.4)
 
 
 def test_bone_matrix_matches_reference_table(bone):

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from contracts.profile import builtin_profile
 from recon.alignment import fringe_frequency
-from beamline.config import preset
 from sim.fresnel import fresnel_stepping
 from sim.misalignment import (
     plane_wave_distance_m,
@@ -22,8 +22,8 @@ from tests.sim.test_fresnel import harmonic, oracle_kwargs
 
 def test_pi_half_grating_follows_the_closed_form() -> None:
     # pi/2 grating: |I_1(z)| = (2/pi) |sin(pi lambda z / p1^2)|, peak at D1 = p1^2 / (2 lambda)
-    g = preset("full").geometry
-    assert g.g1_phase == "pi/2"
+    g = builtin_profile("full").instrument.geometry
+    assert g.g1_phase_deg == 90.0
 
     def closed(z: float) -> float:
         return abs(math.sin(math.pi * g.wavelength_m * z / g.g1_pitch_m**2))
@@ -36,7 +36,7 @@ def test_pi_half_grating_follows_the_closed_form() -> None:
 
 @pytest.mark.parametrize("name", ["tiny", "full"])
 def test_visibility_versus_distance_matches_the_fresnel_oracle(name: str) -> None:
-    g = preset(name).geometry
+    g = builtin_profile(name).instrument.geometry
 
     def oracle_visibility(z: float) -> float:
         kw = oracle_kwargs(g, distance_m=z, periods=8, steps=8)
@@ -53,7 +53,7 @@ def test_visibility_versus_distance_matches_the_fresnel_oracle(name: str) -> Non
 
 
 def test_cone_beam_distance_scales_to_the_plane_wave_distance() -> None:
-    g = preset("tiny").geometry
+    g = builtin_profile("tiny").instrument.geometry
     assert plane_wave_distance_m(g, 0.004) == 0.004  # plane wave
     l_m = 1.0
     cone = g.model_copy(update={"source_distance_m": l_m})
@@ -63,14 +63,14 @@ def test_cone_beam_distance_scales_to_the_plane_wave_distance() -> None:
 
 
 def test_roll_gives_moire_along_the_rows_with_the_predicted_frequency() -> None:
-    p = preset("tiny")
-    g = p.geometry
-    # 10 mrad: f_y = 0.01 * 0.5 um / 1 um = 5e-3 cycles/px
-    assert roll_moire_frequency(g, 0.01) == pytest.approx(0.01 * g.pixel_size_m / g.g2_pitch_m)
-    phase, loss = roll_moire_phase(g, 0.01, p.detector.shape)
-    assert phase.shape == (p.detector.shape[0], 1)
-    assert loss == pytest.approx(np.sinc(5e-3))
-    renderer = FrameRenderer(p, seed=1)
+    p = builtin_profile("tiny")
+    g = p.instrument.geometry
+    # 10 mrad: f_y = 0.01 * 1.5 um / 1 um = 1.5e-2 cycles/px (the pixel in the G2 plane)
+    assert roll_moire_frequency(g, 0.01) == pytest.approx(0.01 * 1.5e-6 / g.g2_pitch_m)
+    phase, loss = roll_moire_phase(g, 0.01, p.instrument.detector.shape)
+    assert phase.shape == (p.instrument.detector.shape[0], 1)
+    assert loss == pytest.approx(np.sinc(1.5e-2))
+    renderer = FrameRenderer(p.instrument, p.simulated(), seed=1)
     steps = 4
     positions = [k * g.g2_pitch_m / steps for k in range(steps)]
 
@@ -92,9 +92,9 @@ def test_roll_gives_moire_along_the_rows_with_the_predicted_frequency() -> None:
 
 
 def test_distance_lowers_the_rendered_visibility_by_the_factor() -> None:
-    p = preset("tiny")
-    g = p.geometry
-    renderer = FrameRenderer(p, seed=1)
+    p = builtin_profile("tiny")
+    g = p.instrument.geometry
+    renderer = FrameRenderer(p.instrument, p.simulated(), seed=1)
     steps = 5
 
     def visibility(distance_m: float | None) -> np.ndarray:

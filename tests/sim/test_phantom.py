@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from beamline.config import preset
+from contracts.profile import builtin_profile
 from sim.phantom import BonePhantom, _rotation_with_axis, make_bone_phantom
 from sim.primitives import Cylinder, Ellipsoid
 
@@ -14,20 +14,25 @@ UM = 1e-6
 
 @pytest.fixture(scope="module")
 def tiny():
-    return preset("tiny")
+    return builtin_profile("tiny")
 
 
 @pytest.fixture(scope="module")
 def phantom(tiny):
-    rows = tiny.detector.shape[0]
+    rows = tiny.instrument.detector.shape[0]
     return make_bone_phantom(
-        tiny.phantom, tiny.geometry, seed=7, fov_height_m=rows * tiny.geometry.pixel_size_m
+        tiny.simulated().phantom,
+        tiny.instrument.geometry,
+        seed=7,
+        fov_height_m=rows * tiny.instrument.geometry.pixel_size_m,
     )
 
 
 def test_centred_rod_projection_is_angle_independent(tiny):
-    rod_only = make_bone_phantom(tiny.phantom.model_copy(update={"lacunae": 0}), tiny.geometry, 0)
-    radius = tiny.phantom.rod_diameter_m / 2
+    rod_only = make_bone_phantom(
+        tiny.simulated().phantom.model_copy(update={"lacunae": 0}), tiny.instrument.geometry, 0
+    )
+    radius = tiny.simulated().phantom.rod_diameter_m / 2
     s = np.linspace(-30 * UM, 30 * UM, 241)
     v = np.array([-5 * UM, 0.0, 7 * UM])
     expected = 2 * rod_only.rod.d_delta * np.sqrt(np.maximum(radius**2 - s**2, 0.0))
@@ -61,9 +66,13 @@ def test_projected_mass_equals_volume_integral(phantom):
 
 
 def test_phantom_is_deterministic_in_seed(tiny, phantom):
-    rows = tiny.detector.shape[0]
-    again = make_bone_phantom(tiny.phantom, tiny.geometry, seed=7, fov_height_m=rows * 0.5e-6)
-    other = make_bone_phantom(tiny.phantom, tiny.geometry, seed=8, fov_height_m=rows * 0.5e-6)
+    rows = tiny.instrument.detector.shape[0]
+    again = make_bone_phantom(
+        tiny.simulated().phantom, tiny.instrument.geometry, seed=7, fov_height_m=rows * 0.5e-6
+    )
+    other = make_bone_phantom(
+        tiny.simulated().phantom, tiny.instrument.geometry, seed=8, fov_height_m=rows * 0.5e-6
+    )
     assert len(again.primitives) == len(phantom.primitives)
     for a, b in zip(again.primitives, phantom.primitives, strict=True):
         np.testing.assert_array_equal(a.centre, b.centre)
@@ -72,9 +81,9 @@ def test_phantom_is_deterministic_in_seed(tiny, phantom):
 
 
 def test_phantom_layout_follows_the_preset(tiny, phantom):
-    radius = tiny.phantom.rod_diameter_m / 2
-    lo, hi = tiny.phantom.canaliculi_per_lacuna
-    assert len(phantom.lacunae) == tiny.phantom.lacunae
+    radius = tiny.simulated().phantom.rod_diameter_m / 2
+    lo, hi = tiny.simulated().phantom.canaliculi_per_lacuna
+    assert len(phantom.lacunae) == tiny.simulated().phantom.lacunae
     assert lo - 2 <= len(phantom.canaliculi) <= hi
     assert len(phantom.halos) == len(phantom.canaliculi)
     lacuna = phantom.lacunae[0]
@@ -90,13 +99,13 @@ def test_phantom_layout_follows_the_preset(tiny, phantom):
         assert abs(canal.axis @ long_axis) < math.sin(math.radians(21))
         assert canal.radius == pytest.approx(0.15 * UM)
         assert halo.radius == pytest.approx(1.5 * UM)
-        assert canal.d_eps == tiny.phantom.canaliculus_darkfield_per_m
+        assert canal.d_eps == tiny.simulated().phantom.canaliculus_darkfield_per_m
 
 
 def test_voxelized_rois_hold_the_material_values(tiny, phantom):
-    rows, cols = tiny.detector.shape
-    vol = phantom.voxelize((rows, cols, cols), tiny.geometry.pixel_size_m)
-    masks = phantom.region_masks((rows, cols, cols), tiny.geometry.pixel_size_m)
+    rows, cols = tiny.instrument.detector.shape
+    vol = phantom.voxelize((rows, cols, cols), tiny.instrument.geometry.pixel_size_m)
+    masks = phantom.region_masks((rows, cols, cols), tiny.instrument.geometry.pixel_size_m)
     mats = phantom.materials
     assert vol["delta"].dtype == np.float32
     assert vol["delta"].shape == (rows, cols, cols)
@@ -118,8 +127,8 @@ def test_voxelized_rois_hold_the_material_values(tiny, phantom):
 
 def test_voxelized_volume_reproduces_the_projection(tiny, phantom):
     """Summing the ground-truth volume along y equals the exact projection at theta = 0."""
-    rows, cols = tiny.detector.shape
-    px = tiny.geometry.pixel_size_m
+    rows, cols = tiny.instrument.detector.shape
+    px = tiny.instrument.geometry.pixel_size_m
     vol = phantom.voxelize((rows, cols, cols), px, supersample=4)
     s = (np.arange(cols) - (cols - 1) / 2) * px
     v = (np.arange(rows) - (rows - 1) / 2) * px

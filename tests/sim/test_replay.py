@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from beamline.stream import FramePublisher, FrameReceiver
 from beamline.stream_cli import main as stream_main
+from contracts.sockets import FramePublisher, FrameReceiver
 from recon.offline import reconstruct_file
 from recon.streaming import StreamingReconstructor
 from sim.replay import replay
@@ -50,8 +50,8 @@ def test_replay_reconstructs_to_the_offline_volume(
     stats = result.stats
     assert (stats.frames, stats.frames_sent, stats.lost, stats.duplicates) == (n, n, [], 0)
     assert stats.malformed == 0
-    assert stats.superseded == recorded.preset.schedule.steps  # the beam-dump attempt
-    assert stats.projections == recorded.preset.schedule.angles + 1  # + the re-take
+    assert stats.superseded == recorded.plan.steps  # the beam-dump attempt
+    assert stats.projections == recorded.plan.angles + 1  # + the re-take
     assert result.volumes is not None
     for name in UNITS:
         got, want = getattr(result.volumes, name), getattr(offline, name)

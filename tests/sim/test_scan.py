@@ -3,47 +3,44 @@
 import numpy as np
 import pytest
 
-from beamline.config import preset
-from beamline.scanfile import ImageKey
-from sim.scan import FRAME_OVERHEAD_S, FrameRenderer, FrameState, simulate_scan
+from contracts.frames import ImageKey
+from contracts.profile import builtin_profile
+from sim.scan import FRAME_OVERHEAD_S, FrameRenderer, FrameState
+from tests.profiles import simulate, with_simulation
 
 
 def clean(psf_sigma_px):
     """tiny without step, encoder, dose or drift errors."""
-    p = preset("tiny")
-    return p.model_copy(
-        update={
-            "interferometer": p.interferometer.model_copy(
-                update={"step_error_m": 0.0, "encoder_noise_m": 0.0}
-            ),
-            "detector": p.detector.model_copy(update={"psf_sigma_px": psf_sigma_px}),
-        }
+    return with_simulation(
+        builtin_profile("tiny"),
+        fringes={"step_error_m": 0.0, "encoder_noise_m": 0.0},
+        detector={"psf_sigma_px": psf_sigma_px},
     )
 
 
 @pytest.fixture(scope="module")
 def noisy():
-    return simulate_scan(preset("tiny"), seed=0, noise=True)
+    return simulate(builtin_profile("tiny"), seed=0, noise=True)
 
 
 @pytest.fixture(scope="module")
 def noise_free():
-    return simulate_scan(clean(0.7), seed=1, noise=False)
+    return simulate(clean(0.7), seed=1, noise=False)
 
 
 def series_harmonics(scan, key, index_field, index):
     rows = scan.table.rows
     sel = (rows["image_key"] == key) & (rows[index_field] == index)
-    frames = scan.frames[sel].astype(float) - scan.preset.detector.dark_offset_adu
+    frames = scan.frames[sel].astype(float) - scan.simulation.detector.dark_offset_adu
     steps = rows["step_index"][sel]
-    theta = 2 * np.pi * rows["g2_position_m"][sel] / scan.preset.geometry.g2_pitch_m
-    assert steps.tolist() == list(range(scan.preset.schedule.steps))
+    theta = 2 * np.pi * rows["g2_position_m"][sel] / scan.instrument.geometry.g2_pitch_m
+    assert steps.tolist() == list(range(scan.plan.steps))
     return frames.mean(axis=0), np.tensordot(np.exp(-1j * theta), frames, axes=(0, 0)) / len(theta)
 
 
 def test_frame_table_layout(noisy):
     rows = noisy.table.rows
-    sched = noisy.preset.schedule
+    sched = noisy.plan
     key = rows["image_key"]
     assert noisy.frames.shape == (5 + 3 * 5 + 90 * 5, 32, 96)
     assert noisy.frames.dtype == np.uint16
@@ -62,16 +59,16 @@ def test_frame_table_layout(noisy):
     assert (rows["attempt"] == 0).all()
     assert (rows["series_index"][~flats] == -1).all()
     dt = np.diff(rows["timestamp_s"])
-    assert np.allclose(dt, noisy.preset.detector.exposure_s + FRAME_OVERHEAD_S)
+    assert np.allclose(dt, noisy.plan.exposure_s + FRAME_OVERHEAD_S)
     assert np.allclose(rows["ring_current_ma"], 200.0)
 
 
 def test_encoder_readback_differs_from_the_true_position(noisy):
     rows = noisy.table.rows
-    itf = noisy.preset.interferometer
+    itf = noisy.simulation.fringes
     stepped = rows["step_index"] >= 0
-    p2 = noisy.preset.geometry.g2_pitch_m
-    commanded = rows["step_index"][stepped] * p2 / noisy.preset.schedule.steps
+    p2 = noisy.instrument.geometry.g2_pitch_m
+    commanded = rows["step_index"][stepped] * p2 / noisy.plan.steps
     encoder_error = rows["g2_position_m"][stepped] - commanded
     step_error = rows["g2_position_m"][stepped] - noisy.true_g2_position_m[stepped]
     assert encoder_error.std() == pytest.approx(itf.encoder_noise_m, rel=0.15)
@@ -81,7 +78,7 @@ def test_encoder_readback_differs_from_the_true_position(noisy):
 def test_noise_free_retrieval_equals_the_truth(noise_free):
     scan = noise_free
     assert scan.frames.dtype == np.float64
-    np.testing.assert_allclose(scan.frames[:5], scan.preset.detector.dark_offset_adu)
+    np.testing.assert_allclose(scan.frames[:5], scan.simulation.detector.dark_offset_adu)
     a0_r, c1_r = series_harmonics(scan, ImageKey.FLAT, "series_index", 0)
     for angle in (0, 17, 63):
         a0_s, c1_s = series_harmonics(scan, ImageKey.PROJECTION, "angle_index", angle)
@@ -107,19 +104,19 @@ def test_noise_free_retrieval_equals_the_truth(noise_free):
 
 
 def test_phase_noise_follows_counting_statistics():
-    scan = simulate_scan(clean(0.0), seed=2, noise=True)
+    scan = simulate(clean(0.0), seed=2, noise=True)
     _, c1_r = series_harmonics(scan, ImageKey.FLAT, "series_index", 0)
     _, c1_r2 = series_harmonics(scan, ImageKey.FLAT, "series_index", 2)
     diff = np.angle(c1_r2 * np.conj(c1_r))
-    n_counts = scan.preset.schedule.steps * scan.preset.detector.incident_counts
-    vis = 2 * np.abs(c1_r) / scan.preset.detector.incident_counts
+    n_counts = scan.plan.steps * scan.simulation.detector.incident_counts
+    vis = 2 * np.abs(c1_r) / scan.simulation.detector.incident_counts
     expected = np.sqrt(2 * 2 / (n_counts * vis**2))  # two independent series
     assert diff.std() == pytest.approx(np.sqrt(np.mean(expected**2)), rel=0.1)
     assert abs(diff.mean()) < 0.01
 
 
 def test_rendered_frame_matches_the_scan_frame(noise_free):
-    renderer = FrameRenderer(noise_free.preset, seed=1)
+    renderer = FrameRenderer(noise_free.instrument, noise_free.simulation, seed=1)
     rows = noise_free.table.rows
     for i in (7, 120, len(rows) - 1):
         r = rows[i]
@@ -132,7 +129,8 @@ def test_rendered_frame_matches_the_scan_frame(noise_free):
         )
         np.testing.assert_allclose(renderer.render(state), noise_free.frames[i], rtol=1e-12)
     base = FrameState(10.0, 0.0)
-    double = FrameState(10.0, 0.0, exposure_s=2 * noise_free.preset.detector.exposure_s)
+    ref_exposure = noise_free.simulation.detector.reference_exposure_s
+    double = FrameState(10.0, 0.0, exposure_s=2 * ref_exposure)
     np.testing.assert_allclose(renderer.expected(double), 2 * renderer.expected(base))
     closed = renderer.render(FrameState(10.0, 0.0, shutter_open=False), np.random.default_rng(0))
     assert closed.dtype == np.uint16
@@ -140,6 +138,6 @@ def test_rendered_frame_matches_the_scan_frame(noise_free):
 
 
 def test_scan_is_deterministic_in_seed(noisy):
-    again = simulate_scan(preset("tiny"), seed=0, noise=True)
+    again = simulate(builtin_profile("tiny"), seed=0, noise=True)
     np.testing.assert_array_equal(again.frames, noisy.frames)
     np.testing.assert_array_equal(again.table.rows, noisy.table.rows)

@@ -20,16 +20,17 @@ import h5py
 import numpy as np
 import pytest
 
-from beamline.config import preset
-from beamline.scanfile import DATA_PATH, FRAMES_GROUP, ImageKey, read_scan
+from contracts.frames import ImageKey
+from contracts.profile import builtin_profile
+from contracts.scanfile import DATA_PATH, FRAMES_GROUP, read_scan
 from sim.ioc.detector import effective_g2_position_m
 from sim.scan import FrameRenderer
 from tests.conftest import IocHandle
 from tests.sim.ioc.test_motor import get, wait_until
 
-TINY = preset("tiny")
-DARK_ADU = TINY.detector.dark_offset_adu
-P2_UM = TINY.geometry.g2_pitch_m * 1e6
+TINY = builtin_profile("tiny")
+DARK_ADU = TINY.simulated().detector.dark_offset_adu
+P2_UM = TINY.instrument.geometry.g2_pitch_m * 1e6
 
 
 def put(name: str, value: object, timeout: float = 10.0) -> None:
@@ -102,7 +103,7 @@ def det(sim_ioc: IocHandle, tmp_path: Path) -> Iterator[Det]:
     put(sim_ioc.pv("tags", "ScanUid"), "")
     yield d
     d.stop_capture()
-    put(d.cam("AcquireTime"), TINY.detector.exposure_s)
+    put(d.cam("AcquireTime"), TINY.scan_plan().exposure_s)
     put(d.cam("AcquirePeriod"), 0.0)
     for name, value in [("DropFrames", 0), ("LateFrames", 0), ("SlowWriter", 0.0)]:
         put(sim_ioc.pv("faults", name), value)
@@ -126,9 +127,9 @@ def test_frame_written_with_tags_and_readbacks(det: Det, sim_ioc: IocHandle) -> 
     det.stop_capture()
     assert epics.caget(det.hdf("NumCaptured_RBV"), use_monitor=False) == 1
     with h5py.File(path, "r") as f:  # a plain h5py reader
-        assert f[DATA_PATH].shape == (1, *TINY.detector.shape)
+        assert f[DATA_PATH].shape == (1, *TINY.instrument.detector.shape)
         assert f[DATA_PATH].dtype == np.uint16
-        assert f[DATA_PATH].chunks == (1, *TINY.detector.shape)
+        assert f[DATA_PATH].chunks == (1, *TINY.instrument.detector.shape)
         assert f["entry"].attrs["scan_uid"] == uid
         tags = {name: f[FRAMES_GROUP][name][0] for name in f[FRAMES_GROUP]}
     assert tags["image_key"] == ImageKey.FLAT
@@ -139,8 +140,13 @@ def test_frame_written_with_tags_and_readbacks(det: Det, sim_ioc: IocHandle) -> 
     assert tags["ring_current_ma"] == pytest.approx(200.0, abs=0.2)
     assert 0.0 <= tags["timestamp_s"] < 5.0
     contents = read_scan(path)
-    assert contents.header.steps == TINY.schedule.steps
-    assert contents.header.preset_json == TINY.model_dump_json()
+    recorded = contents.header.instrument
+    assert (recorded.geometry, recorded.detector) == (
+        TINY.instrument.geometry,
+        TINY.instrument.detector,
+    )
+    assert recorded.pvs.full("detector") + "cam1:" == det.cam("")  # the names it serves
+    assert contents.header.plan is None  # no CT plan wrote TAG:ScanPlan
 
 
 def test_acquire_rbv_and_counter_monitors_arrive_before_put_completion(det: Det) -> None:
@@ -177,7 +183,9 @@ def test_shutter_closed_gives_dark_level_only(det: Det) -> None:
     det.stop_capture()
     frame = frames_of(path)[0]
     assert frame.mean() == pytest.approx(DARK_ADU, abs=0.5)
-    assert frame.std() == pytest.approx(TINY.detector.read_noise_e, rel=0.2)  # gain 1 ADU/e-
+    assert frame.std() == pytest.approx(
+        TINY.simulated().detector.read_noise_e, rel=0.2
+    )  # gain 1 ADU/e-
 
 
 def _phase(frames: np.ndarray) -> np.ndarray:
@@ -203,7 +211,9 @@ def test_g2_quarter_period_step_shifts_phase_by_half_pi(det: Det, sim_ioc: IocHa
 
 
 def test_sample_in_gives_rod_transmission(det: Det) -> None:
-    truth = FrameRenderer(TINY, seed=0)  # same phantom as the IOC (--seed 0)
+    truth = FrameRenderer(
+        TINY.instrument, TINY.simulated(), seed=0
+    )  # same phantom as the IOC (--seed 0)
     t_true = truth.step_curve(0.0).a0 / truth.step_curve(None).a0
     a0 = {}
     for where, x_mm in [("in", 0.0), ("out", 5.0)]:
@@ -334,7 +344,7 @@ def test_existing_file_is_never_overwritten(det: Det) -> None:
 
 READER = """
 import sys
-from beamline.scanfile import read_scan
+from contracts.scanfile import read_scan
 c = read_scan(sys.argv[1])
 print(c.frames.shape[0], int(c.table.column("step_index")[-1]))
 """

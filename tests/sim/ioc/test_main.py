@@ -16,7 +16,7 @@ from sim.ioc.server import build_beamline, server_environment
 def test_list_pvs_names_every_served_pv(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--list-pvs", "--prefix", "X1:"]) == 0
     listed = {line.split("\t")[0] for line in capsys.readouterr().out.splitlines()}
-    beamline = build_beamline(SIM_PVNAMES.with_prefix("X1:"))
+    beamline = build_beamline(pvs=SIM_PVNAMES.with_prefix("X1:"))
     assert set(beamline.pvdb) <= listed  # every record, plus the motor fields with behaviour
     for name in ("X1:G2:X.RBV", "X1:ROT.DMOV", "X1:BEAM:Current", "X1:FAULT:PiezoStall"):
         assert name in listed
@@ -25,7 +25,9 @@ def test_list_pvs_names_every_served_pv(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_profile_pvs_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     profile = tmp_path / "bl.toml"
-    profile.write_text('[pvs]\nprefix = "BL20:"\nrotation = "SMP:THETA"\n')
+    profile.write_text(
+        'base = "tiny"\n[instrument.pvs]\nprefix = "BL20:"\nrotation = "SMP:THETA"\n'
+    )
     assert main(["--list-pvs", "--profile", str(profile)]) == 0
     out = capsys.readouterr().out
     assert "BL20:SMP:THETA.RBV" in out
@@ -34,15 +36,36 @@ def test_profile_pvs_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 def test_bad_profile_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     profile = tmp_path / "bad.toml"
-    profile.write_text('[pvs]\nrotaton = "ROT"\n')
+    profile.write_text('base = "tiny"\n[instrument.pvs]\nrotaton = "ROT"\n')
     assert main(["--list-pvs", "--profile", str(profile)]) == 2
-    assert "rotaton" in capsys.readouterr().err
+    assert "instrument.pvs.rotaton" in capsys.readouterr().err
+
+
+def test_old_profile_layout_names_the_new_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profile = tmp_path / "old.toml"
+    profile.write_text('base = "tiny"\n[pvs]\nrotation = "ROT"\n')
+    assert main(["--list-pvs", "--profile", str(profile)]) == 2
+    err = capsys.readouterr().err
+    assert "[pvs]" in err
+    assert "[instrument.pvs]" in err
+
+
+def test_a_profile_without_a_simulation_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profile = tmp_path / "beamline.toml"
+    text = (Path(__file__).parents[3] / "contracts/profiles/tiny.toml").read_text()
+    profile.write_text(text.split("[simulation.phantom]")[0])
+    assert main(["--list-pvs", "--profile", str(profile)]) == 2
+    assert "[simulation]" in capsys.readouterr().err
 
 
 def test_duplicate_names_refused() -> None:
     pvs = SIM_PVNAMES.model_copy(update={"g0": "G:", "g2": "G:"})
     with pytest.raises(ValueError, match="served twice"):
-        _ = build_beamline(pvs).pvdb
+        _ = build_beamline(pvs=pvs).pvdb
 
 
 def test_server_environment_is_loopback() -> None:

@@ -7,7 +7,7 @@ import uuid
 import epics
 import pytest
 
-from beamline.scanfile import ImageKey
+from contracts.frames import ImageKey
 from tests.conftest import IocHandle
 from tests.sim.ioc.test_motor import get
 

@@ -1,4 +1,4 @@
-"""PV-name contract: defaults, prefixes, TOML [pvs] profiles, errors naming the entry."""
+"""PV-name contract: defaults, prefixes, a profile's [instrument.pvs], errors naming the entry."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from contracts.pvnames import SIM_PVNAMES, PVNameError, PVNames, load_pvnames
+from contracts.profile import ConfigError, load_profile
+from contracts.pvnames import SIM_PVNAMES, PVNameError, PVNames
 
 
 def test_default_names() -> None:
@@ -38,8 +39,8 @@ def test_unknown_entry_named() -> None:
 
 def test_load_profile(tmp_path: Path) -> None:
     path = tmp_path / "p.toml"
-    path.write_text('base = "tiny"\n[pvs]\nprefix = ""\nbeam = "SR:DCCT:"\n')
-    pvs = load_pvnames(path)
+    path.write_text('base = "tiny"\n[instrument.pvs]\nprefix = ""\nbeam = "SR:DCCT:"\n')
+    pvs = load_profile(path).instrument.pvs
     assert pvs.full("beam", "Current") == "SR:DCCT:Current"
     assert pvs.g2 == PVNames().g2
 
@@ -47,13 +48,14 @@ def test_load_profile(tmp_path: Path) -> None:
 def test_profile_without_pvs_gives_defaults(tmp_path: Path) -> None:
     path = tmp_path / "p.toml"
     path.write_text('base = "tiny"\n')
-    assert load_pvnames(path) == SIM_PVNAMES
+    assert load_profile(path).instrument.pvs == SIM_PVNAMES
 
 
 def test_profile_errors_name_the_key(tmp_path: Path) -> None:
     path = tmp_path / "p.toml"
-    path.write_text("[pvs]\nshuter = 'S:'\n")
-    with pytest.raises(PVNameError, match="shuter"):
-        load_pvnames(path)
-    with pytest.raises(PVNameError, match=r"missing\.toml"):
-        load_pvnames(tmp_path / "missing.toml")
+    path.write_text("base = 'tiny'\n[instrument.pvs]\nshuter = 'S:'\n")
+    with pytest.raises(ConfigError, match=r"instrument\.pvs\.shuter"):
+        load_profile(path)
+    path.write_text("base = 'tiny'\n[instrument.pvs]\nshutter = 'S :'\n")
+    with pytest.raises(ConfigError, match=r"instrument\.pvs\.shutter"):
+        load_profile(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from contracts.frames import FRAME_DTYPE, FrameTable, ImageKey
 from recon.alignment import (
     center_check_result,
     distance_scan_result,
@@ -12,7 +13,6 @@ from recon.alignment import (
     roll_scan_result,
     visibility_maps,
 )
-from beamline.scanfile import FRAME_DTYPE, FrameTable, ImageKey
 
 P2 = 1.0e-6  # analyser pitch [m]
 STEPS = 5

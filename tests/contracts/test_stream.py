@@ -10,34 +10,48 @@ import numpy as np
 import pytest
 import zmq
 
-from beamline.config import preset
-from beamline.scanfile import FRAME_DTYPE
-from beamline.stream import (
+from contracts.frames import FRAME_DTYPE
+from contracts.messages import (
     DTYPES,
-    CurveClient,
-    CurveKeys,
-    CurveServer,
     Frame,
-    FrameHeader,
-    FramePublisher,
-    FrameReceiver,
-    LivePublisher,
     LiveSlices,
     MessageError,
     ScanEnd,
     ScanStart,
-    StreamTimeout,
-    check_endpoint,
     decode,
-    encode_frame_header,
+    encode_header,
     encode_scan_end,
     encode_scan_start,
+    frame_header,
+)
+from contracts.profile import builtin_profile
+from contracts.sockets import (
+    CurveClient,
+    CurveKeys,
+    CurveServer,
+    FramePublisher,
+    FrameReceiver,
+    LivePublisher,
+    StreamTimeout,
+    check_endpoint,
     hwm_for,
     live_subscriber,
 )
+from tests.profiles import with_detector_shape
 
-P = preset("tiny")
+P = builtin_profile("tiny")
 SHAPE = (32, 96)
+
+
+def start_msg(uid: str = "uid", frames_planned: int | None = None) -> ScanStart:
+    return ScanStart(
+        scan_uid=uid,
+        instrument=P.instrument,
+        plan=P.scan_plan(),
+        dtype="uint16",
+        shape=SHAPE,
+        frames_planned=frames_planned,
+    )
 
 
 def tags(n: int) -> np.void:
@@ -58,29 +72,35 @@ def frame(n: int) -> np.ndarray:
 
 
 def frame_parts(n: int = 3, **changes: object) -> list[bytes]:
-    header = FrameHeader("uid", n, 0, 0, -1, 2, 0, 4e-7, 0.0, 0.1, 200.0, "uint16", SHAPE)
-    h = json.loads(encode_frame_header(header))
+    row = tags(10)
+    row["g2_position_m"] = 4e-7
+    row["rotation_deg"] = 0.0
+    row["timestamp_s"] = 0.1
+    header = frame_header("uid", row, frame_number=n, dtype="uint16", shape=SHAPE)
+    h = json.loads(encode_header(header))
     h.update(changes)
     h = {k: v for k, v in h.items() if v is not ...}
     return [json.dumps(h).encode(), frame(n).tobytes()]
 
 
 def test_messages_round_trip() -> None:
-    start = decode(encode_scan_start(ScanStart("uid", P, "uint16", SHAPE, 470)))
+    start = decode(encode_scan_start(start_msg(frames_planned=470)))
     assert isinstance(start, ScanStart)
-    assert (start.preset, start.shape, start.frames_planned, start.frame_bytes) == (
-        P,
+    assert (start.instrument, start.plan, start.shape, start.frames_planned) == (
+        P.instrument,
+        P.scan_plan(),
         SHAPE,
         470,
-        32 * 96 * 2,
     )
+    assert start.frame_bytes == 32 * 96 * 2
     msg = decode(frame_parts(7))
     assert isinstance(msg, Frame)
     assert msg.header.frame_number == 7
     assert msg.header.g2_position_m == 4e-7
     np.testing.assert_array_equal(msg.data, frame(7))
     assert not msg.data.flags.writeable  # a zero-copy view of the received buffer
-    assert decode(encode_scan_end(ScanEnd("uid", 12))) == ScanEnd("uid", 12)
+    end = ScanEnd(scan_uid="uid", frames_sent=12)
+    assert decode(encode_scan_end(end)) == end
 
 
 BAD = [
@@ -90,7 +110,7 @@ BAD = [
     ("one part", frame_parts()[:1], "parts"),
     ("three parts", [*frame_parts(), b""], "parts"),
     ("wrong protocol", frame_parts(protocol="other"), "protocol"),
-    ("wrong version", frame_parts(version=2), "version"),
+    ("wrong version", frame_parts(version=1), "version"),
     ("bool version", frame_parts(version=True), "version"),
     ("unknown type", frame_parts(type="image"), "type"),
     ("wrong dtype", frame_parts(dtype="int64"), "dtype"),
@@ -107,10 +127,26 @@ BAD = [
     ("image key 3", frame_parts(image_key=3), "image_key"),
     ("projection without angle", frame_parts(angle_index=-1), "angle_index"),
     ("NaN position", [frame_parts()[0].replace(b"4e-07", b"NaN"), frame_parts()[1]], "header"),
-    ("huge position", frame_parts(g2_position_m=1e400), "header"),
+    ("infinite position", frame_parts(g2_position_m=1e400), "header"),
+    (
+        "huge position",
+        [frame_parts()[0].replace(b"4e-07", b"1e400"), frame_parts()[1]],
+        "g2_position_m",
+    ),
+    ("unknown field", frame_parts(angle_idx=3), "angle_idx"),
+    ("float frame number", frame_parts(frame_number=3.0), "frame_number"),
+    ("empty uid", frame_parts(scan_uid=""), "scan_uid"),
     ("negative current", frame_parts(ring_current_ma=-1.0), "ring_current_ma"),
-    ("data on scan-end", [encode_scan_end(ScanEnd("u", 1))[0], b"x"], "data"),
-    ("negative frames_sent", frame_parts(type="scan-end", frames_sent=-1), "data"),
+    ("data on scan-end", [encode_scan_end(ScanEnd(scan_uid="u", frames_sent=1))[0], b"x"], "data"),
+    (
+        "negative frames_sent",
+        [
+            b'{"protocol":"talbot-stream","version":2,"type":"scan-end","scan_uid":"u",'
+            b'"frames_sent":-1}',
+            b"",
+        ],
+        "frames_sent",
+    ),
 ]
 
 
@@ -123,13 +159,20 @@ def test_malformed_messages_raise_an_error_naming_the_field(
     assert info.value.field == field, str(info.value)
 
 
-def test_scan_start_is_checked_against_its_preset() -> None:
-    head, data = encode_scan_start(ScanStart("uid", P, "uint16", SHAPE))
+def test_scan_start_is_checked_against_its_instrument_and_plan() -> None:
+    head, data = encode_scan_start(start_msg())
     h = json.loads(head)
+    geometry = h["instrument"]["geometry"]
     for change, field in [
         ({"shape": [64, 96]}, "shape"),
-        ({"preset": {"name": "x"}}, "preset"),
-        ({"schedule": {**h["schedule"], "steps": 7}}, "schedule"),
+        ({"instrument": {"name": "x"}}, "instrument.geometry"),
+        ({"plan": {**h["plan"], "steps": 2}}, "plan.steps"),
+        ({"plan": {**h["plan"], "phantom": {}}}, "plan.phantom"),
+        (
+            {"instrument": {**h["instrument"], "geometry": {**geometry, "g1_phase_deg": "pi"}}},
+            "instrument.geometry.g1_phase_deg",
+        ),
+        ({"preset": {}}, "preset"),
     ]:
         with pytest.raises(MessageError) as info:
             decode([json.dumps({**h, **change}).encode(), data])
@@ -143,7 +186,7 @@ def test_fuzzed_messages_are_counted_and_dropped_while_frames_go_on() -> None:
     ]
     garbage = [[g, b""] for g in garbage] + [parts for _, parts, _ in BAD]
     with FramePublisher(frame_bytes=6144) as pub, FrameReceiver(pub.endpoint) as rx:
-        pub.start_scan("uid", P)
+        pub.start_scan("uid", P.instrument, P.scan_plan())
         for n in range(10):
             pub.publish(frame(n), tags(n))
             for parts in garbage[n::10]:
@@ -158,7 +201,7 @@ def test_fuzzed_messages_are_counted_and_dropped_while_frames_go_on() -> None:
     assert [f.header.frame_number for f in frames] == list(range(10))
     np.testing.assert_array_equal(frames[9].data, frame(9))
     assert rx.stats.malformed == len(garbage)
-    assert got[-1] == ScanEnd("uid", 10)
+    assert got[-1] == ScanEnd(scan_uid="uid", frames_sent=10)
 
 
 def test_a_consumer_written_from_the_document_reads_the_stream() -> None:
@@ -171,7 +214,7 @@ def test_a_consumer_written_from_the_document_reads_the_stream() -> None:
     dtypes = {"uint8": "<u1", "uint16": "<u2", "uint32": "<u4", "float32": "<f4", "float64": "<f8"}
 
     def detector() -> None:
-        pub.start_scan("scan-42", P, frames_planned=6)
+        pub.start_scan("scan-42", P.instrument, P.scan_plan(), frames_planned=6)
         for n in range(6):
             if n != 4:  # one frame lost
                 pub.publish(frame(n), tags(n), frame_number=n)
@@ -187,11 +230,11 @@ def test_a_consumer_written_from_the_document_reads_the_stream() -> None:
             parts = pull.recv_multipart()
             assert len(parts) == 2
             h = json.loads(parts[0])
-            assert (h["protocol"], h["version"], h["scan_uid"]) == ("talbot-stream", 1, "scan-42")
+            assert (h["protocol"], h["version"], h["scan_uid"]) == ("talbot-stream", 2, "scan-42")
             if h["type"] == "scan-start":
-                assert h["shape"] == list(P.detector.shape)
-                assert h["schedule"]["steps"] == 5
-                assert h["preset"]["geometry"]["g2_pitch_m"] == pytest.approx(1e-6)
+                assert h["shape"] == list(P.instrument.detector.shape)
+                assert h["plan"]["steps"] == 5
+                assert h["instrument"]["geometry"]["g2_pitch_m"] == pytest.approx(1e-6)
                 assert parts[1] == b""
             elif h["type"] == "frame":
                 arr = np.frombuffer(parts[1], dtypes[h["dtype"]]).reshape(h["shape"])
@@ -226,9 +269,9 @@ def test_hwm_is_sized_for_the_frame_size() -> None:
 
 def test_a_full_pipe_drops_or_times_out_instead_of_queueing_without_bound() -> None:
     big = np.zeros((512, 512), np.uint16)  # 512 KiB: beyond the kernel socket buffers
-    p = P.model_copy(update={"detector": P.detector.model_copy(update={"shape": (512, 512)})})
+    p = with_detector_shape(P, 512, 512)
     with FramePublisher(hwm=2, block=False) as pub, FrameReceiver(pub.endpoint, hwm=2) as rx:
-        pub.start_scan("uid", p)
+        pub.start_scan("uid", p.instrument, p.scan_plan())
         # copied sends: zero-copy sends dropped at a full pipe occasionally left context
         # termination waiting on pyzmq's buffer collector (pyzmq issue #65 family), a test hang
         sent = [pub.publish(big, tags(n), copy=True) for n in range(200)]
@@ -237,7 +280,9 @@ def test_a_full_pipe_drops_or_times_out_instead_of_queueing_without_bound() -> N
         assert pub.sent < 40  # about SNDHWM + RCVHWM + kernel buffers, not 200
         assert rx.sock.rcvhwm == 2
     with FramePublisher(hwm=2, send_timeout_s=0.2) as pub, pytest.raises(StreamTimeout):
-        pub.start_scan("uid", p)  # no consumer: waits at most the send timeout
+        pub.start_scan(
+            "uid", p.instrument, p.scan_plan()
+        )  # no consumer: waits at most the send timeout
 
 
 def test_publisher_checks_its_inputs() -> None:
@@ -245,7 +290,7 @@ def test_publisher_checks_its_inputs() -> None:
         with pytest.raises(RuntimeError, match="start_scan"):
             pub.publish(frame(0), tags(0))
         with pytest.raises(ValueError, match="dtype"):
-            pub.start_scan("uid", P, dtype="int64")
+            pub.start_scan("uid", P.instrument, P.scan_plan(), dtype="int64")
 
 
 def test_endpoints_are_loopback_unless_allowed() -> None:
@@ -268,7 +313,7 @@ def test_curve_authenticated_consumer_receives_and_a_plain_one_does_not() -> Non
         stranger = CurveKeys.generate()
         other = FrameReceiver(pub.endpoint, curve=CurveClient(stranger, server.public))
         try:
-            pub.start_scan("uid", P)
+            pub.start_scan("uid", P.instrument, P.scan_plan())
             pub.publish(frame(0), tags(0))
             assert isinstance(good.recv(timeout_s=10), ScanStart)
             msg = good.recv(timeout_s=10)
