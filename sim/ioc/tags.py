@@ -83,8 +83,7 @@ class ScanTagsGroup(PVGroup):
         value="",
         dtype=ChannelType.CHAR,
         max_length=MAX_SCAN_PLAN_BYTES,
-        doc="JSON of the scan plan being run (char waveform, NUL-terminated); empty: not a CT "
-        "scan",
+        doc="JSON of the scan plan being run (char waveform); empty: no CT scan",
     )
 
     @scan_plan.putter  # type: ignore[no-redef]
