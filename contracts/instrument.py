@@ -17,7 +17,7 @@ import math
 import warnings
 from typing import Any
 
-from pydantic import Field, ValidationInfo, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, model_validator
 
 from contracts._model import Frozen
 from contracts.pvnames import PVNames
@@ -39,6 +39,13 @@ class GeometryWarning(UserWarning):
     """A geometry that works but is far from the interferometer's design."""
 
 
+def _distance_optional(schema: dict[str, Any]) -> None:
+    """``distance_m`` may be left out (it is then the fractional Talbot distance)."""
+    required = schema.get("required", [])
+    if "distance_m" in required:
+        required.remove("distance_m")
+
+
 class Geometry(Frozen):
     """Interferometer geometry in physical units (object-space shear and pixel).
 
@@ -48,11 +55,15 @@ class Geometry(Frozen):
     ``talbot_order``.
     """
 
+    model_config = ConfigDict(json_schema_extra=_distance_optional)
+
     energy_kev: float = Field(gt=0, description="photon energy [keV]")
     g1_pitch_m: float = Field(gt=0, description="G1 (phase grating) pitch p1 [m]")
     g1_phase_deg: float = Field(description="G1 phase shift [deg]: 90 (pi/2) or 180 (pi)")
     g2_pitch_m: float = Field(gt=0, description="G2 (analyser) pitch p2 [m]")
-    distance_m: float = Field(gt=0, description="G1-G2 distance d [m]")
+    distance_m: float = Field(
+        gt=0, description="G1-G2 distance d [m]; default: the fractional Talbot distance"
+    )
     talbot_order: int = Field(ge=1, description="odd fractional Talbot order n")
     pixel_size_m: float = Field(gt=0, description="effective (object-space) pixel size [m]")
     magnification: float = Field(

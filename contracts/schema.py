@@ -22,9 +22,15 @@ from contracts.scanplan import ScanPlan
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
+#: Header fields every message must carry (they have defaults in the models, for senders).
+ENVELOPE = ("protocol", "version", "type")
+
+
 def schemas() -> dict[str, dict[str, Any]]:
     """Every published schema by file stem."""
     out = dict(message_schemas())
+    for schema in out.values():
+        schema["required"] = [*ENVELOPE, *(f for f in schema["required"] if f not in ENVELOPE)]
     out["instrument"] = Instrument.model_json_schema()
     out["scan-plan"] = ScanPlan.model_json_schema()
     return {
