@@ -322,6 +322,9 @@ def read_end(f: h5py.File) -> FileEnd:
 def read_frame_table(f: h5py.File, count: int | None = None) -> FrameTable:
     """The first ``count`` rows (all when None) of the per-frame datasets."""
     group = f[FRAMES_GROUP]
+    missing = [name for name in FRAME_FIELD_DTYPES if name not in group and name != "frame_number"]
+    if missing:
+        raise ValueError(f"{f.filename}: {FRAMES_GROUP} lacks the datasets {missing}")
     names = [name for name in FRAME_FIELD_DTYPES if name in group]
     n = min(int(group[name].shape[0]) for name in names)
     n = n if count is None else min(n, count)

@@ -1,0 +1,127 @@
+"""``talbot scan ct`` with a schedule other than the profile's: the scan file, the stream and
+both reconstructions follow the plan as it ran, not the IOC's start-up profile."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from contracts.profile import builtin_profile
+from contracts.scanfile import read_scan
+from sim.ioc.launch import client_environment, free_port, start_ioc, stop_ioc
+from sim.scan import FrameRenderer
+
+STEPS, ANGLES, REFERENCE_EVERY = 8, 60, 30
+
+
+def _talbot(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "beamline.cli", *args],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+
+
+def _wait_for(log: Path, needle: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if needle in log.read_text(errors="replace"):
+            return
+        assert process.poll() is None, log.read_text(errors="replace")
+        time.sleep(0.05)
+    raise AssertionError(f"{needle!r} not in {log} after {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def overridden(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run ``talbot scan ct --steps 8 --angles 60`` against a fresh simulated beamline (tiny
+    profile: 5 steps, 90 angles) with ``talbot recon`` following the stream."""
+    root = tmp_path_factory.mktemp("override")
+    prefix = f"OV{uuid.uuid4().hex[:6].upper()}:"
+    profile = root / "beamline.toml"
+    profile.write_text(f'base = "tiny"\n[instrument.pvs]\nprefix = "{prefix}"\n')
+    port, stream_port = free_port(), free_port()
+    stream = f"tcp://127.0.0.1:{stream_port}"
+    env = {**os.environ, **client_environment(port)}
+    ioc = start_ioc(
+        prefix, port, root / "sim.log", "--seed", "0", "--stream", stream, "--profile", str(profile)
+    )
+    recon = _talbot(
+        ["recon", "--connect", stream, "--out", str(root / "live")], env, root / "r.log"
+    )
+    try:
+        _wait_for(root / "sim.log", "ready:", ioc, 120)
+        scan = subprocess.run(
+            [sys.executable, "-m", "beamline.cli", "scan", "ct", "--profile", str(profile),
+             "--data-dir", str(root / "data"), "--steps", str(STEPS), "--angles", str(ANGLES),
+             "--reference-every", str(REFERENCE_EVERY), "--no-progress"],
+            capture_output=True, text=True, env=env, timeout=400,
+        )  # fmt: skip
+        assert scan.returncode == 0, scan.stdout + scan.stderr
+        assert recon.wait(timeout=300) == 0, (root / "r.log").read_text()
+    finally:
+        recon.kill()
+        assert stop_ioc(ioc) == 0, (root / "sim.log").read_text()
+    return root
+
+
+def _scan_file(root: Path) -> Path:
+    (path,) = (root / "data").rglob("*.h5")
+    return path
+
+
+def _matrix_delta(recon_h5: Path) -> tuple[float, float]:
+    """(reconstructed, true) mean δ in the bone matrix of the tiny phantom (IOC seed 0)."""
+    tiny = builtin_profile("tiny")
+    with h5py.File(recon_h5) as f:
+        delta = f["delta"][()]
+        voxel = float(f["delta"].attrs["voxel_size_m"])
+    phantom = FrameRenderer(tiny.instrument, tiny.simulated(), 0).phantom
+    matrix = phantom.region_masks(delta.shape, voxel)["matrix"]
+    truth = phantom.voxelize(delta.shape, voxel)["delta"]
+    return float(delta[matrix].mean()), float(truth[matrix].mean())
+
+
+def test_the_scan_file_and_the_stream_carry_the_plan_as_it_ran(overridden: Path) -> None:
+    contents = read_scan(_scan_file(overridden))
+    plan = contents.header.plan
+    assert plan is not None
+    assert (plan.steps, plan.angles, plan.reference_every) == (STEPS, ANGLES, REFERENCE_EVERY)
+    assert contents.end.complete
+    assert len(contents.table) == plan.frames_planned() == 5 + (ANGLES + 3) * STEPS
+    steps = contents.table.rows["step_index"][contents.table.rows["image_key"] == 0]
+    assert sorted(set(steps.tolist())) == list(range(STEPS))
+    stream = json.loads((overridden / "live" / "stream.json").read_text())
+    assert stream["stats"]["projections"] == ANGLES
+    assert stream["stats"]["lost"] == []
+
+
+def test_the_overridden_scan_reconstructs_live_and_offline(overridden: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "beamline.cli", "reconstruct", str(_scan_file(overridden)),
+         "--out", str(overridden / "offline")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    live, truth = _matrix_delta(overridden / "live" / "recon.h5")
+    offline, _ = _matrix_delta(overridden / "offline" / "recon.h5")
+    assert live == pytest.approx(truth, rel=0.03)
+    assert offline == pytest.approx(truth, rel=0.03)
+    with (
+        h5py.File(overridden / "live" / "recon.h5") as a,
+        h5py.File(overridden / "offline" / "recon.h5") as b,
+    ):
+        assert a["projections/dphi"].shape == (ANGLES, 32, 96)
+        np.testing.assert_allclose(a["delta"][()], b["delta"][()], atol=1e-3 * truth)
