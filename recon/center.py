@@ -12,7 +12,7 @@ take as ``center_offset``). Two methods:
   is the first one shifted by 2 c_off; integer lag by FFT cross-correlation, then a sub-pixel
   refinement minimising the squared difference under a band-limited (Fourier) shift. With
   ``odd=True`` for differential-phase data, g(theta + pi, s) = -g(theta, -s)
-  (reference/physics.md §4.1). The operator's alignment check.
+  (docs/physics.md). The operator's alignment check.
 """
 
 from __future__ import annotations

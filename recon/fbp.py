@@ -8,7 +8,7 @@ Conventions (docs/reconstruction.md):
   the rotation axis sitting at column ``(ncols-1)/2 + c_off``; at angle theta,
   ``s = x cos theta + y sin theta``.
 - Filters are the DISCRETE spatial kernels in pixel units (Kak & Slaney, "Principles of
-  Computerized Tomographic Imaging", ch. 3; reference/physics.md §4.1), applied by FFT convolution
+  Computerized Tomographic Imaging", ch. 3; docs/physics.md), applied by FFT convolution
   with >= 2x zero padding: Ram-Lak ``h[0] = 1/4, h[odd n] = -1/(pi^2 n^2)``, Hilbert
   ``h[odd n] = 1/(pi^2 n)`` (frequency response ``-i sgn(nu)/(2 pi)``, the filter of Pfeiffer et
   al., PRL 98, 108105 (2007), applied to derivative data ``dp/ds``). Even lags are zero.

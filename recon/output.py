@@ -1,6 +1,6 @@
 """Reconstruction output: ``recon.h5`` (volumes and projections) and PNG previews.
 
-``recon.h5`` (DESIGN §3.3): float32 datasets ``delta`` [1], ``mu`` [1/m], ``darkfield`` [1/m], axes
+``recon.h5``: float32 datasets ``delta`` [1], ``mu`` [1/m], ``darkfield`` [1/m], axes
 (z, y, x), attributes ``units``, ``voxel_size_m`` and ``axes``; the retrieved projections under
 ``projections/`` (transmission, dphi [rad], darkfield, each (angle, row, column), and
 ``angles_rad``). Shared by the demo job, the offline ``talbot reconstruct`` and the streaming

@@ -2,7 +2,7 @@
 
 The same steps run in the streaming reconstructor, series by series:
 
-1. keep the latest attempt of every series (DESIGN §3.4), average the darks;
+1. keep the latest attempt of every series, average the darks;
 2. fit every reference series and every projection series by least squares on the measured
    (encoder) step positions, each frame normalised by the beam monitor (ring current);
 3. retrieve T, dphi and D of each projection against the reference interpolated in time between

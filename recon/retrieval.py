@@ -1,6 +1,6 @@
 """Phase-stepping retrieval: transmission, differential phase and dark-field per pixel.
 
-Model per pixel (reference/physics.md §2.3, §3.2): ``I_k = a0 [1 + V cos(theta_k + phi)]`` with
+Model per pixel (docs/physics.md): ``I_k = a0 [1 + V cos(theta_k + phi)]`` with
 ``theta_k = 2 pi x_k / p2`` and ``x_k`` the MEASURED (encoder) stepped-grating position [m]. Written
 linearly, ``I_k = a + b cos theta_k + c sin theta_k``; with the design matrix ``A = [1, cos, sin]``
 (M x 3), shared by all pixels, the least-squares solution is one GEMM ``(A^T A)^-1 A^T I`` over all
@@ -361,7 +361,7 @@ def fit_dose_normalised(
     out: StepFit | None = None,
 ) -> StepFit:
     """``fit_stepping`` with each dark-subtracted frame scaled by ``dose_ref_ma / current_ma[k]``
-    (beam-monitor normalisation, reference/physics.md §3.2), so that dose changes between steps
+    (beam-monitor normalisation, docs/physics.md), so that dose changes between steps
     do not leak into phase or visibility. Falls back to the plain fit when a monitor reading is
     not positive or every scale is 1. ``current_ma`` (M,) [mA]. ``out``: a fit to overwrite
     (a buffer kept for reuse, ``recon.fitpool``) instead of new arrays."""
@@ -446,15 +446,6 @@ def retrieve_frames(
             dfield,
         )
     return Signals(t, p, dfield)
-
-
-def average_fits(fits: Sequence[StepFit]) -> StepFit:
-    """Mean of several fits (e.g. the reference series taken before and after a scan)."""
-    if len(fits) == 0:
-        raise ValueError("fits must not be empty")
-    a0 = np.mean(np.stack([f.a0 for f in fits]), axis=0, dtype=np.float64)
-    c1 = np.mean(np.stack([f.c1 for f in fits]), axis=0, dtype=np.complex128)
-    return StepFit(np.asarray(a0, np.float32), np.asarray(c1, np.complex64))
 
 
 def interpolate_reference(fits: Sequence[StepFit], times_s: ArrayLike, t_s: float) -> StepFit:
@@ -570,7 +561,7 @@ def unwrap_rows(dphi: ArrayLike, axis: int = -1) -> F32:
 
     Starts at index 0 of ``axis`` (air at the left edge of the field: its value is kept) and
     integrates the wrapped neighbour differences. Valid when the true phase changes by less than
-    pi between neighbouring pixels (reference/physics.md §3.3). Input (..., columns) [rad].
+    pi between neighbouring pixels (docs/physics.md). Input (..., columns) [rad].
     """
     p = np.asarray(dphi)
     if p.ndim == 0:

@@ -5,7 +5,7 @@ sort every detector column of a sinogram over the angles, so that object structu
 along the columns while a defective pixel's constant (or slowly varying) offset stays a stripe;
 median-filter the sorted sinogram across the columns, which removes the stripe; put the values
 back in their original angular order. A constant column error in a DPC sinogram is a broad ring
-after Hilbert FBP, so the same treatment applies to dphi sinograms (reference/physics.md §4.3).
+after Hilbert FBP, so the same treatment applies to dphi sinograms (docs/physics.md).
 
 Sinograms are (angles, columns) or stacks (angles, rows, columns); every row is its own sinogram.
 """
@@ -61,7 +61,7 @@ def ring_index(
 
     ``image`` (y, x) of a homogeneous region around the rotation axis (default the image centre
     ``((n-1)/2, (n-1)/2)``). Rings raise it; a perfectly homogeneous disk gives 0
-    (reference/physics.md §4.4). Units: image units squared.
+    (docs/physics.md). Units: image units squared.
     """
     img = np.asarray(image, dtype=np.float64)
     if img.ndim != 2:

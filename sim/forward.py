@@ -18,10 +18,10 @@ analyser stepped along +s then sees the phase -2 pi d alpha / p2 = -xi dPhi/ds.
 
 Intensities (never phases) are averaged from the super-sampled grid into pixels, then the
 detector applies Poisson noise, Gaussian PSF, gain, read noise and the dark offset, in that order
-(reference/physics.md §2.3-2.4).
+(docs/physics.md).
 
 Arrays are (rows, columns) = (v, s); super-sampled arrays have ``supersample`` points per pixel
-along both axes. Harmonic coefficients follow the FFT convention of reference/physics.md §3.1:
+along both axes. Harmonic coefficients follow the FFT convention of docs/physics.md:
 c_n = (1/M) sum_k I_k exp(-i n theta_k) for M equidistant steps, so that
 I(theta) = a0 + 2 Re sum_n c_n exp(i n theta) and c_1 = a0 V exp(i phi) / 2.
 """
@@ -359,7 +359,7 @@ def detect(
     """One detector frame from expected counts (rows, columns) [e-].
 
     Poisson, Gaussian PSF, gain [ADU/e-], Gaussian read noise, dark offset [ADU], round, clip to
-    uint16 - in that order (reference/physics.md §2.4).
+    uint16 - in that order (docs/physics.md).
     """
     if expected.ndim != 2:
         raise ValueError(f"expected must be (rows, columns), got shape {expected.shape}")

@@ -1,6 +1,6 @@
 """Slow 1-D Fresnel wave-optics oracle of a phase-stepping Talbot interferometer (tests only).
 
-Recipe of reference/physics.md §2.6: the sample exit wave (projection approximation) times a
+Recipe of docs/physics.md: the sample exit wave (projection approximation) times a
 binary phase grating G1 (50 % duty, phase -pi/2 or -pi: t = exp(-i k delta_g h)), propagated over
 the G1-G2 distance d with the paraxial transfer function exp(-i pi lambda d f^2) (Voelz &
 Roggemann, Appl. Opt. 48, 6132 (2009); plane wave, exp(+i k z) convention), |U|^2 times the

@@ -3,9 +3,9 @@
 Values come from the Chantler tables through ``xraydb.xray_delta_beta`` (n = 1 - delta + i beta in
 this project's sign convention; xraydb writes ``1 - delta - i beta`` for the same magnitudes).
 Mixtures are by volume fraction, which is exact for delta and beta because both are linear in the
-atomic number density (reference/physics.md §6.1). The bone model (42 % hydroxyapatite, 36 %
+atomic number density (docs/physics.md). The bone model (42 % hydroxyapatite, 36 %
 collagen, 22 % water by volume) and the mineral-depleted halo (part of the hydroxyapatite replaced
-by water) follow Nango et al., Bone 84, 279 (2016) as modelled in reference/physics.md §6.2.
+by water) follow Nango et al., Bone 84, 279 (2016) as modelled in docs/physics.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a misaligned analyser grating G2 does to the fringes: roll and G1-G2 distance.
 
 Both follow from the paraxial (Fresnel) propagation of a binary phase grating, the model of
-reference/physics.md §2.2 and of the wave-optics oracle ``sim.fresnel``:
+docs/physics.md and of the wave-optics oracle ``sim.fresnel``:
 
 - **Distance.** G1 (pitch p1, 50 % duty, phase shift phi = pi/2 or pi) has Fourier coefficients
   a_0 = (1 + e^{-i phi})/2 and a_n = (1 - e^{-i phi}) / (i pi n) for odd n (0 for even n != 0).

@@ -1,6 +1,6 @@
 """Analytic bone phantom: a rod of bone matrix with osteocyte lacunae, canaliculi and halos.
 
-Geometry after reference/physics.md §6.2 (Nango et al., Bone 84, 279 (2016): mineral-depleted
+Geometry after docs/physics.md (Nango et al., Bone 84, 279 (2016): mineral-depleted
 zones 10-30x the canalicular diameter around canaliculi). The phantom is the SUM of its solids:
 
 - rod: bone matrix in air, a cylinder along z through the origin (increment matrix - air);

@@ -3,7 +3,7 @@
 Coordinates are the sample frame (x, y, z) in metres, z the rotation axis. Each solid carries
 increments (d_delta, d_beta, d_eps) of delta, beta and the linear diffusion coefficient eps [1/m];
 a phantom is the sum of its solids, so its line integral is the sum of increment x chord length
-(projection approximation, reference/physics.md §2.1 and §6.2).
+(projection approximation, docs/physics.md).
 """
 
 from __future__ import annotations

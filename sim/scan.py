@@ -3,7 +3,7 @@
 A scan is: ``plan.darks`` dark frames (shutter closed), a reference series (sample out) at
 angle 0, then the projection series angle by angle with a reference series after every
 ``plan.reference_every`` angles and one at the end. A series is ``plan.steps`` frames with
-the stepped grating G2 commanded to x_k = k periods p2 / M. Per frame (reference/physics.md §2.4):
+the stepped grating G2 commanded to x_k = k periods p2 / M. Per frame (docs/physics.md):
 
 - encoder readback = commanded + N(0, encoder_noise_m); actual G2 position = encoder - step
   error, step error ~ N(0, step_error_m) (the encoder does not see it);

@@ -1,4 +1,4 @@
-"""Shared fixtures: one simulated-beamline IOC per test session (DESIGN §3.1 test isolation).
+"""Shared fixtures: one simulated-beamline IOC per test session.
 
 The Channel Access client environment is set here at import time, before anything loads pyepics'
 libca: the server listens on a free loopback port and every client searches only there.

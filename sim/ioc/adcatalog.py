@@ -4,7 +4,7 @@ Stock ophyd areaDetector classes (``ophyd.areadetector.cam.AreaDetectorCam``,
 ``ophyd.areadetector.plugins.HDF5Plugin_V34``) connect to, read and stage many PVs; a server must
 answer every one, with the record types and enum strings of the areaDetector database templates
 (ADBase.template, NDPluginBase.template, NDFile.template, NDFileHDF5.template; ADCore R3-4), or
-connection, ``describe_configuration`` and ``stage`` fail (reference/ecosystem.md §2).
+connection, ``describe_configuration`` and ``stage`` fail.
 
 The tables below list them. Access ``rw`` serves ``NAME`` (setpoint) and ``NAME_RBV`` (readback,
 mirrors every accepted put unless a behaviour hook takes over), ``w`` a single writable PV, ``ro``

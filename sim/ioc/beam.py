@@ -1,4 +1,4 @@
-"""Beam shutter and storage-ring current of the simulated beamline (DESIGN §3.1).
+"""Beam shutter and storage-ring current of the simulated beamline.
 
 - Shutter: ``Open`` (enum Close/Open) is the command; ``Open_RBV`` (enum Closed/Open) follows
   after ``move_s``; a put to ``Open`` completes when the readback has followed.

@@ -2,7 +2,7 @@
 
 An areaDetector-compatible camera (PVs: :mod:`sim.ioc.adcatalog`) whose frames are rendered by
 :class:`sim.scan.FrameRenderer` for the instrument state at the start of each exposure
-(DESIGN §3.1, reference/physics.md §2.4):
+(docs/physics.md):
 
 - G2 at its ACTUAL position (the piezo's true position, not its noisy encoder), plus the G0
   shift: stepping G0 by p0/M moves the fringes like stepping G2 by p2/M, so the effective G2

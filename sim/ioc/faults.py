@@ -1,4 +1,4 @@
-"""Fault-injection PVs of the simulated beamline (DESIGN §2, §5).
+"""Fault-injection PVs of the simulated beamline.
 
 - ``BeamDump`` (Off/Dump): put Dump -> the ring current drops to 0 mA for ``BeamDumpTime``
   seconds, then recovers; reads Dump while the beam is down and returns to Off by itself.

@@ -1,7 +1,6 @@
 """The simulated areaDetector HDF5 file plugin (``DET:HDF1:``): frames into a real scan file.
 
-Behaviour (the parts stock ophyd ``HDF5Plugin`` + ``FileStoreHDF5`` rely on; reference/ecosystem.md
-§2, DESIGN §3.3):
+Behaviour (the parts stock ophyd ``HDF5Plugin`` + ``FileStoreHDF5`` rely on, docs/data-format.md):
 
 - ``PluginType_RBV`` = ``NDFileHDF5``; ``ArraySize0/1_RBV`` stay 0 until the plugin has received a
   frame with ``EnableCallbacks`` = Enable (an *unprimed* plugin, which ophyd refuses to stage);

@@ -1,5 +1,5 @@
 """Start, reach and stop the simulated beamline server from another process (tests, benchmarks,
-the whole-system demo), each on its own loopback port (DESIGN §3.1 test isolation).
+the whole-system demo), each on its own loopback port.
 
 Importing this module loads no Channel Access client: set ``client_environment(port)`` in
 ``os.environ`` before anything imports pyepics.

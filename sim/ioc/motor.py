@@ -1,8 +1,8 @@
-"""EPICS motor-record emulation for the simulated beamline (DESIGN §3.1).
+"""EPICS motor-record emulation for the simulated beamline.
 
 One :class:`MotorRecord` PV group serves one motor record ``NAME`` with every field of the
 EPICS motor record (``NAME.RBV``, ``NAME.DMOV`` ...; caproto's ``MotorFields``) and the behaviour
-stock clients rely on (ophyd ``EpicsMotor``, ``caput(wait=True)``; reference/ecosystem.md §2):
+stock clients rely on (ophyd ``EpicsMotor``, ``caput(wait=True)``):
 
 - a put to ``VAL`` completes (WriteNotify reply) only when the move has ended;
 - ``DMOV`` goes 1 -> 0 -> 1 on every put, a zero-length move included; ``MOVN`` is 1 while moving;

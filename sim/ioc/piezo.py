@@ -1,4 +1,4 @@
-"""Closed-loop piezo stage (the G2 phase-stepping axis) as a motor record (DESIGN §3.1).
+"""Closed-loop piezo stage (the G2 phase-stepping axis) as a motor record.
 
 On top of :class:`~sim.ioc.motor.MotorRecord`: after the actuator reaches the commanded position
 the servo settles. The position error starts at the hysteresis error (``hysteresis`` times the

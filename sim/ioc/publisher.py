@@ -1,4 +1,4 @@
-"""Publishes every frame the simulated detector writes on the frame stream (DESIGN §3.2).
+"""Publishes every frame the simulated detector writes on the frame stream.
 
 The scan file is written first; then the frame goes to a bounded queue that a worker thread drains
 into a ``contracts.sockets.FramePublisher`` (ZeroMQ sockets are not thread-safe, so the socket lives

@@ -4,7 +4,7 @@ At a beamline, hardware-timed phase stepping wires the camera's exposure output 
 controller's trigger input (directly or through a PandA / Zebra box): the controller takes one
 step at the end of every exposure, and its on-target output gates the camera's next exposure.
 The control system arms the sequence once per series instead of moving and triggering once per
-step, which removes the per-step round trips (DESIGN §3.1).
+step, which removes the per-step round trips.
 
 PVs (prefix ``PVNames.sequencer``, default ``TALBOT:SEQ:``):
 

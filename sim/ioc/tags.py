@@ -1,4 +1,4 @@
-"""Scan-tag and operator-status PVs (DESIGN §3.1, §3.4).
+"""Scan-tag and operator-status PVs.
 
 Scan tags are written by the plan before each trigger (like APS tomoscan's ``FrameType``); the
 detector attaches them to every frame. ``FrameType`` enum indices equal the NXtomo ``image_key``

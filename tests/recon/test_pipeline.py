@@ -59,7 +59,7 @@ def test_noise_free_delta_matrix_and_halo_contrast(noise_free: tuple[SimulatedSc
     assert matrix.sum() > 10_000
     assert halo.sum() > 500
     d_true = truth["delta"][matrix].mean()
-    # physical value of the model bone matrix at 12.4 keV (reference/physics.md §6.1)
+    # physical value of the model bone matrix at 12.4 keV (docs/physics.md)
     assert d_true == pytest.approx(2.83e-6, rel=0.01)
     assert vol.delta[matrix].mean() == pytest.approx(d_true, rel=0.02)
     contrast_true = truth["delta"][halo].mean() - d_true

@@ -1,4 +1,4 @@
-"""Phase-stepping retrieval against the analytic stepping-curve model (reference/physics.md §3)."""
+"""Phase-stepping retrieval against the analytic stepping-curve model (docs/physics.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The fast fringe model against the 1-D Fresnel wave-optics oracle (reference/physics.md §2.6)."""
+"""The fast fringe model against the 1-D Fresnel wave-optics oracle (docs/physics.md)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Materials against reference/physics.md §6.1 (12.4 keV)."""
+"""Materials against docs/physics.md (12.4 keV)."""
 
 import math
 
