@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -47,6 +48,10 @@ from contracts.scanplan import ScanPlan
 DEFAULT_QUEUE_BYTES: Final = 256 * 2**20
 #: Default high-water mark of the live-view PUB socket [messages].
 LIVE_HWM: Final = 2
+#: Rejected messages logged per offending field (all are counted in ``ReceiveStats``).
+LOGGED_REJECTIONS: Final = 5
+
+log = logging.getLogger(__name__)
 
 
 class StreamTimeout(TimeoutError):
@@ -429,6 +434,10 @@ class FrameReceiver(_Socket):
             self.stats.malformed += 1
             self.stats.malformed_fields[exc.field] += 1
             self.stats.last_error = str(exc)
+            seen = self.stats.malformed_fields[exc.field]
+            if seen <= LOGGED_REJECTIONS:
+                more = " (further ones counted, not logged)" if seen == LOGGED_REJECTIONS else ""
+                log.warning("message rejected on %s: %s%s", self.endpoint, exc, more)
             return None
         self.stats.messages[type(msg).__name__] += 1
         return msg

@@ -351,3 +351,21 @@ def test_live_view_is_a_pub_socket_with_a_tiny_hwm() -> None:
 
 def test_dtype_whitelist_is_little_endian() -> None:
     assert all(dt.str[0] in "<|" for dt in DTYPES.values())
+
+
+def test_a_rejected_message_is_logged_at_once_naming_the_field(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    start = json.loads(encode_scan_start(start_msg())[0])
+    del start["plan"]
+    with FramePublisher(frame_bytes=6144) as pub, FrameReceiver(pub.endpoint) as rx:
+        for _ in range(7):
+            pub.send_raw([json.dumps(start).encode(), b""])
+        with caplog.at_level("WARNING", logger="contracts.sockets"):
+            assert rx.recv(timeout_s=2) is None
+    assert rx.stats.malformed == 7
+    assert rx.stats.malformed_fields["plan"] == 7
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 5  # LOGGED_REJECTIONS, then counted only
+    assert all("plan: Field required" in line for line in lines)
+    assert "further ones counted" in lines[-1]
