@@ -97,21 +97,26 @@ def _run(session: Any, plan: Any, resume: bool = False) -> tuple[str, ...]:
 
 def run_scan(args: argparse.Namespace) -> int:
     """Run ``talbot scan ct``; 0 on success, 2 on bad arguments, 1 on a failed scan."""
-    from contracts.profile import ConfigError
+    from contracts.profile import ConfigError, resolve_profile
+    from plans.ct import resolve_scan_plan, stepping_period_um
 
-    try:
+    overrides = {
+        "exposure_s": args.exposure, "steps": args.steps, "periods": args.periods,
+        "angles": args.angles, "angular_range_deg": args.angular_range_deg,
+        "reference_every": args.reference_every, "darks": args.darks,
+        "grating": args.grating, "stepping": args.stepping,
+    }  # fmt: skip
+    try:  # the profile and the plan are checked before anything connects or moves
+        profile = resolve_profile(args.profile)
+        scan_plan = resolve_scan_plan(profile.plan, **overrides)
+        stepping_period_um(profile.instrument.geometry, scan_plan.grating)
         session = _session(args)
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         try:
-            plan = session.ct(
-                exposure_s=args.exposure, steps=args.steps, periods=args.periods,
-                angles=args.angles, angular_range_deg=args.angular_range_deg,
-                reference_every=args.reference_every, darks=args.darks,
-                start_um=args.start_um, grating=args.grating, stepping=args.stepping,
-            )  # fmt: skip
+            plan = session.ct(start_um=args.start_um, **overrides)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -127,7 +132,7 @@ def run_align(args: argparse.Namespace) -> int:
     """Run ``talbot align ...``, print the result; 0 / 2 (bad arguments) / 1."""
     import numpy as np
 
-    from beamline.session import read_run
+    from beamline.documents import read_run
     from contracts.profile import ConfigError
     from contracts.scanfile import read_scan
     from plans import alignment as align_plans
