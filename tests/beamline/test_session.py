@@ -14,14 +14,8 @@ import numpy as np
 import pytest
 from bluesky.utils import Msg, RunEngineInterrupted
 
-from beamline.session import (
-    ScanStatusReporter,
-    Session,
-    SuspendShutterClosed,
-    make_session,
-    read_run,
-    shell_namespace,
-)
+from beamline.documents import read_run
+from beamline.session import Session, make_session, shell_namespace
 from contracts.frames import ImageKey
 from contracts.scanfile import ScanFileContents, read_scan
 from devices import FRAME_TYPES
@@ -304,28 +298,6 @@ def test_a_pause_at_a_series_the_ioc_already_started_retakes_it_with_the_next_at
     assert len(keys) == len(set(keys)) == 1 + 5 * 5
 
 
-def test_shutter_suspender_trips_only_when_the_plan_wants_beam(session: Session) -> None:
-    shutter = session.ifm.shutter
-    sus = SuspendShutterClosed(shutter)
-    assert not sus._should_suspend("Closed")  # idle: nobody asked for beam
-    sus.watch(Msg("set", shutter, "open"))
-    assert sus._should_suspend("Closed")
-    assert not sus._should_resume("Closed")
-    assert sus._should_resume("Open")
-    sus.watch(Msg("set", shutter, "close"))  # the dark series closes it on purpose
-    assert not sus._should_suspend("Closed")
-    sus.watch(Msg("set", shutter, "open"))
-    sus.watch(Msg("close_run"))
-    assert not sus._should_suspend("Closed")
-    # a "Closed" stamped before the plan's "open" is its own closing, delivered late
-    closed_at = time.time()
-    sus.watch(Msg("set", shutter, "open"))
-    sus._value_time = closed_at - 0.05
-    assert not sus._should_suspend("Closed")
-    sus._value_time = time.time()  # closed after the plan opened it: a real closure
-    assert sus._should_suspend("Closed")
-
-
 def test_a_shutter_closed_by_someone_else_suspends_and_retakes_the_series(
     session: Session, sim_ioc: IocHandle
 ) -> None:
@@ -357,56 +329,6 @@ def test_a_shutter_closed_by_someone_else_suspends_and_retakes_the_series(
     others = {k: v for k, v in series.items() if k[:2] != ("projection", 1)}
     assert all(k[2] == 0 for k in others)
     assert len(others) == 1 + 4  # darks, 2 references, projections 0 and 2
-
-
-def test_status_reporter_counts_distinct_frames_and_eta() -> None:
-    clock = iter([0.0, 10.0, 20.0, 30.0])
-    rep = ScanStatusReporter(None, tags_prefix="t", clock=lambda: next(clock))
-    rep("start", {"uid": "u", "frames_total": 4})
-
-    def event(step: int) -> dict[str, Any]:
-        keys = {"frame_type": "projection", "angle_index": 0, "series_index": -1}
-        data = {f"t_{k}": v for k, v in keys.items()}
-        return {"data": {**data, "t_step_index": step}}
-
-    rep("event", event(0))
-    assert rep.eta_s == pytest.approx(30.0)  # 10 s for 1 of 4 frames
-    rep("event", event(0))  # a re-take of the same frame: still 1 distinct frame
-    assert len(rep.done) == 1
-    assert rep.eta_s == pytest.approx(60.0)
-    rep("event", event(1))
-    assert len(rep.done) == 2
-    assert rep.eta_s == pytest.approx(30.0)
-
-
-class _Recorder:
-    """Stands in for the OperatorStatus device: records every put."""
-
-    def __init__(self) -> None:
-        self.puts: list[tuple[str, Any]] = []
-
-    def __getattr__(self, attr: str) -> Any:
-        outer = self
-
-        class _Signal:
-            def put(self, value: Any, wait: bool = False) -> None:
-                outer.puts.append((attr, value))
-
-        return _Signal()
-
-
-def test_status_reporter_writes_frame_pvs_at_most_every_interval() -> None:
-    times = iter([0.0] + [0.05 * k for k in range(1, 11)])
-    status = _Recorder()
-    rep = ScanStatusReporter(status, tags_prefix="t", clock=lambda: next(times), min_interval_s=0.2)
-    rep("start", {"uid": "u", "frames_total": 10})
-    status.puts.clear()
-    for step in range(10):  # 20 frames/s for 0.5 s
-        rep("event", {"data": {"t_frame_type": "dark", "t_step_index": step}})
-    done = [v for name, v in status.puts if name == "frames_done"]
-    assert done == [1, 5, 9, 10]  # first frame, then every 0.2 s, and the last frame
-    with pytest.raises(ValueError, match="min_interval_s"):
-        ScanStatusReporter(None, min_interval_s=-1.0)
 
 
 def test_shell_namespace(session: Session) -> None:

@@ -1,16 +1,48 @@
-"""Suspenders: a resume racing a plan's start leaves the RunEngine nothing to wait for ever."""
+"""Suspenders: the shutter suspender trips only on a closure the plan did not command; a resume
+racing a plan's start leaves the RunEngine nothing to wait for ever."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 from bluesky import RunEngine
 from bluesky.suspenders import SuspendFloor
+from bluesky.utils import Msg
 from ophyd import Signal
 
-from beamline.session import SuspendBeamFloor
+from beamline.suspenders import SuspendBeamFloor, SuspendShutterClosed
+
+
+class _Shutter:
+    """Stands in for the Shutter device: the suspender judges its ``state`` signal."""
+
+    def __init__(self) -> None:
+        self.state = Signal(value="Closed", name="shutter_state")
+
+
+def test_shutter_suspender_trips_only_when_the_plan_wants_beam() -> None:
+    shutter: Any = _Shutter()
+    sus = SuspendShutterClosed(shutter)
+    assert not sus._should_suspend("Closed")  # idle: nobody asked for beam
+    sus.watch(Msg("set", shutter, "open"))
+    assert sus._should_suspend("Closed")
+    assert not sus._should_resume("Closed")
+    assert sus._should_resume("Open")
+    sus.watch(Msg("set", shutter, "close"))  # the dark series closes it on purpose
+    assert not sus._should_suspend("Closed")
+    sus.watch(Msg("set", shutter, "open"))
+    sus.watch(Msg("close_run"))
+    assert not sus._should_suspend("Closed")
+    # a "Closed" stamped before the plan's "open" is its own closing, delivered late
+    closed_at = time.time()
+    sus.watch(Msg("set", shutter, "open"))
+    sus._value_time = closed_at - 0.05
+    assert not sus._should_suspend("Closed")
+    sus._value_time = time.time()  # closed after the plan opened it: a real closure
+    assert sus._should_suspend("Closed")
 
 
 def _resume_during_tripped_check(suspender_cls: type, RE: RunEngine) -> Any:
