@@ -122,6 +122,9 @@ def make_session(
     resume = _checked_resume_ma(beam_floor_ma, beam_resume_ma, suspend_sleep_s, connect_timeout_s)
     prof = resolve_profile(profile)
     names = pvs if pvs is not None else prof.instrument.pvs
+    if names != prof.instrument.pvs:  # the instrument the documents record is the one served
+        instrument = prof.instrument.model_copy(update={"pvs": names})
+        prof = prof.model_copy(update={"instrument": instrument})
     data = Path(data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
     ifm = _connect_interferometer(prof, names, connect_timeout_s)

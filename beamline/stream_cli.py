@@ -232,13 +232,33 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if not args.file.exists():
         print(f"talbot reconstruct: file: {args.file} does not exist", file=sys.stderr)
         return 2
+    import h5py
+
+    from contracts.scanfile import read_header
     from recon.allocator import keep_freed_memory
     from recon.offline import reconstruct_file
 
+    try:
+        with h5py.File(args.file, "r", libver="latest", swmr=True) as f:
+            plan = read_header(f).plan
+    except (OSError, ValueError) as exc:
+        print(f"talbot reconstruct: file: {exc}", file=sys.stderr)
+        return 2
+    if plan is None:
+        print(
+            f"talbot reconstruct: file: {args.file} is not a phase-stepping CT scan (no scan plan "
+            "recorded: an alignment scan or a stock plan)",
+            file=sys.stderr,
+        )
+        return 2
     keep_freed_memory()  # temporaries reuse each other's memory (recon/allocator.py)
-    volumes, files = reconstruct_file(
-        args.file, args.out, center_offset_px=args.center, rings=args.rings
-    )
+    try:
+        volumes, files = reconstruct_file(
+            args.file, args.out, center_offset_px=args.center, rings=args.rings
+        )
+    except ValueError as exc:
+        print(f"talbot reconstruct: the reconstruction failed: {exc}", file=sys.stderr)
+        return 1
     print(
         f"volume {volumes.delta.shape} (z, y, x), centre {volumes.center_offset_px:+.2f} px; "
         f"wrote {', '.join(files)} in {args.out}"

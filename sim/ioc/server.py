@@ -101,7 +101,9 @@ class SimBeamline:
         for group in self.groups:
             for name, pv in group.pvdb.items():
                 if name in db:
-                    raise ValueError(f"PV name {name!r} served twice; check the [pvs] profile")
+                    raise ValueError(
+                        f"PV name {name!r} served twice; check the [instrument.pvs] table of the profile"
+                    )
                 db[name] = pv
         return db
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from beamline.cli import main
+from contracts.frames import TAG_FIELDS
+from contracts.profile import builtin_profile
+from contracts.scanfile import ScanFileWriter, ScanHeader
 
 
 def test_talbot_sim_lists_the_served_pvs(capsys: pytest.CaptureFixture[str]) -> None:
@@ -43,3 +49,21 @@ def test_a_bad_scan_argument_exits_2_before_anything_connects(
     err = capsys.readouterr().err
     assert needle in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_reconstruct_refuses_a_run_that_is_not_a_ct_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "count.h5"
+    header = ScanHeader("a-count-run", builtin_profile("tiny").instrument, None)
+    with ScanFileWriter(path, header) as writer:
+        tags = dict.fromkeys(TAG_FIELDS, 0)
+        tags.update(image_key=2, angle_index=-1, series_index=-1, step_index=-1)
+        writer.append(np.zeros((32, 96), np.uint16), tags)
+    assert main(["reconstruct", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a phase-stepping CT scan" in err
+    assert len(err.splitlines()) == 1
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    assert main(["reconstruct", str(tmp_path / "junk.h5"), "--out", str(tmp_path / "o2")]) == 2
+    assert "talbot reconstruct: file:" in capsys.readouterr().err

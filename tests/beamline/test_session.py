@@ -147,6 +147,10 @@ def test_ct_run_documents_status_and_restore(session: Session, sim_ioc: IocHandl
     # the scan file: every frame present, in event order, with its tags and readbacks
     scan = _scan_file(run)
     assert scan.header.scan_uid == uid
+    # the file and the documents record the same instrument (the names served included) and plan
+    assert scan.header.instrument.model_dump(mode="json") == run.start["instrument"]
+    assert scan.header.plan is not None
+    assert scan.header.plan.model_dump(mode="json") == run.start["scan_plan"]
     assert scan.frames.shape == (n, 32, 96)
     rows = scan.table.rows
     assert list(rows["image_key"]) == [2, 2] + [1] * 3 + [0] * 6 + [1] * 3
