@@ -102,7 +102,7 @@ class SimBeamline:
             for name, pv in group.pvdb.items():
                 if name in db:
                     raise ValueError(
-                        f"PV name {name!r} served twice; check the [instrument.pvs] table of the profile"
+                        f"PV name {name!r} served twice; check the profile's [instrument.pvs]"
                     )
                 db[name] = pv
         return db
