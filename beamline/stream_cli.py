@@ -165,36 +165,64 @@ def _report(result: Any, out: Path) -> None:
 
 def cmd_recon(args: argparse.Namespace) -> int:
     """``talbot recon``."""
-    from contracts.sockets import FrameReceiver, LivePublisher
     from recon.allocator import keep_freed_memory
 
     keep_freed_memory()  # a service: the next scan reuses this one's memory (recon/allocator.py)
     frame_bytes = int(args.max_frame_mib * 2**20)
     if args.workers > 1:
-        from recon.slabs import run_slab_workers
+        return _recon_slab_workers(args, frame_bytes)
+    return _recon_service(args, frame_bytes)
 
-        if args.rows is None or args.center is None:
-            print("talbot recon: --workers > 1 needs --rows and --center", file=sys.stderr)
-            return 2
-        if args.reserve is not None:
-            print("talbot recon: --reserve applies to one worker (no --workers)", file=sys.stderr)
-            return 2
-        res = run_slab_workers(
-            args.connect,
-            args.rows,
-            args.workers,
-            center_offset_px=args.center,
-            out=args.out,
-            frame_bytes=frame_bytes,
-            idle_timeout_s=None,
-        )
-        for r in res.results:
-            print(r.summary())
-        return 0 if res.volumes is not None else 1
+
+def _recon_slab_workers(args: argparse.Namespace, frame_bytes: int) -> int:
+    """``talbot recon --workers N``: row-slab workers behind a relay."""
+    from recon.slabs import run_slab_workers
+
+    if args.rows is None or args.center is None:
+        print("talbot recon: --workers > 1 needs --rows and --center", file=sys.stderr)
+        return 2
+    if args.reserve is not None:
+        print("talbot recon: --reserve applies to one worker (no --workers)", file=sys.stderr)
+        return 2
+    res = run_slab_workers(
+        args.connect,
+        args.rows,
+        args.workers,
+        center_offset_px=args.center,
+        out=args.out,
+        frame_bytes=frame_bytes,
+        idle_timeout_s=None,
+    )
+    for r in res.results:
+        print(r.summary())
+    return 0 if res.volumes is not None else 1
+
+
+def _reserve(rec: Any, shape: tuple[int, int, int]) -> None:
+    """Make the memory of a scan of ``shape`` (rows, columns, angles) now, and say so."""
+    rows, cols, angles = shape
+    t0 = time.perf_counter()
+    nbytes = rec.reserve((rows, cols), angles)
+    print(
+        f"reserved {nbytes / 1e9:.3g} GB for {rows}x{cols} x {angles} angles in "
+        f"{time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
+
+
+def _recon_service(args: argparse.Namespace, frame_bytes: int) -> int:
+    """``talbot recon``: one reconstructor following ``--scans`` scans of the stream."""
+    from contracts.sockets import FrameReceiver, LivePublisher
     from recon.streaming import StreamingReconstructor
 
     live = LivePublisher(args.live_bind, allow_remote=args.allow_remote) if args.live_bind else None
     receiver = FrameReceiver(args.connect, frame_bytes=frame_bytes, allow_remote=args.allow_remote)
+    reconstructed: list[bool] = []
+
+    def report(result: Any) -> None:
+        reconstructed.append(result.volumes is not None)
+        _report(result, args.out)
+
     try:
         rec = StreamingReconstructor(
             out=args.out,
@@ -204,20 +232,7 @@ def cmd_recon(args: argparse.Namespace) -> int:
             center_offset_px=args.center,
         )
         if args.reserve is not None:
-            rows, cols, angles = args.reserve
-            t0 = time.perf_counter()
-            nbytes = rec.reserve((rows, cols), angles)
-            print(
-                f"reserved {nbytes / 1e9:.3g} GB for {rows}x{cols} x {angles} angles in "
-                f"{time.perf_counter() - t0:.1f} s",
-                flush=True,
-            )
-        reconstructed: list[bool] = []
-
-        def report(result: Any) -> None:
-            reconstructed.append(result.volumes is not None)
-            _report(result, args.out)
-
+            _reserve(rec, args.reserve)
         # recycle: a service holds one scan's volumes at a time, and reuses their memory
         rec.run(receiver, catch_up=args.file, scans=args.scans, on_result=report, recycle=True)
     finally:

@@ -99,8 +99,37 @@ def run_system_demo(
     source = str(profile) if profile is not None else config.name
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    logs = out / "logs"
-    data = out / "data"
+    timings = _scan_through_the_system(config, source, out, seed, exposure_s)
+    stream_report = json.loads((out / "stream.json").read_text())
+    timings["last_frame_to_volume"] = float(
+        stream_report["timings_s"].get("last_frame_to_volume_s", float("nan"))
+    )
+    volumes = _read_volumes(out / "recon.h5")
+    from sim.scan import FrameRenderer
+
+    # the server's phantom: same profile and seed
+    phantom = FrameRenderer(config.instrument, config.simulated(), seed).phantom
+    report = score_and_write(out, config, phantom, volumes, timings, files=["recon.h5"])
+    report.files += ["stream.json", "data/", "logs/"]
+    stats = stream_report["stats"]
+    report.stream = {
+        "frames": stats["frames"],
+        "frames_sent": stats["frames_sent"],
+        "lost": len(stats["lost"]),
+        "duplicates": stats["duplicates"],
+        "malformed": stats["malformed"],
+        "recovered_from_file": stats["recovered"],
+    }
+    (out / "metrics.json").write_text(json.dumps(report.as_dict(), indent=2))
+    return report
+
+
+def _scan_through_the_system(
+    config: Profile, source: str, out: Path, seed: int, exposure_s: float | None
+) -> dict[str, float]:
+    """Start the simulated beamline and the reconstructor, run the CT through a session, wait
+    for the reconstructor's volume; returns the timings [s]."""
+    logs, data = out / "logs", out / "data"
     ca_port, stream_port = free_port(), free_port()
     prefix = f"DEMO{uuid.uuid4().hex[:6].upper()}:"
     stream = f"tcp://127.0.0.1:{stream_port}"
@@ -133,35 +162,19 @@ def run_system_demo(
         finally:
             session.close()
         t0 = time.perf_counter()
-        try:
-            code = recon.wait(timeout=FINISH_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise DemoError(
-                f"the reconstructor did not finish within {FINISH_TIMEOUT_S:.0f} s after the "
-                f"scan; see {logs / 'recon.log'}"
-            ) from None
+        _wait_for_reconstructor(recon, logs / "recon.log")
         timings["scan_end_to_volume"] = time.perf_counter() - t0
-        if code != 0:
-            raise DemoError(f"the reconstructor exited with {code}; see {logs / 'recon.log'}")
-    stream_report = json.loads((out / "stream.json").read_text())
-    timings["last_frame_to_volume"] = float(
-        stream_report["timings_s"].get("last_frame_to_volume_s", float("nan"))
-    )
-    volumes = _read_volumes(out / "recon.h5")
-    from sim.scan import FrameRenderer
+    return timings
 
-    # the server's phantom: same profile and seed
-    phantom = FrameRenderer(config.instrument, config.simulated(), seed).phantom
-    report = score_and_write(out, config, phantom, volumes, timings, files=["recon.h5"])
-    report.files += ["stream.json", "data/", "logs/"]
-    stats = stream_report["stats"]
-    report.stream = {
-        "frames": stats["frames"],
-        "frames_sent": stats["frames_sent"],
-        "lost": len(stats["lost"]),
-        "duplicates": stats["duplicates"],
-        "malformed": stats["malformed"],
-        "recovered_from_file": stats["recovered"],
-    }
-    (out / "metrics.json").write_text(json.dumps(report.as_dict(), indent=2))
-    return report
+
+def _wait_for_reconstructor(recon: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until the reconstructor has written its volume and exited; DemoError otherwise."""
+    try:
+        code = recon.wait(timeout=FINISH_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise DemoError(
+            f"the reconstructor did not finish within {FINISH_TIMEOUT_S:.0f} s after the "
+            f"scan; see {log}"
+        ) from None
+    if code != 0:
+        raise DemoError(f"the reconstructor exited with {code}; see {log}")
