@@ -198,7 +198,7 @@ def _recon_slab_workers(args: argparse.Namespace, frame_bytes: int) -> int:
     return 0 if res.volumes is not None else 1
 
 
-def _reserve(rec: Any, shape: tuple[int, int, int]) -> None:
+def _reserve_memory(rec: Any, shape: tuple[int, int, int]) -> None:
     """Make the memory of a scan of ``shape`` (rows, columns, angles) now, and say so."""
     rows, cols, angles = shape
     t0 = time.perf_counter()
@@ -232,7 +232,7 @@ def _recon_service(args: argparse.Namespace, frame_bytes: int) -> int:
             center_offset_px=args.center,
         )
         if args.reserve is not None:
-            _reserve(rec, args.reserve)
+            _reserve_memory(rec, args.reserve)
         # recycle: a service holds one scan's volumes at a time, and reuses their memory
         rec.run(receiver, catch_up=args.file, scans=args.scans, on_result=report, recycle=True)
     finally:

@@ -438,8 +438,10 @@ class SequencedFrames:
         # encoder readings latched so far, per Series_RBV value, recorded as the monitors arrive
         # (in the IOC's order): a reading asked for later may already have been overwritten
         self._latched: dict[int, list[float]] = {}
-        sequencer.latched.subscribe(self._on_latched, run=False)
-        sequencer.finished.subscribe(self._on_latched, run=False)
+        self._subscriptions = [
+            (signal, signal.subscribe(self._on_latched, run=False))
+            for signal in (sequencer.latched, sequencer.finished)
+        ]
         self._acquisition: StatusBase | None = None
         self._missing: dict[int, Exception] = {}  # frame -> why it has no reading
         self._fixed: dict[str, dict[str, Any]] = {}
@@ -449,6 +451,12 @@ class SequencedFrames:
 
     #: Series whose latched readings are kept (the current one and a few before).
     KEEP_LATCHED = 4
+
+    def close(self) -> None:
+        """Stop following the sequencer's readings (a session makes one per scan); safe twice."""
+        for signal, cid in self._subscriptions:
+            signal.unsubscribe(cid)
+        self._subscriptions = []
 
     def _on_latched(self, *args: Any, value: Any = None, **kwargs: Any) -> None:
         """``Latched_RBV`` or ``Finished_RBV`` changed: record the series' readings."""

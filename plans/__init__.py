@@ -8,10 +8,12 @@ from plans.alignment import (
 )
 from plans.attempts import SeriesAttempts
 from plans.ct import phase_stepping_ct, resolve_scan_plan, run_with_uid
+from plans.hardware import HardwareStepping
 from plans.series import STREAMS, dark_series, phase_stepping_series, reference_series
 
 __all__ = [
     "STREAMS",
+    "HardwareStepping",
     "SeriesAttempts",
     "center_check_scan",
     "dark_series",

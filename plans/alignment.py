@@ -12,6 +12,7 @@ the stepping (``steps``, ``periods``, ``period_um``, ``start_um``) and ``alignme
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,16 +21,15 @@ from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
 from bluesky.utils import MsgGenerator
 
+from contracts.scanplan import Grating
 from devices.interferometer import Interferometer
 from plans.attempts import SeriesAttempts
-from plans.ct import set_exposure
+from plans.checks import check_count, check_detectors, check_positive
+from plans.ct import run_with_uid, set_exposure
+from plans.restore import restoring_wrapper, shutter_command
 from plans.series import (
-    Grating,
-    _check_detectors,
-    _restoring,
-    check_count,
-    check_positive,
     dark_series,
+    first_step_um,
     phase_stepping_series,
     reference_series,
     series_positions_um,
@@ -64,9 +64,7 @@ class _Stepping:
         darks: int,
         grating: Grating,
     ) -> None:
-        self.dets = _check_detectors(detectors)
-        if not self.dets:
-            raise ValueError("detectors must name at least one detector")
+        self.dets = check_detectors(detectors, required=True)
         self.steps = check_count("steps", steps, 3)
         self.periods = check_count("periods", periods, 1)
         self.period_um = check_positive("period_um", period_um)
@@ -115,46 +113,57 @@ class _Stepping:
         body: Callable[[dict[str, Any]], MsgGenerator[None]],
         md: dict[str, Any] | None,
     ) -> MsgGenerator[Any]:
+        """The alignment scan ``kind`` in one run, the detectors staged: ``body(common)`` runs
+        after the darks, with the shutter open (``common``: the series' keyword arguments).
+        The scanned ``motor`` (None: none), then the shutter, are restored after, whatever
+        happens."""
         ifm = self.ifm
-
-        def scan() -> MsgGenerator[Any]:
-            start = self.start_um
-            if start is None:
-                now = yield from bps.rd(self.axis.user_setpoint, default_value=None)
-                start = float(now) if now is not None else 0.0
-            run_md = self.md(kind, motor, positions)
-            run_md["start_um"] = start
-            run_md["plan_args"]["start_um"] = start
-            run_md.update(md or {})
-            uid = yield from bps.open_run(md=run_md)
-            attempts = SeriesAttempts(ifm.tags.attempt)
-            scan_uid = uid if isinstance(uid, str) else None
-            common = {
-                "steps": self.steps,
-                "periods": self.periods,
-                "period_um": self.period_um,
-                "start_um": start,
-                "grating": self.grating,
-                "attempts": attempts,
-                "scan_uid": scan_uid,
-            }
-            yield from set_exposure(self.dets, self.exposure_s)
-            if self.darks:
-                yield from dark_series(
-                    ifm, self.dets, frames=self.darks, attempts=attempts, scan_uid=scan_uid
-                )
-            yield from bps.mv(ifm.shutter, "open")
-            yield from body(common)
-            yield from bps.close_run()
-            return uid
-
-        def shutter_command(state: Any) -> str:
-            return "open" if str(state) == "Open" else "close"
-
-        staged = bpp.stage_wrapper(scan(), self.dets)
+        plan = bpp.stage_wrapper(self._scan(kind, motor, positions, body, md), self.dets)
         if motor is not None:
-            staged = _restoring(staged, motor.user_setpoint, motor, float)
-        return _restoring(staged, ifm.shutter.state, ifm.shutter, shutter_command)
+            plan = restoring_wrapper(plan, motor.user_setpoint, motor, float)
+        return restoring_wrapper(plan, ifm.shutter.state, ifm.shutter, shutter_command)
+
+    def _scan(
+        self,
+        kind: str,
+        motor: Any,
+        positions: list[float] | None,
+        body: Callable[[dict[str, Any]], MsgGenerator[None]],
+        md: dict[str, Any] | None,
+    ) -> MsgGenerator[str | None]:
+        """The run (its uid tags the frames, see ``run_with_uid``); returns the uid."""
+        start = yield from first_step_um(self.axis, self.start_um)
+        run_md = self.md(kind, motor, positions)
+        run_md["start_um"] = start
+        run_md["plan_args"]["start_um"] = start
+        run_md.update(md or {})
+        return (yield from run_with_uid(functools.partial(self._body, start, body), run_md))
+
+    def _body(
+        self,
+        start_um: float,
+        body: Callable[[dict[str, Any]], MsgGenerator[None]],
+        scan_uid: str | None,
+    ) -> MsgGenerator[None]:
+        """The exposure, the darks, the shutter open, then ``body``."""
+        ifm = self.ifm
+        attempts = SeriesAttempts(ifm.tags.attempt)
+        common = {
+            "steps": self.steps,
+            "periods": self.periods,
+            "period_um": self.period_um,
+            "start_um": start_um,
+            "grating": self.grating,
+            "attempts": attempts,
+            "scan_uid": scan_uid,
+        }
+        yield from set_exposure(self.dets, self.exposure_s)
+        if self.darks:
+            yield from dark_series(
+                ifm, self.dets, frames=self.darks, attempts=attempts, scan_uid=scan_uid
+            )
+        yield from bps.mv(ifm.shutter, "open")
+        yield from body(common)
 
 
 def visibility_scan(

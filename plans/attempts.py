@@ -1,11 +1,12 @@
-"""Attempt numbers of phase-stepping series that survive a RunEngine rewind (DESIGN §3.4).
+"""Attempt numbers of phase-stepping series that survive a RunEngine rewind.
 
 A suspension (beam dump) or a pause rewinds the RunEngine to the checkpoint at the start of the
 series and *replays the cached messages*: a ``Msg('set', tags.attempt, 0)`` would replay with the
 same 0. So the attempt is not carried in a message. Instead the first message after a series'
 checkpoint is ``Msg('set', attempts, key)`` and :meth:`SeriesAttempts.set` counts, at execution
 time, how often that series has been started: 0 on the first take, 1 on the first re-take, ...
-It writes the number to the attempt tag PV before any frame of the take is triggered.
+It writes the number to the attempt tag PV before any frame of the take is triggered. How re-takes
+look from the beamline: ``docs/operating.md``, "Beam dumps and re-takes".
 """
 
 from __future__ import annotations

@@ -11,8 +11,10 @@ and the file alone describe the scan.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bluesky import plan_stubs as bps
@@ -25,14 +27,19 @@ from contracts.instrument import Geometry, Instrument
 from contracts.scanplan import Grating, ScanPlan, Stepping
 from devices.interferometer import Interferometer
 from plans.attempts import SeriesAttempts
-from plans.series import (
-    NextProjection,
-    _check_detectors,
-    _restoring,
+from plans.checks import (
+    check_backlash,
     check_count,
+    check_detectors,
     check_positive,
     check_stepping,
+)
+from plans.hardware import HardwareStepping
+from plans.restore import restoring_decorator, shutter_command
+from plans.series import (
+    NextProjection,
     dark_series,
+    first_step_um,
     phase_stepping_series,
     reference_series,
     series_positions_um,
@@ -116,32 +123,73 @@ def run_with_uid(
     return scan_uid
 
 
-def _ct_metadata(
+@dataclass(frozen=True)
+class _CtScan:
+    """The checked arguments of one :func:`phase_stepping_ct`."""
+
+    ifm: Interferometer
+    dets: tuple[Any, ...]
+    axis: EpicsMotor
+    instrument: Instrument
+    plan: ScanPlan
+    start_um: float | None
+    backlash_um: float | None
+    md: dict[str, Any] | None
+
+    @property
+    def period_um(self) -> float:
+        return stepping_period_um(self.instrument.geometry, self.plan.grating)
+
+
+def _checked_ct(
     ifm: Interferometer,
     dets: Sequence[Any],
-    axis: EpicsMotor,
     instrument: Instrument,
     plan: ScanPlan,
-    start_um: float,
+    start_um: float | None,
     backlash_um: float | None,
     md: dict[str, Any] | None,
-) -> dict[str, Any]:
+) -> _CtScan:
+    """The arguments of :func:`phase_stepping_ct` after its scan plan, checked in this order."""
+    period_um = stepping_period_um(instrument.geometry, plan.grating)
+    if start_um is not None:
+        series_positions_um(
+            steps=plan.steps, periods=plan.periods, period_um=period_um, start_um=start_um
+        )
+    check_backlash(backlash_um)
+    if md is not None and not isinstance(md, dict):
+        raise ValueError(f"md must be a dict or None, got {type(md).__name__}")
+    check_stepping(plan.stepping, plan.grating, dets)
+    axis = stepping_axis(ifm, plan.grating)
+    if plan.stepping == "hardware":
+        try:
+            ifm.sequencer.wait_for_connection(timeout=2.0)
+        except TimeoutError as exc:
+            raise ValueError(
+                f"stepping='hardware': the step sequencer does not answer ({exc}); "
+                "use stepping='software'"
+            ) from None
+    return _CtScan(ifm, tuple(dets), axis, instrument, plan, start_um, backlash_um, md)
+
+
+def _ct_metadata(ct: _CtScan, start_um: float) -> dict[str, Any]:
     """The start document's metadata: the standard keys, the instrument and the scan plan."""
+    ifm, plan = ct.ifm, ct.plan
     total = plan.frames_planned()
     out: dict[str, Any] = {
         "plan_name": "phase_stepping_ct",
         "plan_args": {
-            "detectors": [d.name for d in dets],
+            "detectors": [d.name for d in ct.dets],
             "scan_plan": plan.model_dump(mode="json"),
             "start_um": start_um,
-            "backlash_um": backlash_um,
+            "backlash_um": ct.backlash_um,
         },
-        "detectors": [d.name for d in dets],
-        "motors": [m.name for m in (axis, ifm.rotation, ifm.sample.x)],
+        "detectors": [d.name for d in ct.dets],
+        "motors": [m.name for m in (ct.axis, ifm.rotation, ifm.sample.x)],
         "hints": {"dimensions": [([ifm.rotation.name], "primary")]},
-        "instrument": instrument.model_dump(mode="json"),
+        "instrument": ct.instrument.model_dump(mode="json"),
         "scan_plan": plan.model_dump(mode="json"),
-        "period_um": stepping_period_um(instrument.geometry, plan.grating),
+        "period_um": ct.period_um,
         "start_um": start_um,
         "angles_deg": plan.angles_deg(),
         "acquisition_order": [list(k) for k in plan.order()],
@@ -149,69 +197,80 @@ def _ct_metadata(
         "num_points": total,
         "streams": {"projection": "primary", "reference": "reference", "dark": "dark"},
     }
-    out.update(md or {})
+    out.update(ct.md or {})
     return out
 
 
-def _series(
-    ifm: Interferometer,
-    dets: Sequence[Any],
-    plan: ScanPlan,
-    common: dict[str, Any],
-) -> MsgGenerator[None]:
+def _series(ct: _CtScan, common: dict[str, Any]) -> MsgGenerator[None]:
     """Every reference and projection series, in the plan's order."""
+    ifm, plan = ct.ifm, ct.plan
     order = plan.order()
     for n, (kind, index) in enumerate(order):
         if kind == "reference":
-            yield from reference_series(ifm, dets, series_index=index, **common)
+            yield from reference_series(ifm, ct.dets, series_index=index, **common)
             continue
         after = order[n + 1] if n + 1 < len(order) else None
         following = None
         if after is not None and after[0] == "projection":
             following = NextProjection(after[1], plan.angle_deg(after[1]))
         yield from phase_stepping_series(
-            ifm, dets, frame_type="projection", angle_index=index,
+            ifm, ct.dets, frame_type="projection", angle_index=index,
             rotation_deg=plan.angle_deg(index), next_projection=following, **common,
         )  # fmt: skip
 
 
-def _ct_body(
-    ifm: Interferometer,
-    dets: Sequence[Any],
-    instrument: Instrument,
-    plan: ScanPlan,
-    start_um: float,
-    backlash_um: float | None,
-) -> Callable[[str | None], MsgGenerator[None]]:
-    """The run's body for a given scan uid: publish the plan, darks, then the series."""
+def _publish_plan(ct: _CtScan) -> MsgGenerator[None]:
+    """The scan plan to the ``TAG:ScanPlan`` PV, the sample-out position for the references."""
+    ifm, plan = ct.ifm, ct.plan
+    out_mm = plan.sample_out_offset_mm(ct.instrument.field_of_view_m[1])
+    in_mm = yield from bps.rd(ifm.sample.in_position, default_value=0.0)
+    yield from bps.mv(
+        ifm.tags.scan_plan, plan.model_dump_json(), ifm.sample.out_position, in_mm + out_mm
+    )
 
-    def body(scan_uid: str | None) -> MsgGenerator[None]:
-        attempts = SeriesAttempts(ifm.tags.attempt)
-        out_mm = plan.sample_out_offset_mm(instrument.field_of_view_m[1])
-        in_mm = yield from bps.rd(ifm.sample.in_position, default_value=0.0)
-        yield from bps.mv(
-            ifm.tags.scan_plan, plan.model_dump_json(), ifm.sample.out_position, in_mm + out_mm
+
+def _ct_body(ct: _CtScan, start_um: float, scan_uid: str | None) -> MsgGenerator[None]:
+    """The run's body: publish the plan, darks, then the series (tagged with ``scan_uid``).
+    Hardware-stepped series read through one :class:`HardwareStepping` made for the run."""
+    ifm, plan = ct.ifm, ct.plan
+    attempts = SeriesAttempts(ifm.tags.attempt)
+    yield from _publish_plan(ct)
+    yield from set_exposure(ct.dets, plan.exposure_s)
+    if plan.darks:
+        yield from dark_series(
+            ifm, ct.dets, frames=plan.darks, attempts=attempts, scan_uid=scan_uid
         )
-        yield from set_exposure(dets, plan.exposure_s)
-        if plan.darks:
-            yield from dark_series(
-                ifm, dets, frames=plan.darks, attempts=attempts, scan_uid=scan_uid
-            )
-        yield from bps.mv(ifm.shutter, "open")
-        common: dict[str, Any] = {
-            "steps": plan.steps,
-            "periods": plan.periods,
-            "period_um": stepping_period_um(instrument.geometry, plan.grating),
-            "start_um": start_um,
-            "grating": plan.grating,
-            "backlash_um": backlash_um,
-            "attempts": attempts,
-            "scan_uid": scan_uid,
-            "stepping": plan.stepping,
-        }
-        yield from _series(ifm, dets, plan, common)
+    yield from bps.mv(ifm.shutter, "open")
+    hardware = None
+    if plan.stepping == "hardware":
+        hardware = HardwareStepping.create(ifm, ct.dets[0], ct.axis)
+    common: dict[str, Any] = {
+        "steps": plan.steps, "periods": plan.periods, "period_um": ct.period_um,
+        "start_um": start_um, "grating": plan.grating, "backlash_um": ct.backlash_um,
+        "attempts": attempts, "scan_uid": scan_uid, "stepping": plan.stepping,
+        "hardware": hardware,
+    }  # fmt: skip
+    try:
+        yield from _series(ct, common)
+    finally:
+        if hardware is not None:
+            hardware.release()
 
-    return body
+
+def _ct_run(ct: _CtScan) -> MsgGenerator[str | None]:
+    """The scan in one run, the detectors staged; the sample, then the shutter, restored after,
+    whatever happens."""
+    ifm = ct.ifm
+
+    @restoring_decorator(ifm.shutter.state, ifm.shutter, shutter_command)
+    @restoring_decorator(ifm.sample.x.user_setpoint, ifm.sample, float)
+    @bpp.stage_decorator(ct.dets)
+    def scan() -> MsgGenerator[str | None]:
+        start = yield from first_step_um(ct.axis, ct.start_um)
+        body = functools.partial(_ct_body, ct, start)
+        return (yield from run_with_uid(body, _ct_metadata(ct, start)))
+
+    return scan()
 
 
 def phase_stepping_ct(
@@ -248,48 +307,11 @@ def phase_stepping_ct(
     from this far below it (default one step); ``md``: extra start metadata. The shutter and
     the sample position are restored at the end, whatever happens. Returns the run's uid.
     """
-    dets = _check_detectors(detectors)
-    if not dets:
-        raise ValueError("detectors must name at least one detector")
+    dets = check_detectors(detectors, required=True)
     scan_plan = resolve_scan_plan(
         plan, exposure_s=exposure_s, steps=steps, periods=periods, angles=angles,
         angular_range_deg=angular_range_deg, start_deg=start_deg,
         reference_every=reference_every, darks=darks, grating=grating, stepping=stepping,
         sample_out_mm=sample_out_mm,
     )  # fmt: skip
-    period_um = stepping_period_um(instrument.geometry, scan_plan.grating)
-    if start_um is not None:
-        series_positions_um(
-            steps=scan_plan.steps, periods=scan_plan.periods, period_um=period_um,
-            start_um=start_um,
-        )  # fmt: skip
-    if backlash_um is not None and not (math.isfinite(backlash_um) and backlash_um >= 0):
-        raise ValueError(f"backlash_um must be >= 0, got {backlash_um!r}")
-    if md is not None and not isinstance(md, dict):
-        raise ValueError(f"md must be a dict or None, got {type(md).__name__}")
-    check_stepping(scan_plan.stepping, scan_plan.grating, dets)
-    axis = stepping_axis(ifm, scan_plan.grating)
-    if scan_plan.stepping == "hardware":
-        try:
-            ifm.sequencer.wait_for_connection(timeout=2.0)
-        except TimeoutError as exc:
-            raise ValueError(
-                f"stepping='hardware': the step sequencer does not answer ({exc}); "
-                "use stepping='software'"
-            ) from None
-
-    def scan() -> MsgGenerator[str | None]:
-        start = start_um
-        if start is None:
-            now = yield from bps.rd(axis.user_setpoint, default_value=None)
-            start = float(now) if now is not None else 0.0
-        run_md = _ct_metadata(ifm, dets, axis, instrument, scan_plan, start, backlash_um, md)
-        body = _ct_body(ifm, dets, instrument, scan_plan, start, backlash_um)
-        return (yield from run_with_uid(body, run_md))
-
-    def restore_shutter(state: Any) -> str:
-        return "open" if str(state) == "Open" else "close"
-
-    staged = bpp.stage_wrapper(scan(), dets)
-    with_sample = _restoring(staged, ifm.sample.x.user_setpoint, ifm.sample, float)
-    return _restoring(with_sample, ifm.shutter.state, ifm.shutter, restore_shutter)
+    return _ct_run(_checked_ct(ifm, dets, instrument, scan_plan, start_um, backlash_um, md))

@@ -200,3 +200,21 @@ def test_ct_publishes_its_scan_plan_to_the_ioc_before_the_first_frame(
     # the sample-out position for the references: in + twice the 48 um field (0.096 mm)
     out = next(m for m in msgs if m.command == "set" and m.obj is ifm.sample.out_position)
     assert out.args[0] == pytest.approx(1.0 + 0.096)
+
+
+def test_each_ct_run_reads_through_objects_of_its_own_and_releases_the_sequencer_monitors(
+    ifm: Any, area_det: Any, tiny: Profile
+) -> None:
+    watched = [ifm.sequencer.latched, ifm.sequencer.finished]
+    before = [len(s._callbacks[s.SUB_VALUE]) for s in watched]
+    readers = []
+    for _ in range(2):
+        plan = ct(
+            ifm, [area_det], tiny, angles=2, reference_every=2, darks=0, steps=3, start_um=10.0
+        )
+        msgs = drive(plan, {"ifm_shutter_state": "Closed", "ifm_sample_x_user_setpoint": 0.25})
+        frames = {m.obj for m in msgs if m.command == "read" and m.obj.name == "det_frames"}
+        assert len(frames) == 1  # every series of the run: one descriptor per stream
+        readers.append(frames.pop())
+        assert [len(s._callbacks[s.SUB_VALUE]) for s in watched] == before
+    assert readers[0] is not readers[1]

@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 from bluesky.utils import Msg
 
-from plans import SeriesAttempts, dark_series, phase_stepping_series, reference_series
+from plans import (
+    HardwareStepping,
+    SeriesAttempts,
+    dark_series,
+    phase_stepping_series,
+    reference_series,
+)
 from plans.series import NextProjection
 from tests.plans.conftest import drive
 
@@ -315,3 +321,52 @@ def test_hardware_series_checks_every_step_against_the_limits_before_moving(
     with pytest.raises(LimitError):
         drain()
     assert not any(m.command == "set" and m.obj is ifm.g2.x for m in msgs)
+
+
+def _monitors(ifm: Any) -> list[int]:
+    """Callbacks on the sequencer's latched-reading PVs (a HardwareStepping adds one to each)."""
+    return [len(s._callbacks[s.SUB_VALUE]) for s in (ifm.sequencer.latched, ifm.sequencer.finished)]
+
+
+def test_hardware_series_read_through_the_hardware_stepping_they_are_given(
+    ifm: Any, area_det: Any
+) -> None:
+    from ophyd.sim import make_fake_device
+
+    from devices import TalbotDetector
+
+    hardware = HardwareStepping.create(ifm, area_det, ifm.g2.x)
+    msgs: list[Msg] = []
+    for i in range(2):
+        msgs += phase_stepping_series(
+            ifm, [area_det], steps=3, period_um=1.0, start_um=10.0, angle_index=i,
+            stepping="hardware", hardware=hardware,
+        )  # fmt: skip
+    assert {m.obj for m in msgs if m.command == "read" and m.obj.name == "det_frames"} == {
+        hardware.frames
+    }
+    assert {m.obj for m in msgs if m.command == "trigger" and m.obj.name == "det_sequence"} == {
+        hardware.acquisition
+    }
+    other = make_fake_device(TalbotDetector)("OTHER:", name="other")
+    with pytest.raises(ValueError, match="hardware was made for another detector"):
+        phase_stepping_series(
+            ifm, [other], steps=3, period_um=1.0, start_um=10.0, angle_index=0,
+            stepping="hardware", hardware=hardware,
+        )  # fmt: skip
+    hardware.release()
+    assert _monitors(ifm) == [0, 0]
+
+
+def test_a_hardware_series_given_no_hardware_stepping_releases_its_own(
+    ifm: Any, area_det: Any
+) -> None:
+    before = _monitors(ifm)
+    msgs = list(
+        phase_stepping_series(
+            ifm, [area_det], steps=3, period_um=1.0, start_um=10.0, angle_index=0,
+            stepping="hardware",
+        )
+    )  # fmt: skip
+    assert [m.obj.name for m in msgs if m.command == "read"][-3:] == ["det_frames"] * 3
+    assert _monitors(ifm) == before
