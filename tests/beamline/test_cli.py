@@ -67,3 +67,10 @@ def test_reconstruct_refuses_a_run_that_is_not_a_ct_in_one_line(
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
     assert main(["reconstruct", str(tmp_path / "junk.h5"), "--out", str(tmp_path / "o2")]) == 2
     assert "talbot reconstruct: file:" in capsys.readouterr().err
+
+
+def test_recon_reserve_takes_rows_columns_and_angles() -> None:
+    from beamline.cli import build_parser
+
+    args = ["recon", "--connect", "tcp://127.0.0.1:1", "--out", "x", "--reserve", "32x96x90"]
+    assert build_parser().parse_args(args).reserve == (32, 96, 90)
