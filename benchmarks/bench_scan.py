@@ -49,7 +49,7 @@ def _measure(session: Any, args: argparse.Namespace, stepping: str) -> dict[str,
     """Run one scan; its efficiency and timings."""
     import h5py
 
-    from beamline.session import read_run
+    from beamline.documents import read_run
     from contracts.scanfile import read_frame_table
 
     plan = session.ct(
