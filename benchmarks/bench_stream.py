@@ -238,9 +238,8 @@ def bench_talbot(
                 self.stats.frames_sent = end.frames_sent
                 self.stats.lost = [n for n in range(end.frames_sent) if n not in self._seen]
             result = StreamResult("", self.stats)
-            # as the stock end(): the next scan-start begins afresh
+            # as the stock end(): the next scan-start begins afresh (its early result with it)
             self.scan = None
-            self._early = None
             return result
 
     angles = n_frames // STEPS - 1

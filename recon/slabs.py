@@ -1,11 +1,12 @@
-"""Scale-out by detector-row slabs: one relay, several reconstructor workers (DESIGN §3.2).
+"""Scale-out by detector-row slabs: one relay, several reconstructor workers.
 
 The relay PULLs the frame stream and forwards, for every worker, the worker's rows of each frame
 (a zero-copy slice of the received buffer, header ``row_offset`` = the slab's first row) on a PUSH
 socket of its own, so every worker gets every frame's slab losslessly with back-pressure;
 ``scan-start`` and ``scan-end`` go to all. Retrieval is per pixel and parallel-beam FBP per row,
 so the slabs' volumes stacked along z equal one worker's volume; the rotation centre must be
-given (``center_offset_px``), since each worker sees only its own rows.
+given (``center_offset_px``), since each worker sees only its own rows. The slab messages are
+those of docs/stream-protocol.md §5.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from contracts.messages import (
 from contracts.sockets import FramePublisher, FrameReceiver
 from recon.output import write_recon
 from recon.pipeline import Projections, Volumes
-from recon.streaming import StreamingReconstructor, StreamResult, StreamStats
+from recon.scanresult import StreamResult, StreamStats
+from recon.streaming import StreamingReconstructor
 
 
 def slab_bounds(rows: int, workers: int) -> list[tuple[int, int]]:
@@ -62,7 +64,6 @@ class SlabRelay:
         self.slabs = list(slabs)
         self.receiver = FrameReceiver(source, frame_bytes=frame_bytes)
         self.outputs = [FramePublisher(out_template, frame_bytes=frame_bytes) for _ in self.slabs]
-        self.forwarded = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -90,7 +91,6 @@ class SlabRelay:
                     continue
                 part = h.model_copy(update={"shape": (r1 - r0, h.shape[1]), "row_offset": r0})
                 pub.send_raw([encode_header(part), data[a:b]])
-            self.forwarded += 1
         return True
 
     def start(self) -> None:

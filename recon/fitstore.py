@@ -1,0 +1,204 @@
+"""The fit store: one stepping-curve fit per projection and per reference series of a scan.
+
+A complete series is fitted as ``recon.pipeline`` does (least squares on the measured G2
+positions, the dark subtracted, each step scaled by the ring current to the scan's first positive
+reading); only the fit (a0, c1) is kept, written into a buffer of a ``FitPool`` that the next scan
+reuses (``recon.fitpool``: why that matters at 2048^2). A fit taken with a dark that changed
+later is corrected when it is used: the fit is linear in the dark. The reference of a projection
+is interpolated in time between the reference series (``interpolate_reference``).
+
+Arrays: fits (rows, columns) of the reconstructor's slab, ``a0`` float32 [counts], ``c1``
+complex64 [counts]; darks (rows, columns) float32 [counts]; times [s]; rotations [deg].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from contracts.frames import ImageKey
+from recon.fitpool import FitPool
+from recon.pipeline import Projections
+from recon.retrieval import (
+    Signals,
+    StepFit,
+    design_matrix,
+    fit_dose_normalised,
+    interpolate_reference,
+    retrieve_interpolated,
+    step_phases,
+)
+from recon.scanresult import StreamStats
+from recon.series import Series
+
+F32 = NDArray[np.float32]
+
+
+@dataclass
+class Fitted:
+    """A fitted series: its fit, the dark it was taken with and the fit's weights on a dark
+    change."""
+
+    index: int  # angle index (projection) or series index (reference)
+    attempt: int
+    fit: StepFit
+    t_mid: float  # mean timestamp of the steps fitted [s]
+    rotation_deg: float  # mean rotation of the steps fitted [deg]
+    dark: F32 | None  # the dark subtracted (None: none)
+    dark_weights: NDArray[np.float64]  # (3,) sum_k pinv[j, k] scale_k
+    frames: int = 0  # frames fitted
+
+
+class FitStore:
+    """The fits of one scan's projections (by angle index) and references (by series index).
+
+    ``shape``: (rows, columns) of the fits; ``g2_pitch_m``: the stepping period [m]. Counts
+    completed, incomplete, unusable and superseded series into ``stats``; ``version`` changes
+    with every change of the fits or of the dark.
+    """
+
+    def __init__(
+        self, pool: FitPool, shape: tuple[int, int], g2_pitch_m: float, stats: StreamStats
+    ) -> None:
+        self.shape = shape
+        self.g2_pitch_m = g2_pitch_m
+        self.stats = stats
+        self.refs: dict[int, Fitted] = {}
+        self.projs: dict[int, Fitted] = {}
+        #: the current dark, (rows, columns) [counts]; None before the first dark frame
+        self.dark: F32 | None = None
+        #: ring current every fit is scaled to [mA]: the scan's first positive reading
+        self.dose_ref: float | None = None
+        self.version = 0
+        self._pool = pool
+
+    def set_dark(self, dark: F32) -> None:
+        """The dark changed (fits taken before are corrected when used)."""
+        self.dark = dark
+        self.version += 1
+
+    def note_current(self, current_ma: float) -> None:
+        """A ring current reading [mA]: the first positive one becomes the dose reference."""
+        if self.dose_ref is None and current_ma > 0:
+            self.dose_ref = current_ma
+
+    def release(self) -> None:
+        """Give every fit back to the pool (nothing uses them any more)."""
+        self._pool.give(r.fit for r in [*self.refs.values(), *self.projs.values()])
+
+    def fit(self, s: Series) -> Fitted | None:
+        """Fit a closed series; None (counted unusable) with fewer than 3 steps or a singular
+        fit. A series with missing steps is fitted on the steps it has (counted incomplete)."""
+        sel = s.filled
+        if not sel.all():
+            if sel.sum() < 3:
+                self.stats.unusable_series += 1
+                return None
+            self.stats.incomplete_series += 1
+        try:
+            fit, weights = self._solve(s, sel)
+        except ValueError:
+            self.stats.unusable_series += 1
+            return None
+        _, index, attempt = s.key
+        return Fitted(
+            index,
+            attempt,
+            fit,
+            float(s.time_s[sel].mean()),
+            float(s.rotation_deg[sel].mean()),
+            self.dark,
+            weights,
+            int(sel.sum()),
+        )
+
+    def _solve(self, s: Series, sel: NDArray[np.bool_]) -> tuple[StepFit, NDArray[np.float64]]:
+        """As recon.pipeline._fit_series: steps in step order, darks, ring-current scaling."""
+        theta = step_phases(s.g2_m[sel], self.g2_pitch_m)
+        a = design_matrix(theta)
+        pinv = np.linalg.solve(a.T @ a, a.T)
+        frames = [f for f, ok in zip(s.frames, sel, strict=True) if ok and f is not None]
+        current = s.current_ma[sel]
+        dose_ref = self.dose_ref if self.dose_ref is not None else 1.0
+        fit = fit_dose_normalised(
+            frames, theta, self.dark, current, dose_ref, out=self._pool.take()
+        )
+        if np.all(current > 0):
+            scale = dose_ref / np.asarray(current, np.float64)
+            return fit, np.asarray(pinv @ scale.astype(np.float32).astype(np.float64), np.float64)
+        return fit, np.asarray(pinv.sum(axis=1), np.float64)
+
+    def keep(self, image_key: int, rec: Fitted) -> bool:
+        """Store a fit of a reference (``ImageKey.FLAT``) or projection series; False when the
+        one stored wins (a later attempt, or the same attempt with more frames)."""
+        table = self.refs if image_key == ImageKey.FLAT else self.projs
+        old = table.get(rec.index)
+        if old is not None:
+            later = old.attempt > rec.attempt
+            if later or (old.attempt == rec.attempt and old.frames > rec.frames):
+                self.stats.superseded += rec.frames  # an older attempt, or a worse part
+                self._pool.give([rec.fit])
+                return False
+            self.stats.superseded += old.frames
+            self._pool.give([old.fit])
+        self.version += 1
+        if image_key == ImageKey.FLAT:
+            self.stats.references += 1
+        else:
+            self.stats.projections += 1
+        table[rec.index] = rec
+        return True
+
+    def corrected(self, rec: Fitted, rows: NDArray[np.int64] | None = None) -> StepFit:
+        """The fit (of the given rows of the slab; None: all) as if taken with the current
+        dark (linear correction)."""
+        a0, c1 = rec.fit.a0, rec.fit.c1
+        if rows is not None:
+            a0, c1 = a0[rows], c1[rows]
+        if rec.dark is self.dark:
+            return StepFit(a0, c1)
+        zero = np.zeros(self.shape, np.float32)
+        new = self.dark if self.dark is not None else zero
+        old = rec.dark if rec.dark is not None else zero
+        delta = (new - old) if rows is None else (new - old)[rows]
+        w = rec.dark_weights
+        a0 = (a0 - delta * np.float32(w[0])).astype(np.float32)
+        c1 = (c1 - delta * np.complex64(0.5 * w[1] - 0.5j * w[2])).astype(np.complex64)
+        return StepFit(a0, c1)
+
+    def reference(self, rows: NDArray[np.int64], t_s: float) -> StepFit:
+        """The reference of those rows of the slab at time ``t_s`` [s], interpolated between the
+        reference series so far (needs one)."""
+        refs = sorted(self.refs.values(), key=lambda r: r.t_mid)
+        fits = [self.corrected(r) for r in refs]
+        fits = [StepFit(f.a0[rows], f.c1[rows]) for f in fits]
+        return interpolate_reference(fits, [r.t_mid for r in refs], t_s)
+
+    def projections(self, spare: Projections | None = None) -> Projections:
+        """T, dphi, D (angles, rows, columns) of every projection so far, by angle index,
+        against the interpolated reference; written into ``spare`` when it has that shape.
+        ValueError without a reference or a projection."""
+        if not self.refs:
+            raise ValueError("the scan has no reference (flat) series: cannot normalise")
+        if not self.projs:
+            raise ValueError("the scan has no projections")
+        refs = sorted(self.refs.values(), key=lambda r: r.t_mid)
+        ref_fits = [self.corrected(r) for r in refs]
+        times = np.asarray([r.t_mid for r in refs])
+        angles = sorted(self.projs)
+        shape = (len(angles), *self.shape)
+        if spare is not None and spare.dphi.shape == shape:
+            trans, dphi, dfield = spare.transmission, spare.dphi, spare.darkfield
+        else:
+            trans = np.empty(shape, np.float32)
+            dphi = np.empty(shape, np.float32)
+            dfield = np.empty(shape, np.float32)
+        theta = np.empty(len(angles), np.float64)
+        for j, a in enumerate(angles):
+            rec = self.projs[a]
+            out = Signals(trans[j], dphi[j], dfield[j])
+            retrieve_interpolated(self.corrected(rec), ref_fits, times, rec.t_mid, out)
+            theta[j] = np.deg2rad(rec.rotation_deg)
+        return Projections(trans, dphi, dfield, theta)

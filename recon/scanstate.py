@@ -1,0 +1,115 @@
+"""The state of one scan in a streaming reconstructor, made fresh at its scan-start.
+
+What the scan is (its scan-start, plan, instrument and the detector rows worked on), which frame
+numbers came in, the reconstruction made early (when the last planned series came in, before
+scan-end) and the parts that hold the scan's data: series assembly, fits and live view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from contracts.instrument import Instrument
+from contracts.messages import FrameHeader, ScanStart
+from contracts.scanplan import ScanPlan
+from recon.fitstore import FitStore
+from recon.liveview import LiveView
+from recon.scanresult import StreamResult, StreamStats
+from recon.series import SeriesAssembly
+
+
+@dataclass(frozen=True)
+class Early:
+    """A reconstruction made before scan-end, and the fit store's version it was made from."""
+
+    version: int
+    result: StreamResult
+    done_s: float  # ``time.perf_counter`` when it was done
+
+
+class ScanState:
+    """One scan: ``start`` (with its plan), the slab ``rows`` = (r0, r1) of detector rows worked
+    on, the frames seen and the parts. Counts frames into ``stats``."""
+
+    def __init__(
+        self,
+        start: ScanStart,
+        plan: ScanPlan,
+        rows: tuple[int, int],
+        stats: StreamStats,
+        *,
+        series: SeriesAssembly,
+        fits: FitStore,
+        view: LiveView,
+    ) -> None:
+        self.start = start
+        self.plan = plan
+        self.rows = rows
+        self.cols = int(start.shape[1])
+        self.stats = stats
+        self.series = series
+        self.fits = fits
+        self.view = view
+        #: frame numbers applied (from the stream or the scan file)
+        self.seen: set[int] = set()
+        #: ``time.perf_counter`` at the arrival of the last frame applied (None: none yet)
+        self.t_last_frame: float | None = None
+        self.early: Early | None = None
+        self._expected_refs = {i for kind, i in plan.order() if kind == "reference"}
+
+    @property
+    def instrument(self) -> Instrument:
+        """The instrument of the scan."""
+        return self.start.instrument
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns) of the slab worked on."""
+        return self.rows[1] - self.rows[0], self.cols
+
+    def admit(
+        self, header: FrameHeader, data: NDArray[np.generic], from_file: bool, t_arrival: float
+    ) -> NDArray[np.generic] | None:
+        """The slab's rows (rows, columns) of a frame of this scan, a view of ``data``; None for
+        a duplicate frame number or a frame without the slab's rows or columns (counted)."""
+        n = header.frame_number
+        if n in self.seen:
+            self.stats.duplicates += 1
+            return None
+        slab = self._crop(header, data)
+        if slab is None:
+            self.stats.bad_frames += 1
+            return None
+        self.seen.add(n)
+        self.t_last_frame = t_arrival  # the last frame taken (not duplicates, not foreign)
+        self.stats.frames += 1
+        if from_file:
+            self.stats.from_file += 1
+        return slab
+
+    def _crop(self, header: FrameHeader, data: NDArray[np.generic]) -> NDArray[np.generic] | None:
+        rows, cols = data.shape
+        if cols != self.cols:
+            return None
+        a, b = self.rows[0] - header.row_offset, self.rows[1] - header.row_offset
+        if a < 0 or b > rows:
+            return None
+        return data[a:b]
+
+    def all_in(self) -> bool:
+        """Every planned series is in (none open, every projection and planned reference)."""
+        if self.series.open or not self._expected_refs:
+            return False
+        if len(self.fits.projs) < self.plan.angles:
+            return False
+        return self._expected_refs <= set(self.fits.refs)
+
+    def early_result(self) -> Early | None:
+        """The early reconstruction, if nothing changed since it was made."""
+        early = self.early
+        if early is not None and early.version == self.fits.version:
+            return early
+        return None
