@@ -42,7 +42,7 @@ from numpy.typing import NDArray
 
 from contracts.frames import ImageKey
 from contracts.messages import Frame, FrameHeader, ScanEnd, ScanStart, frame_header
-from contracts.scanfile import DATA_PATH, read_frame_table, read_header
+from contracts.scanfile import DATA_PATH, read_end, read_frame_table, read_header
 from contracts.scanplan import ScanPlan
 from contracts.sockets import FrameReceiver, LivePublisher
 from recon.fbp import Method, prepare_gridding
@@ -60,6 +60,9 @@ __all__ = ["CHANNELS", "StreamResult", "StreamStats", "StreamingReconstructor"]
 log = logging.getLogger(__name__)
 
 F32 = NDArray[np.float32]
+
+#: How often a quiet stream's scan file is asked whether its writer closed it [s].
+FILE_END_CHECK_S = 0.5
 
 
 class StreamingReconstructor:
@@ -489,6 +492,27 @@ class StreamingReconstructor:
                 self.add_frame(fh, data[i], from_file=True)
         return n
 
+    def _end_from_file(self) -> StreamResult | None:
+        """The scan in progress, ended by its scan file's end record when the stream is quiet:
+        the writer closed the file, so every frame is in it, and the scan-end may never come
+        (it and the last frames can sit in the socket buffers of a receiver that was killed).
+        Reads the frames still missing from the file and ends the scan as a scan-end of the
+        frames written would. None while the file is open, absent, or of another scan."""
+        path, scan = self.scan_file, self._scan
+        if path is None or scan is None or not path.exists():
+            return None
+        try:
+            with h5py.File(path, "r", libver="latest", swmr=True) as f:
+                if read_header(f).scan_uid != scan.start.scan_uid:
+                    return None
+                written = read_end(f).frames_written
+        except (OSError, ValueError):
+            return None
+        if written is None:
+            return None
+        self.catch_up(path)
+        return self.end(ScanEnd(scan_uid=scan.start.scan_uid, frames_sent=written))
+
     def run(
         self,
         receiver: FrameReceiver,
@@ -525,12 +549,20 @@ class StreamingReconstructor:
         self.scan_file = None if catch_up is None else Path(catch_up)
         if self.scan_file is not None and self.scan_file.exists():
             self.catch_up(self.scan_file)
-        last = time.monotonic()
+        last = checked = time.monotonic()
         while len(results) < scans and not (stop is not None and stop.is_set()):
             msg = receiver.recv(timeout_s=0.05)
             self.stats.malformed = receiver.stats.malformed - base
             if msg is None:
-                if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
+                now = time.monotonic()
+                if now - checked > FILE_END_CHECK_S:
+                    checked = now
+                    ended = self._end_from_file()
+                    if ended is not None:
+                        base = receiver.stats.malformed
+                        finish(ended)
+                        continue
+                if idle_timeout_s is not None and now - last > idle_timeout_s:
                     break
                 continue
             last = time.monotonic()

@@ -382,3 +382,24 @@ def test_a_reserved_first_scan_writes_into_the_reserved_memory() -> None:
         )
     with pytest.raises(ValueError, match="reserve needs"):
         service.reserve((32, 96), 0)
+
+
+def test_a_closed_scan_file_ends_the_scan_when_its_scan_end_never_comes(tmp_path: Path) -> None:
+    rec = shared_recorded()
+    n = len(rec.rows)
+    path = tmp_path / "scan.h5"
+    writer = ScanFileWriter(path, rec.header())
+    writer.open()
+    for _, frame, tags in frames_in_order(rec):
+        writer.append(frame, tags)
+    recon = StreamingReconstructor(live_rows=())
+    recon.scan_file = path
+    recon.catch_up(path)
+    assert recon._end_from_file() is None  # the writer still has it open: more may come
+    writer.close()
+    result = recon._end_from_file()
+    assert result is not None
+    assert (result.stats.frames, result.stats.frames_sent, result.stats.lost) == (n, n, [])
+    assert recon.scan is None
+    offline, _ = reconstruct_file(path)
+    assert_same_volumes(result.volumes, offline)
