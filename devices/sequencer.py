@@ -544,78 +544,39 @@ class SequencedFrames:
     def trigger(self) -> StatusBase:
         """Wait for the next frame of the acquisition (see the class docstring)."""
         status = Status(obj=self)
+        wait = self._claim_next_frame(status)
+        if wait is not None:
+            wait.start()
+        return status
+
+    def _claim_next_frame(self, status: StatusBase) -> _FrameWait | None:
+        """Take the next frame and what its wait needs, under the lock; None (``status``
+        failed) when no frame is left to wait for or no acquisition has started."""
         with self._lock:
             i = self._next
             if i >= len(self._positions):
                 status.set_exception(
                     RuntimeError(f"{self.name}: all {len(self._positions)} frames already read")
                 )
-                return status
+                return None
             if self._acquisition is None:
                 status.set_exception(RuntimeError(f"{self.name}: no acquisition started"))
-                return status
+                return None
             self._next = i + 1
             generation, acquisition = self._generation, self._acquisition
             written_needed = self._first_point + i + 1
             dropped_before = self._dropped_before
             series_id = self._series_id
-        file_count = self.detector.hdf5.num_captured
-        dropped = self.detector.hdf5.dropped
-        latched = (self.sequencer.latched, self.sequencer.finished)
-        gate = threading.Lock()  # the first callback to decide finishes the status
-        decided: list[bool] = []
-        subscriptions: list[tuple[Any, int]] = []
+        return _FrameWait(
+            self, status, i, generation, acquisition, written_needed, dropped_before, series_id
+        )
 
-        def frame_in() -> bool:
-            return (
-                int(file_count.get()) >= written_needed
-                and len(self._latched_for(series_id)) >= i + 1
-            )
-
-        def unsubscribe() -> None:
-            for signal, cid in list(subscriptions):
-                signal.unsubscribe(cid)
-
-        def finish(missing: Exception | None) -> None:
-            with gate:
-                if decided:
-                    return
-                decided.append(True)
-            with self._lock:
-                if missing is not None and generation == self._generation:
-                    self._missing[i] = missing
-            unsubscribe()
-            status.set_finished()
-
-        def shifted() -> Exception | None:
-            """A frame of this acquisition was dropped: file index i is no longer frame i."""
-            n_dropped = int(dropped.get()) - dropped_before
-            if n_dropped <= 0:
-                return None
-            return FrameLost(
-                f"{self.name}: the file writer dropped {n_dropped} frame(s) of the acquisition; "
-                f"frame {i} and later cannot be matched to their file entries"
-            )
-
-        def on_count(*args: Any, **kwargs: Any) -> None:
-            if frame_in():
-                finish(shifted())
-
-        def on_acquired(done: StatusBase) -> None:
-            if frame_in():
-                finish(shifted())
-            else:
-                finish(shifted() or self._why_missing(i, written_needed, done))
-
-        for signal in (file_count, *latched):  # after the recorder's own subscriptions
-            subscriptions.append((signal, signal.subscribe(on_count, run=False)))
-        if frame_in():
-            finish(shifted())
-        else:
-            acquisition.add_callback(on_acquired)
-        if decided:  # decided while subscribing: drop what finish() could not yet see
-            unsubscribe()
-        return status
+    def _record_missing(self, generation: int, i: int, missing: Exception | None) -> None:
+        """Frame ``i`` of the take ``generation`` is decided: ``missing`` says why it has no
+        reading (None: it has one). A status of an older take touches nothing."""
+        with self._lock:
+            if missing is not None and generation == self._generation:
+                self._missing[i] = missing
 
     def _why_missing(self, i: int, written_needed: int, acquisition: StatusBase) -> Exception:
         """Why frame ``i`` has no reading although its acquisition has ended."""
@@ -700,3 +661,93 @@ class SequencedFrames:
     def collect_asset_docs(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """The detector file's resource and the frames' datums."""
         yield from self.detector.collect_asset_docs()
+
+
+class _FrameWait:
+    """One ``SequencedFrames.trigger()``: finishes ``status`` once the file holds frame ``i``
+    (``written_needed`` frames) and the reading latched for it under ``series_id`` has arrived,
+    or once ``acquisition`` has ended without it, recording why for ``read``. File count and
+    readings are watched through their monitors; the first callback to decide finishes the
+    status and unsubscribes."""
+
+    def __init__(
+        self,
+        frames: SequencedFrames,
+        status: StatusBase,
+        i: int,
+        generation: int,
+        acquisition: StatusBase,
+        written_needed: int,
+        dropped_before: int,
+        series_id: int,
+    ) -> None:
+        self._frames = frames
+        self._status = status
+        self._i = i
+        self._generation = generation
+        self._acquisition = acquisition
+        self._written_needed = written_needed
+        self._dropped_before = dropped_before
+        self._series_id = series_id
+        self._file_count = frames.detector.hdf5.num_captured
+        self._dropped = frames.detector.hdf5.dropped
+        self._gate = threading.Lock()  # the first callback to decide finishes the status
+        self._decided = False
+        self._subscriptions: list[tuple[Any, int]] = []
+
+    def start(self) -> None:
+        """Watch the file count and the latched readings; decide now if the frame is in,
+        else when the acquisition ends."""
+        seq = self._frames.sequencer
+        for signal in (self._file_count, seq.latched, seq.finished):
+            # subscribed after the recorder's own (``_on_latched``): a reading is recorded
+            # before it is looked for
+            self._subscriptions.append((signal, signal.subscribe(self._on_count, run=False)))
+        if self._frame_in():
+            self._finish(self._shifted())
+        else:
+            self._acquisition.add_callback(self._on_acquired)
+        if self._decided:  # decided while subscribing: drop what _finish() could not yet see
+            self._unsubscribe()
+
+    def _frame_in(self) -> bool:
+        return (
+            int(self._file_count.get()) >= self._written_needed
+            and len(self._frames._latched_for(self._series_id)) >= self._i + 1
+        )
+
+    def _unsubscribe(self) -> None:
+        for signal, cid in list(self._subscriptions):
+            signal.unsubscribe(cid)
+
+    def _finish(self, missing: Exception | None) -> None:
+        with self._gate:
+            if self._decided:
+                return
+            self._decided = True
+        self._frames._record_missing(self._generation, self._i, missing)
+        self._unsubscribe()
+        self._status.set_finished()
+
+    def _shifted(self) -> Exception | None:
+        """A frame of this acquisition was dropped: file index i is no longer frame i."""
+        n_dropped = int(self._dropped.get()) - self._dropped_before
+        if n_dropped <= 0:
+            return None
+        return FrameLost(
+            f"{self._frames.name}: the file writer dropped {n_dropped} frame(s) of the "
+            f"acquisition; frame {self._i} and later cannot be matched to their file entries"
+        )
+
+    def _on_count(self, *args: Any, **kwargs: Any) -> None:
+        if self._frame_in():
+            self._finish(self._shifted())
+
+    def _on_acquired(self, done: StatusBase) -> None:
+        if self._frame_in():
+            self._finish(self._shifted())
+        else:
+            # a dropped frame, when there is one, is the cause to report
+            self._finish(
+                self._shifted() or self._frames._why_missing(self._i, self._written_needed, done)
+            )

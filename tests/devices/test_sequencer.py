@@ -23,6 +23,7 @@ from devices import (
     StepSequencer,
     TalbotDetector,
 )
+from devices.detector import FrameLost
 from tests.conftest import IocHandle
 
 EXPOSURE_S = 0.02
@@ -208,6 +209,32 @@ def test_frames_are_readable_while_the_acquisition_runs(
     assert [len(s._callbacks[s.SUB_VALUE]) for s in watched] == callbacks_before
     with pytest.raises(RuntimeError, match="already read"):
         frames.trigger().wait(timeout=1.0)
+
+
+def test_frames_waited_for_after_the_acquisition_ended_are_read_or_named_lost(
+    rig: tuple[TalbotDetector, StepSequencer, PiezoStepper, ScanTags],
+) -> None:
+    det, seq, piezo, tags = rig
+    _arm(rig, 30.0, 0.25, 1)
+    frames = SequencedFrames(det, seq, piezo, tags.step_index, [tags])
+    frames.set([30.0, 30.25, 30.5]).wait(timeout=1.0)
+    with pytest.raises(RuntimeError, match="no acquisition started"):
+        frames.trigger().wait(timeout=1.0)
+    det.cam.num_images.put(2, wait=True)  # one frame short of the three positions
+    watched = (det.hdf5.num_captured, seq.latched, seq.finished)
+    callbacks_before = [len(s._callbacks[s.SUB_VALUE]) for s in watched]
+    SequencedAcquisition(det, frames).trigger().wait(timeout=30.0)
+    det.unstage()
+    # the two frames in the file are decided at once; the third when its wait finds the
+    # acquisition over without it
+    for k in range(2):
+        frames.trigger().wait(timeout=1.0)
+        assert frames.read()["piezo_user_setpoint"]["value"] == pytest.approx(30.0 + 0.25 * k)
+    frames.trigger().wait(timeout=1.0)
+    with pytest.raises(FrameLost, match=r"frame 2 of the acquisition did not reach the file"):
+        frames.read()
+    assert frames.lost() == 1
+    assert [len(s._callbacks[s.SUB_VALUE]) for s in watched] == callbacks_before
 
 
 @pytest.mark.parametrize("gate", [0, 1])
