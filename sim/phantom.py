@@ -286,77 +286,99 @@ def make_bone_phantom(
     the rod diameter). Canaliculi leave the lacuna surface roughly perpendicular to its long axis
     and are clipped to stay inside the rod.
     """
+    # One generator, drawn in a fixed order (canal, lacunae, canaliculi): a seed is one phantom.
     rng = np.random.default_rng(seed)
     mats = bone_materials(phantom, geometry.energy_kev)
-    radius = phantom.rod_diameter_m / 2.0
     height = phantom.rod_diameter_m if fov_height_m is None else fov_height_m
     if not height > 0:
         raise ValueError(f"fov_height_m must be > 0, got {fov_height_m!r}")
-    half_length = 10.0 * max(height, phantom.rod_diameter_m)
+    rod = _rod(phantom, mats, half_length_m=10.0 * max(height, phantom.rod_diameter_m))
+    canal = _vascular_canal(phantom, mats, rod, rng)
+    lacunae = _place_lacunae(phantom, mats, height, canal, rng)
+    canaliculi, halos = _grow_canaliculi(phantom, mats, lacunae, rng)
+    return BonePhantom(
+        rod=rod,
+        lacunae=tuple(lacunae),
+        canaliculi=tuple(canaliculi),
+        halos=tuple(halos),
+        vascular_canal=canal,
+        materials=mats,
+        wavelength_m=geometry.wavelength_m,
+    )
+
+
+def _rod(phantom: Phantom, mats: BoneMaterials, half_length_m: float) -> Cylinder:
+    """The bone-matrix rod along z (matrix - air) of ``rod_diameter_m``, ``half_length_m`` [m]."""
     matrix_minus_air = mats.matrix - mats.air
-    rod = Cylinder(
+    return Cylinder(
         centre=np.zeros(3),
         axis=np.array([0.0, 0.0, 1.0]),
-        radius=radius,
-        half_length=half_length,
+        radius=phantom.rod_diameter_m / 2.0,
+        half_length=half_length_m,
         d_delta=matrix_minus_air.delta,
         d_beta=matrix_minus_air.beta,
         label="rod",
     )
-    water_minus_matrix = mats.water - mats.matrix
-    canal: Cylinder | None = None
-    if phantom.vascular_canal_radius_m is not None:
-        rv = phantom.vascular_canal_radius_m
-        dist = max(0.0, min(0.5 * radius, radius - rv - 2 * _CLEARANCE_M))
-        if rv + dist > radius - _CLEARANCE_M:
-            raise ValueError(
-                f"vascular_canal_radius_m={rv} does not fit in the rod of radius {radius}"
-            )
-        az = rng.uniform(0.0, 2.0 * math.pi)
-        canal = Cylinder(
-            centre=np.array([dist * math.cos(az), dist * math.sin(az), 0.0]),
-            axis=np.array([0.0, 0.0, 1.0]),
-            radius=rv,
-            half_length=half_length,
-            d_delta=water_minus_matrix.delta,
-            d_beta=water_minus_matrix.beta,
-            label="vascular canal",
-        )
 
-    a_long, a_mid, a_short = phantom.lacuna_semi_axes_m
+
+def _vascular_canal(
+    phantom: Phantom, mats: BoneMaterials, rod: Cylinder, rng: np.random.Generator
+) -> Cylinder | None:
+    """The water-filled canal along z (water - matrix), or None without a canal radius.
+
+    Its axis lies min(rod radius / 2, room left by the clearance) [m] off the rod axis at a
+    random azimuth (one draw); as long as the rod.
+    """
+    rv = phantom.vascular_canal_radius_m
+    if rv is None:
+        return None
+    radius = rod.radius
+    dist = max(0.0, min(0.5 * radius, radius - rv - 2 * _CLEARANCE_M))
+    if rv + dist > radius - _CLEARANCE_M:
+        raise ValueError(f"vascular_canal_radius_m={rv} does not fit in the rod of radius {radius}")
+    az = rng.uniform(0.0, 2.0 * math.pi)
+    water_minus_matrix = mats.water - mats.matrix
+    return Cylinder(
+        centre=np.array([dist * math.cos(az), dist * math.sin(az), 0.0]),
+        axis=np.array([0.0, 0.0, 1.0]),
+        radius=rv,
+        half_length=rod.half_length,
+        d_delta=water_minus_matrix.delta,
+        d_beta=water_minus_matrix.beta,
+        label="vascular canal",
+    )
+
+
+def _place_lacunae(
+    phantom: Phantom,
+    mats: BoneMaterials,
+    height_m: float,
+    canal: Cylinder | None,
+    rng: np.random.Generator,
+) -> list[Ellipsoid]:
+    """``phantom.lacunae`` water-filled ellipsoids (water - matrix) inside the rod.
+
+    Each is drawn (at most 2000 tries) until its centre is two long semi-axes [m] from every
+    other centre and it clears the canal; centres within +/- (``height_m``/2 - long semi-axis)
+    of z = 0 [m].
+    """
     if min(phantom.lacuna_semi_axes_m) <= 0:
         raise ValueError(f"lacuna_semi_axes_m must be > 0, got {phantom.lacuna_semi_axes_m}")
-    z_max = max(height / 2.0 - a_long, 0.0)
+    a_long = phantom.lacuna_semi_axes_m[0]
+    z_max = max(height_m / 2.0 - a_long, 0.0)
+    water_minus_matrix = mats.water - mats.matrix
     lacunae: list[Ellipsoid] = []
     for index in range(phantom.lacunae):
         for _attempt in range(2000):
-            tilt = rng.uniform(0.0, _LACUNA_TILT_RAD)
-            az = rng.uniform(0.0, 2.0 * math.pi)
-            long_axis = np.array(
-                [math.sin(tilt) * math.cos(az), math.sin(tilt) * math.sin(az), math.cos(tilt)]
-            )
-            rot = _rotation_with_axis(long_axis, rng.uniform(0.0, 2.0 * math.pi))
-            probe = Ellipsoid(np.zeros(3), np.array([a_long, a_mid, a_short]), rot, 0.0, 0.0)
-            r_max = radius - _horizontal_reach(probe) - _CLEARANCE_M
-            if r_max < 0:
-                raise ValueError(
-                    f"lacuna_semi_axes_m={phantom.lacuna_semi_axes_m} do not fit in "
-                    f"rod_diameter_m={phantom.rod_diameter_m}"
-                )
-            r = r_max * math.sqrt(rng.uniform())
-            phi = rng.uniform(0.0, 2.0 * math.pi)
-            centre = np.array([r * math.cos(phi), r * math.sin(phi), rng.uniform(-z_max, z_max)])
-            if any(np.linalg.norm(centre - o.centre) < 2 * a_long for o in lacunae):
+            probe = _draw_lacuna_pose(phantom, rng)
+            centre = _draw_lacuna_centre(phantom, probe, z_max, rng)
+            if not _lacuna_is_clear(centre, probe, lacunae, canal, a_long):
                 continue
-            if canal is not None:
-                gap = float(np.hypot(*(centre[:2] - canal.centre[:2])))
-                if gap < canal.radius + _horizontal_reach(probe) + _CLEARANCE_M:
-                    continue
             lacunae.append(
                 Ellipsoid(
                     centre,
                     probe.semi_axes,
-                    rot,
+                    probe.rotation,
                     water_minus_matrix.delta,
                     water_minus_matrix.beta,
                     label=f"lacuna {index}",
@@ -365,34 +387,79 @@ def make_bone_phantom(
             break
         else:
             raise ValueError(f"lacunae={phantom.lacunae} do not fit in the rod")
+    return lacunae
 
+
+def _draw_lacuna_pose(phantom: Phantom, rng: np.random.Generator) -> Ellipsoid:
+    """An empty ellipsoid at the origin: long axis within ``_LACUNA_TILT_RAD`` of z, random
+    azimuth and spin [rad] (three draws), semi-axes ``lacuna_semi_axes_m`` [m]."""
+    a_long, a_mid, a_short = phantom.lacuna_semi_axes_m
+    tilt = rng.uniform(0.0, _LACUNA_TILT_RAD)
+    az = rng.uniform(0.0, 2.0 * math.pi)
+    long_axis = np.array(
+        [math.sin(tilt) * math.cos(az), math.sin(tilt) * math.sin(az), math.cos(tilt)]
+    )
+    rot = _rotation_with_axis(long_axis, rng.uniform(0.0, 2.0 * math.pi))
+    return Ellipsoid(np.zeros(3), np.array([a_long, a_mid, a_short]), rot, 0.0, 0.0)
+
+
+def _draw_lacuna_centre(
+    phantom: Phantom, probe: Ellipsoid, z_max_m: float, rng: np.random.Generator
+) -> FloatArray:
+    """A centre [m] uniform over the disc where ``probe`` stays inside the rod, z uniform in
+    +/- ``z_max_m`` (three draws: radius, azimuth, z)."""
+    radius = phantom.rod_diameter_m / 2.0
+    r_max = radius - _horizontal_reach(probe) - _CLEARANCE_M
+    if r_max < 0:
+        raise ValueError(
+            f"lacuna_semi_axes_m={phantom.lacuna_semi_axes_m} do not fit in "
+            f"rod_diameter_m={phantom.rod_diameter_m}"
+        )
+    r = r_max * math.sqrt(rng.uniform())
+    phi = rng.uniform(0.0, 2.0 * math.pi)
+    return np.array([r * math.cos(phi), r * math.sin(phi), rng.uniform(-z_max_m, z_max_m)])
+
+
+def _lacuna_is_clear(
+    centre: FloatArray,
+    probe: Ellipsoid,
+    placed: Sequence[Ellipsoid],
+    canal: Cylinder | None,
+    a_long_m: float,
+) -> bool:
+    """True if ``probe`` at ``centre`` [m] is 2 ``a_long_m`` from every placed lacuna's centre
+    and its horizontal reach keeps the clearance from the canal."""
+    if any(np.linalg.norm(centre - o.centre) < 2 * a_long_m for o in placed):
+        return False
+    if canal is not None:
+        gap = float(np.hypot(*(centre[:2] - canal.centre[:2])))
+        if gap < canal.radius + _horizontal_reach(probe) + _CLEARANCE_M:
+            return False
+    return True
+
+
+def _grow_canaliculi(
+    phantom: Phantom, mats: BoneMaterials, lacunae: Sequence[Ellipsoid], rng: np.random.Generator
+) -> tuple[list[Cylinder], list[Cylinder]]:
+    """(canaliculi, halos), ``halos[i]`` around ``canaliculi[i]``, lacuna by lacuna.
+
+    Each lacuna draws its count in ``canaliculi_per_lacuna`` and an azimuth offset [rad]; the
+    canaliculi spread evenly (with jitter) around its long axis.
+    """
     halo_minus_matrix = mats.halo - mats.matrix
     water_minus_halo = mats.water - mats.halo
     canaliculi: list[Cylinder] = []
     halos: list[Cylinder] = []
     lo_n, hi_n = phantom.canaliculi_per_lacuna
-    lo_d, hi_d = phantom.canaliculus_diameter_m
-    lo_l, hi_l = phantom.canaliculus_length_m
-    lo_f, hi_f = phantom.halo_factor
     for ell in lacunae:
         count = int(rng.integers(lo_n, hi_n + 1))
         offset = rng.uniform(0.0, 2.0 * math.pi)
-        e_long, e2, e3 = ell.rotation.T
         for k in range(count):
             az = offset + 2.0 * math.pi * (k + rng.uniform(-0.35, 0.35)) / count
-            tilt = rng.uniform(-_CANALICULUS_TILT_RAD, _CANALICULUS_TILT_RAD)
-            direction = math.cos(tilt) * (math.cos(az) * e2 + math.sin(az) * e3)
-            direction = direction + math.sin(tilt) * e_long
-            direction /= np.linalg.norm(direction)
-            origin = ell.centre + rng.uniform(-1, 1) * _CANALICULUS_ORIGIN_SPAN * a_long * e_long
-            start = origin + _exit_distance(ell, origin, direction) * direction
-            diameter = math.exp(rng.uniform(math.log(lo_d), math.log(hi_d)))
-            halo_d = phantom.halo_diameter_m or rng.uniform(lo_f, hi_f) * diameter
-            room = _rod_exit_distance(radius, start, direction) - halo_d / 2 - _CLEARANCE_M
-            length = min(rng.uniform(lo_l, hi_l), room)
-            if length < _MIN_CANALICULUS_M:
+            drawn = _draw_canaliculus(phantom, ell, az, rng)
+            if drawn is None:
                 continue
-            centre = start + 0.5 * length * direction
+            centre, direction, diameter, halo_d, length = drawn
             canaliculi.append(
                 Cylinder(
                     centre,
@@ -416,12 +483,36 @@ def make_bone_phantom(
                     label="halo",
                 )
             )
-    return BonePhantom(
-        rod=rod,
-        lacunae=tuple(lacunae),
-        canaliculi=tuple(canaliculi),
-        halos=tuple(halos),
-        vascular_canal=canal,
-        materials=mats,
-        wavelength_m=geometry.wavelength_m,
-    )
+    return canaliculi, halos
+
+
+def _draw_canaliculus(
+    phantom: Phantom, ell: Ellipsoid, az_rad: float, rng: np.random.Generator
+) -> tuple[FloatArray, FloatArray, float, float, float] | None:
+    """One canaliculus of lacuna ``ell`` at azimuth ``az_rad`` around its long axis.
+
+    Returns (centre [m], unit direction, diameter [m], halo diameter [m], length [m]), or None
+    when clipping at the rod surface leaves less than ``_MIN_CANALICULUS_M``. Draws, in order:
+    tilt, origin along the long axis, log-uniform diameter, halo factor (only without a fixed
+    ``halo_diameter_m``), length.
+    """
+    a_long = phantom.lacuna_semi_axes_m[0]
+    lo_d, hi_d = phantom.canaliculus_diameter_m
+    lo_l, hi_l = phantom.canaliculus_length_m
+    lo_f, hi_f = phantom.halo_factor
+    e_long, e2, e3 = ell.rotation.T
+    tilt = rng.uniform(-_CANALICULUS_TILT_RAD, _CANALICULUS_TILT_RAD)
+    direction = math.cos(tilt) * (math.cos(az_rad) * e2 + math.sin(az_rad) * e3)
+    direction = direction + math.sin(tilt) * e_long
+    direction /= np.linalg.norm(direction)
+    origin = ell.centre + rng.uniform(-1, 1) * _CANALICULUS_ORIGIN_SPAN * a_long * e_long
+    start = origin + _exit_distance(ell, origin, direction) * direction
+    diameter = math.exp(rng.uniform(math.log(lo_d), math.log(hi_d)))
+    halo_d = phantom.halo_diameter_m or rng.uniform(lo_f, hi_f) * diameter
+    radius = phantom.rod_diameter_m / 2.0
+    room = _rod_exit_distance(radius, start, direction) - halo_d / 2 - _CLEARANCE_M
+    length = min(rng.uniform(lo_l, hi_l), room)
+    if length < _MIN_CANALICULUS_M:
+        return None
+    centre = start + 0.5 * length * direction
+    return centre, direction, diameter, halo_d, length

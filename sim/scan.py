@@ -230,98 +230,170 @@ def simulate_scan(
     noise: bool = True,
 ) -> SimulatedScan:
     """Simulate a full phase-stepping CT scan of the bone phantom, deterministic in ``seed``."""
-    shape = instrument.detector.shape
-    itf = simulation.fringes
-    p2 = instrument.geometry.g2_pitch_m
     renderer = FrameRenderer(instrument, simulation, seed)
+    # Independent streams of one seed: the renderer's (phantom, reference pattern), the
+    # instrument's (encoder, step error, dose) and the detector noise.
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
-    det_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(4)[3])
+    det_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(4)[3]) if noise else None
     angles = np.asarray(plan.angles_deg(), dtype=np.float64)
     order = _series_plan(plan)
     n_frames = plan.darks + len(order) * plan.steps
-    table = FrameTable.empty(n_frames)
-    rows = table.rows
-    frames: NDArray[np.uint16] | FloatArray = (
-        np.empty((n_frames, *shape), dtype=np.uint16)
-        if noise
-        else np.empty((n_frames, *shape), dtype=np.float64)
-    )
-    true_x = np.zeros(n_frames)
-    doses = np.zeros(n_frames)
-    commanded = np.arange(plan.steps) * plan.periods * p2 / plan.steps
-    t = 0.0
-    frame = 0
-    current_angle = 0.0
+    scan = _ScanBuffers.empty(n_frames, instrument.detector.shape, plan.exposure_s, noise)
+    _take_darks(scan, renderer, plan, rng, det_rng)
+    truth_parts: dict[int, TruthProjections] = {}
+    rotation_deg = 0.0  # a reference series is recorded at the last projection's angle
     series = 0
-    truth_parts: dict[int, tuple[FloatArray, FloatArray, FloatArray]] = {}
-
-    def record(
-        key: ImageKey, angle_index: int, series_index: int, step: int, x_enc: float, dose: float
-    ) -> None:
-        nonlocal t, frame
-        rows[frame]["image_key"] = int(key)
-        rows[frame]["angle_index"] = angle_index
-        rows[frame]["series_index"] = series_index
-        rows[frame]["step_index"] = step
-        rows[frame]["attempt"] = 0
-        rows[frame]["g2_position_m"] = x_enc
-        rows[frame]["rotation_deg"] = current_angle
-        rows[frame]["timestamp_s"] = t
-        rows[frame]["ring_current_ma"] = NOMINAL_RING_CURRENT_MA * dose
-        t += plan.exposure_s + FRAME_OVERHEAD_S
-        frame += 1
-
-    for _ in range(plan.darks):
-        dose = 1.0 + itf.dose_fluctuation * rng.normal()
-        state = FrameState(current_angle, 0.0, shutter_open=False, exposure_s=plan.exposure_s)
-        frames[frame] = renderer.render(state, det_rng if noise else None)
-        true_x[frame] = 0.0
-        doses[frame] = dose
-        record(ImageKey.DARK, -1, -1, -1, itf.encoder_noise_m * rng.normal(), dose)
-
     for item in order:
-        is_ref = item < 0
-        if not is_ref:
-            current_angle = float(angles[item])
-            one = compute_truth(renderer, angles[item : item + 1])
-            truth_parts[item] = (one.transmission[0], one.dphase[0], one.darkfield[0])
-        for k in range(plan.steps):
-            x_enc = commanded[k] + itf.encoder_noise_m * rng.normal()
-            x_true = x_enc - itf.step_error_m * rng.normal()
-            dose = max(1.0 + itf.dose_fluctuation * rng.normal(), 0.0)
-            state = FrameState(
-                current_angle,
-                x_true,
-                sample_in=not is_ref,
-                exposure_s=plan.exposure_s,
-                ring_current_ma=NOMINAL_RING_CURRENT_MA * dose,
-                time_s=t,
-            )
-            frames[frame] = renderer.render(state, det_rng if noise else None)
-            true_x[frame] = x_true
-            doses[frame] = dose
-            if is_ref:
-                record(ImageKey.FLAT, -1, series, k, x_enc, dose)
-            else:
-                record(ImageKey.PROJECTION, item, -1, k, x_enc, dose)
-        if is_ref:
+        if item < 0:
+            _take_series(scan, renderer, plan, rng, det_rng, rotation_deg, -1, series)
             series += 1
-
-    truth = TruthProjections(
-        transmission=np.stack([truth_parts[i][0] for i in range(plan.angles)]),
-        dphase=np.stack([truth_parts[i][1] for i in range(plan.angles)]),
-        darkfield=np.stack([truth_parts[i][2] for i in range(plan.angles)]),
-    )
+            continue
+        rotation_deg = float(angles[item])
+        truth_parts[item] = compute_truth(renderer, angles[item : item + 1])
+        _take_series(scan, renderer, plan, rng, det_rng, rotation_deg, item, -1)
     return SimulatedScan(
         instrument=instrument,
         plan=plan,
         simulation=simulation,
-        frames=frames,
-        table=table,
+        frames=scan.frames,
+        table=scan.table,
         angles_deg=angles,
-        true_g2_position_m=true_x,
-        dose=doses,
-        truth_projections=truth,
+        true_g2_position_m=scan.true_x,
+        dose=scan.doses,
+        truth_projections=_stack_truth([truth_parts[i] for i in range(plan.angles)]),
         phantom=renderer.phantom,
         reference=renderer.reference,
+    )
+
+
+@dataclass(frozen=True)
+class _FrameTags:
+    """What the frame table records of one frame: its kind, indices (-1: none), rotation [deg]
+    and G2 encoder reading [m]."""
+
+    key: ImageKey
+    angle_index: int
+    series_index: int
+    step_index: int
+    rotation_deg: float
+    g2_encoder_m: float
+
+
+@dataclass
+class _ScanBuffers:
+    """Frames, frame table and per-frame truth of a scan, filled in acquisition order.
+
+    ``time_s`` [s] is the scan clock: each frame advances it by ``exposure_s`` plus
+    ``FRAME_OVERHEAD_S``.
+    """
+
+    frames: NDArray[np.uint16] | FloatArray
+    table: FrameTable
+    true_x: FloatArray
+    doses: FloatArray
+    exposure_s: float
+    time_s: float = 0.0
+    frame: int = 0
+
+    @classmethod
+    def empty(
+        cls, n_frames: int, shape: tuple[int, int], exposure_s: float, noise: bool
+    ) -> _ScanBuffers:
+        """Room for ``n_frames`` frames of ``shape``: uint16 with ``noise``, else float64."""
+        frames: NDArray[np.uint16] | FloatArray = (
+            np.empty((n_frames, *shape), dtype=np.uint16)
+            if noise
+            else np.empty((n_frames, *shape), dtype=np.float64)
+        )
+        return cls(
+            frames=frames,
+            table=FrameTable.empty(n_frames),
+            true_x=np.zeros(n_frames),
+            doses=np.zeros(n_frames),
+            exposure_s=exposure_s,
+        )
+
+    def add(
+        self, image: NDArray[np.uint16] | FloatArray, tags: _FrameTags, x_true_m: float, dose: float
+    ) -> None:
+        """Store the next frame, its actual G2 position [m] and relative dose, and its row."""
+        frame = self.frame
+        self.frames[frame] = image
+        self.true_x[frame] = x_true_m
+        self.doses[frame] = dose
+        row = self.table.rows[frame]
+        row["image_key"] = int(tags.key)
+        row["angle_index"] = tags.angle_index
+        row["series_index"] = tags.series_index
+        row["step_index"] = tags.step_index
+        row["attempt"] = 0
+        row["g2_position_m"] = tags.g2_encoder_m
+        row["rotation_deg"] = tags.rotation_deg
+        row["timestamp_s"] = self.time_s
+        row["ring_current_ma"] = NOMINAL_RING_CURRENT_MA * dose
+        self.time_s += self.exposure_s + FRAME_OVERHEAD_S
+        self.frame += 1
+
+
+def _take_darks(
+    scan: _ScanBuffers,
+    renderer: FrameRenderer,
+    plan: ScanPlan,
+    rng: np.random.Generator,
+    det_rng: np.random.Generator | None,
+) -> None:
+    """``plan.darks`` shutter-closed frames at rotation 0, G2 at 0; per frame ``rng`` draws the
+    dose, then the encoder noise [m]."""
+    itf = renderer.simulation.fringes
+    for _ in range(plan.darks):
+        dose = 1.0 + itf.dose_fluctuation * rng.normal()
+        state = FrameState(0.0, 0.0, shutter_open=False, exposure_s=plan.exposure_s)
+        image = renderer.render(state, det_rng)
+        tags = _FrameTags(ImageKey.DARK, -1, -1, -1, 0.0, itf.encoder_noise_m * rng.normal())
+        scan.add(image, tags, 0.0, dose)
+
+
+def _take_series(
+    scan: _ScanBuffers,
+    renderer: FrameRenderer,
+    plan: ScanPlan,
+    rng: np.random.Generator,
+    det_rng: np.random.Generator | None,
+    rotation_deg: float,
+    angle_index: int,
+    series_index: int,
+) -> None:
+    """One series of ``plan.steps`` frames at ``rotation_deg`` [deg], G2 commanded to
+    k ``plan.periods`` p2 / ``plan.steps`` [m]: a projection when ``angle_index`` >= 0, else a
+    reference (sample out) numbered ``series_index``.
+
+    Per frame ``rng`` draws the encoder noise, the step error (both [m]) and the dose, in order.
+    """
+    itf = renderer.simulation.fringes
+    p2 = renderer.instrument.geometry.g2_pitch_m
+    commanded = np.arange(plan.steps) * plan.periods * p2 / plan.steps
+    sample_in = angle_index >= 0
+    key = ImageKey.PROJECTION if sample_in else ImageKey.FLAT
+    for k in range(plan.steps):
+        x_enc = commanded[k] + itf.encoder_noise_m * rng.normal()
+        x_true = x_enc - itf.step_error_m * rng.normal()
+        dose = max(1.0 + itf.dose_fluctuation * rng.normal(), 0.0)
+        state = FrameState(
+            rotation_deg,
+            x_true,
+            sample_in=sample_in,
+            exposure_s=plan.exposure_s,
+            ring_current_ma=NOMINAL_RING_CURRENT_MA * dose,
+            time_s=scan.time_s,
+        )
+        tags = _FrameTags(key, angle_index, series_index, k, rotation_deg, x_enc)
+        scan.add(renderer.render(state, det_rng), tags, x_true, dose)
+
+
+def _stack_truth(parts: list[TruthProjections]) -> TruthProjections:
+    """The per-angle truths (each with one angle) as one, angle by angle."""
+    return TruthProjections(
+        transmission=np.concatenate([p.transmission for p in parts]),
+        dphase=np.concatenate([p.dphase for p in parts]),
+        darkfield=np.concatenate([p.darkfield for p in parts]),
     )

@@ -132,17 +132,9 @@ class SimDetector:
         self.sequencer = sequencer
         rows, cols = instrument.detector.shape
         self.shape = (rows, cols)
-        sizes = {
-            "MaxSizeX_RBV": str(cols),
-            "MaxSizeY_RBV": str(rows),
-            "SizeX": str(cols),
-            "SizeY": str(rows),
-            "ArraySizeX_RBV": str(cols),
-            "ArraySizeY_RBV": str(rows),
-            "ArraySize_RBV": str(rows * cols * 2),
-            "AcquireTime": repr(simulation.detector.reference_exposure_s),
-        }
-        self.cam = ADPVs(prefix + "cam1:", CAM_TABLE, overrides=sizes)
+        exposure_s = simulation.detector.reference_exposure_s
+        overrides = {**_size_pvs(rows, cols), "AcquireTime": repr(exposure_s)}
+        self.cam = ADPVs(prefix + "cam1:", CAM_TABLE, overrides=overrides)
         self.hdf = HDF5FilePlugin(
             prefix + "HDF1:",
             header_for=self.header_for,
@@ -160,26 +152,9 @@ class SimDetector:
         self._gating: asyncio.Future[None] | None = None  # the exposure gate being waited on
         self._t0 = time.monotonic()
         self._unique_id = 0
-        acquire = self.cam["Acquire"]
-        assert isinstance(acquire, HookedPV)
-        acquire.completion = _BusyCompletion(self._idle)
-        self.cam.on_put("Acquire", self._put_acquire)
-        if sequencer is not None:
-            sequencer.start_camera = self._start_queued
-            sequencer.camera_idle = self._idle.is_set
-        self.cam.on_put("AcquireTime", self._checked("AcquireTime", _positive))
-        self.cam.on_put("AcquirePeriod", self._checked("AcquirePeriod", _nonnegative))
-        self.cam.on_put("NumImages", self._checked("NumImages", _at_least_one))
-        self.cam.on_put("NumExposures", self._checked("NumExposures", _exactly(1)))
-        self.cam.on_put("DataType", self._checked("DataType", _exactly("UInt16")))
-        self.cam.on_put("ColorMode", self._checked("ColorMode", _exactly("Mono")))
-        self.cam.on_put("TriggerMode", self._checked("TriggerMode", _exactly("Internal")))
-        self.cam.on_put("SizeX", self._checked("SizeX", _exactly(cols)))
-        self.cam.on_put("SizeY", self._checked("SizeY", _exactly(rows)))
-        self.cam.on_put("MinX", self._checked("MinX", _exactly(0)))
-        self.cam.on_put("MinY", self._checked("MinY", _exactly(0)))
-        self.cam.on_put("BinX", self._checked("BinX", _exactly(1)))
-        self.cam.on_put("BinY", self._checked("BinY", _exactly(1)))
+        self._wire_acquire()
+        for suffix, check in _put_checks(rows, cols).items():
+            self.cam.on_put(suffix, self._checked(suffix, check))
 
     # -- assembly --------------------------------------------------------------------------------
     @property
@@ -219,6 +194,18 @@ class SimDetector:
         self.hdf.close_now()
 
     # -- put hooks -------------------------------------------------------------------------------
+    def _wire_acquire(self) -> None:
+        """A put to ``Acquire`` starts or stops an acquisition and its put-callback completes when
+        the acquisition has ended; the sequencer, if any, starts its queued series through this
+        camera and sees whether it is idle."""
+        acquire = self.cam["Acquire"]
+        assert isinstance(acquire, HookedPV)
+        acquire.completion = _BusyCompletion(self._idle)
+        self.cam.on_put("Acquire", self._put_acquire)
+        if self.sequencer is not None:
+            self.sequencer.start_camera = self._start_queued
+            self.sequencer.camera_idle = self._idle.is_set
+
     def _checked(
         self, suffix: str, check: Callable[[str, Any], None]
     ) -> Callable[[Any], Awaitable[None]]:
@@ -468,3 +455,38 @@ def _exactly(allowed: Any) -> Callable[[str, Any], None]:
             raise ValueError(f"{suffix}: only {allowed!r} is simulated, got {value!r}")
 
     return check
+
+
+def _size_pvs(rows: int, cols: int) -> dict[str, str]:
+    """Initial values of the sensor and frame size PVs: ``rows`` x ``cols`` [px], the frame
+    size in bytes (uint16 pixels)."""
+    return {
+        "MaxSizeX_RBV": str(cols),
+        "MaxSizeY_RBV": str(rows),
+        "SizeX": str(cols),
+        "SizeY": str(rows),
+        "ArraySizeX_RBV": str(cols),
+        "ArraySizeY_RBV": str(rows),
+        "ArraySize_RBV": str(rows * cols * 2),
+    }
+
+
+def _put_checks(rows: int, cols: int) -> dict[str, Callable[[str, Any], None]]:
+    """The check a client put to each camera setting must pass (``check(suffix, value)`` raises
+    ValueError to refuse it): exposure and period [s], one exposure per image, 16-bit mono frames
+    on internal triggers, the full ``rows`` x ``cols`` [px] sensor unbinned."""
+    return {
+        "AcquireTime": _positive,
+        "AcquirePeriod": _nonnegative,
+        "NumImages": _at_least_one,
+        "NumExposures": _exactly(1),
+        "DataType": _exactly("UInt16"),
+        "ColorMode": _exactly("Mono"),
+        "TriggerMode": _exactly("Internal"),
+        "SizeX": _exactly(cols),
+        "SizeY": _exactly(rows),
+        "MinX": _exactly(0),
+        "MinY": _exactly(0),
+        "BinX": _exactly(1),
+        "BinY": _exactly(1),
+    }

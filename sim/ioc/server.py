@@ -18,7 +18,7 @@ from typing import Any
 
 import caproto.server.common as ca_server_common
 
-from contracts.instrument import Geometry
+from contracts.instrument import Geometry, Instrument
 from contracts.profile import Profile, builtin_profile
 from contracts.pvnames import PVNames
 from sim.ioc.beam import BeamGroup, ShutterGroup
@@ -90,9 +90,7 @@ class SimBeamline:
     @property
     def piezo(self) -> PiezoRecord:
         """The G2 phase-stepping piezo."""
-        piezo = self.motors["g2_x"]
-        assert isinstance(piezo, PiezoRecord)
-        return piezo
+        return _piezo_of(self.motors)
 
     @property
     def pvdb(self) -> dict[str, Any]:
@@ -133,33 +131,17 @@ def build_beamline(
     ``pvs``: names other than the instrument's; ``stream``: ZeroMQ endpoint the detector
     publishes every written frame on (e.g. ``tcp://127.0.0.1:5555``), or None."""
     profile = builtin_profile("tiny") if profile is None else profile
-    instrument = profile.instrument
     simulation = profile.simulated()
-    pvs = instrument.pvs if pvs is None else pvs
-    if pvs != instrument.pvs:
-        instrument = instrument.model_copy(update={"pvs": pvs})
+    pvs = profile.instrument.pvs if pvs is None else pvs
+    instrument = _with_pvs(profile.instrument, pvs)
     piezo = PiezoSpec(seed=seed) if piezo is None else piezo
-    records = pvs.motor_records()
-    motors: dict[str, MotorRecord] = {}
-    for role, spec in motor_specs(instrument.geometry).items():
-        if role == "g2_x":
-            motors[role] = PiezoRecord(records[role], spec=spec, piezo=piezo)
-        else:
-            motors[role] = MotorRecord(records[role], spec=spec)
+    motors = _motor_records(pvs, instrument.geometry, piezo)
     shutter = ShutterGroup(pvs.full("shutter"))
     beam = BeamGroup(pvs.full("beam"), seed=seed)
     tags = ScanTagsGroup(pvs.full("tags"))
     status = OperatorStatusGroup(pvs.full("status"))
-    piezo_record = motors["g2_x"]
-    assert isinstance(piezo_record, PiezoRecord)
-    faults = FaultsGroup(pvs.full("faults"), beam=beam, piezo=piezo_record)
-    sequencer = StepSequencerGroup(
-        pvs.full("sequencer"),
-        axis=piezo_record,
-        gated=(motors["rotation"], motors["sample_x"]),
-        rotation=motors["rotation"],
-        tags=tags,
-    )
+    faults = FaultsGroup(pvs.full("faults"), beam=beam, piezo=_piezo_of(motors))
+    sequencer = _sequencer(pvs, motors, tags)
     camera = SimDetector(
         pvs.full("detector"),
         instrument=instrument,
@@ -172,11 +154,6 @@ def build_beamline(
         spec=DetectorSpec(seed=seed) if detector is None else detector,
         sequencer=sequencer,
     )
-    publisher = None
-    if stream is not None:
-        publisher = FrameStreamHook(stream, instrument.detector.shape)
-        camera.frame_hooks.append(publisher.on_frame)
-        camera.hdf.capture_end_hooks.append(publisher.on_capture_end)
     return SimBeamline(
         pvs=pvs,
         motors=motors,
@@ -188,8 +165,61 @@ def build_beamline(
         detector=camera,
         sequencer=sequencer,
         groups=[*motors.values(), shutter, beam, tags, status, faults, sequencer, camera],
-        publisher=publisher,
+        publisher=_frame_stream(camera, stream, instrument.detector.shape),
     )
+
+
+def _with_pvs(instrument: Instrument, pvs: PVNames) -> Instrument:
+    """``instrument`` serving under ``pvs`` (itself when those are its names already)."""
+    if pvs == instrument.pvs:
+        return instrument
+    return instrument.model_copy(update={"pvs": pvs})
+
+
+def _motor_records(pvs: PVNames, geometry: Geometry, piezo: PiezoSpec) -> dict[str, MotorRecord]:
+    """The motor records by role (:func:`motor_specs`); G2 x is the phase-stepping piezo."""
+    records = pvs.motor_records()
+    motors: dict[str, MotorRecord] = {}
+    for role, spec in motor_specs(geometry).items():
+        if role == "g2_x":
+            motors[role] = PiezoRecord(records[role], spec=spec, piezo=piezo)
+        else:
+            motors[role] = MotorRecord(records[role], spec=spec)
+    return motors
+
+
+def _piezo_of(motors: dict[str, MotorRecord]) -> PiezoRecord:
+    """The G2 x record of ``motors``: the phase-stepping piezo."""
+    piezo = motors["g2_x"]
+    assert isinstance(piezo, PiezoRecord)
+    return piezo
+
+
+def _sequencer(
+    pvs: PVNames, motors: dict[str, MotorRecord], tags: ScanTagsGroup
+) -> StepSequencerGroup:
+    """The step sequencer: steps the G2 piezo; rotation and sample x gate a series' first
+    exposure."""
+    return StepSequencerGroup(
+        pvs.full("sequencer"),
+        axis=_piezo_of(motors),
+        gated=(motors["rotation"], motors["sample_x"]),
+        rotation=motors["rotation"],
+        tags=tags,
+    )
+
+
+def _frame_stream(
+    camera: SimDetector, stream: str | None, shape: tuple[int, int]
+) -> FrameStreamHook | None:
+    """Publish every frame ``camera`` writes (``shape`` rows x columns [px]) on the ZeroMQ
+    endpoint ``stream`` (bound now), and each file's end; None without an endpoint."""
+    if stream is None:
+        return None
+    publisher = FrameStreamHook(stream, shape)
+    camera.frame_hooks.append(publisher.on_frame)
+    camera.hdf.capture_end_hooks.append(publisher.on_capture_end)
+    return publisher
 
 
 def server_environment(host: str, port: int) -> dict[str, str]:
