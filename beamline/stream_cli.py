@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -163,9 +164,22 @@ def _report(result: Any, out: Path) -> None:
     (out / "stream.json").write_text(json.dumps(record, indent=2))
 
 
+def _log_to_screen(command: str) -> None:
+    """Talbot's own log lines (``recon``, ``contracts``: rejected messages, scans passed over) to
+    stderr, prefixed with the command; the libraries' loggers stay as they are."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{command}: %(message)s"))
+    for name in ("recon", "contracts"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def cmd_recon(args: argparse.Namespace) -> int:
     """``talbot recon``."""
     from recon.allocator import keep_freed_memory
+
+    _log_to_screen("talbot recon")
 
     keep_freed_memory()  # a service: the next scan reuses this one's memory (recon/allocator.py)
     frame_bytes = int(args.max_frame_mib * 2**20)

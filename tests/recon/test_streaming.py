@@ -403,3 +403,34 @@ def test_a_closed_scan_file_ends_the_scan_when_its_scan_end_never_comes(tmp_path
     assert recon.scan is None
     offline, _ = reconstruct_file(path)
     assert_same_volumes(result.volumes, offline)
+
+
+def test_a_run_that_is_not_a_ct_is_passed_over_with_one_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rec = shared_recorded()
+    pub = FramePublisher(frame_bytes=rec.frame_bytes)
+
+    def detector() -> None:  # an alignment-like run without a scan plan, then the CT
+        pub.start_scan("count-run", rec.instrument, None)
+        for i, frame, tags in list(frames_in_order(rec))[:3]:
+            pub.publish(frame, tags, frame_number=i)
+        pub.end_scan()
+        pub.start_scan(rec.scan_uid, rec.instrument, rec.plan)
+        for i, frame, tags in frames_in_order(rec):
+            pub.publish(frame, tags, frame_number=i)
+        pub.end_scan()
+
+    rx = FrameReceiver(pub.endpoint, frame_bytes=rec.frame_bytes)
+    thread = run_in_thread(detector)
+    try:
+        with caplog.at_level("INFO", logger="recon.streaming"):
+            (result,) = StreamingReconstructor(live_rows=()).run(rx, idle_timeout_s=60)
+    finally:
+        thread.join()
+        pub.close()
+        rx.close()
+    assert result.scan_uid == rec.scan_uid
+    assert result.volumes is not None
+    passed = [r.getMessage() for r in caplog.records if "passed over" in r.getMessage()]
+    assert passed == ["scan count-run is not a phase-stepping CT; passed over"]
