@@ -15,9 +15,9 @@ from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, JsonValue, model_validator
 
-from contracts._model import Frozen
+from contracts.base import Frozen
 
 #: Longest value of a Channel Access string (DBR_STRING holds 40 bytes with the NUL).
 CA_STRING_MAX: Final = 39
@@ -38,10 +38,27 @@ class ImageKey(IntEnum):
 FRAME_TYPES: Final = ("projection", "reference", "dark")
 
 
+#: The identity rules of ``FrameTags._check_identity`` in JSON Schema.
+_IDENTITY_RULES: Final[list[JsonValue]] = [
+    {"if": {"properties": {"image_key": {"const": 0}}},
+     "then": {"properties": {"angle_index": {"minimum": 0}}}},
+    {"if": {"properties": {"image_key": {"const": 1}}},
+     "then": {"properties": {"series_index": {"minimum": 0}}}},
+    {"if": {"properties": {"image_key": {"enum": [0, 1]}}},
+     "then": {"properties": {"step_index": {"minimum": 0}}}},
+]  # fmt: skip
+
+
 class FrameTags(Frozen):
     """Identity and measured readbacks of one frame."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        allow_inf_nan=False,
+        strict=True,
+        json_schema_extra={"allOf": _IDENTITY_RULES},
+    )
 
     frame_number: int = Field(
         ge=0, le=2**53, description="row of the frame in the scan file, from 0 in file order"

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, ValidationInfo, model_validator
 
-from contracts._model import Frozen
+from contracts.base import Frozen
 from contracts.pvnames import PVNames
 from contracts.units import wavelength_m
 
@@ -59,12 +59,19 @@ class Geometry(Frozen):
 
     energy_kev: float = Field(gt=0, description="photon energy [keV]")
     g1_pitch_m: float = Field(gt=0, description="G1 (phase grating) pitch p1 [m]")
-    g1_phase_deg: float = Field(description="G1 phase shift [deg]: 90 (pi/2) or 180 (pi)")
+    g1_phase_deg: float = Field(
+        description="G1 phase shift [deg]: 90 (pi/2) or 180 (pi)",
+        json_schema_extra={"enum": [90, 180]},
+    )
     g2_pitch_m: float = Field(gt=0, description="G2 (analyser) pitch p2 [m]")
     distance_m: float = Field(
         gt=0, description="G1-G2 distance d [m]; default: the fractional Talbot distance"
     )
-    talbot_order: int = Field(ge=1, description="odd fractional Talbot order n")
+    talbot_order: int = Field(
+        ge=1,
+        description="odd fractional Talbot order n",
+        json_schema_extra={"not": {"multipleOf": 2}},
+    )
     pixel_size_m: float = Field(gt=0, description="effective (object-space) pixel size [m]")
     magnification: float = Field(
         default=1.0, gt=0, description="X-ray magnification of an objective before the gratings"
@@ -193,7 +200,9 @@ class Geometry(Frozen):
 class Detector(Frozen):
     """Detector format: the frame size the camera delivers."""
 
-    shape: tuple[int, int] = Field(description="(rows, columns) of a full frame [px]")
+    shape: tuple[Annotated[int, Field(ge=1, le=65536)], Annotated[int, Field(ge=8, le=65536)]] = (
+        Field(description="(rows, columns) of a full frame [px]")
+    )
 
     @model_validator(mode="after")
     def _check_shape(self) -> Detector:

@@ -21,6 +21,7 @@ import zmq
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from contracts.base import first_error
 from contracts.frames import TAG_FIELDS, FrameTags, ImageKey
 from contracts.instrument import Instrument
 from contracts.scanplan import ScanPlan
@@ -128,7 +129,7 @@ class LiveSlicesHeader(_Header):
     projections: int = Field(ge=0)
     angles_planned: int = Field(ge=1)
     voxel_size_m: float = Field(gt=0)
-    dtype: Literal["float32"] = "float32"
+    dtype: Literal["float32"]
     shape: tuple[Side, Side, Side, Side] = Field(description="(channels, rows, n, n)")
 
 
@@ -221,6 +222,7 @@ def encode_live(live: LiveSlices) -> list[Any]:
     """The two parts of a ``live-slices`` message (the data part is the float32 array)."""
     data = np.ascontiguousarray(live.data, dtype="<f4")
     header = LiveSlicesHeader(
+        dtype="float32",
         scan_uid=live.scan_uid,
         channels=list(live.channels),
         rows=list(live.rows),
@@ -264,19 +266,8 @@ def _envelope(raw: bytes) -> str:
 
 def validation_error(exc: ValidationError) -> MessageError:
     """The first error of a pydantic ValidationError as a MessageError naming the field."""
-    first = exc.errors()[0]
-    parts = list(first["loc"])
-    where = ""
-    while parts and isinstance(parts[-1], int):  # an item of a list: name the field
-        where = f"[{parts.pop()}]{where}"
-    loc = ".".join(str(p) for p in parts) or "header"
-    msg = f"{where}: {first['msg']}" if where else first["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-        field, sep, rest = msg.partition(": ")
-        if sep and field.isidentifier() and loc == "header":
-            return MessageError(field, rest)
-    return MessageError(loc, msg)
+    field, reason = first_error(exc)
+    return MessageError(field or "header", reason)
 
 
 def _buffer(part: Any) -> memoryview:

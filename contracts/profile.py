@@ -20,6 +20,7 @@ Tables override the base field by field. The built-in profiles are ``tiny`` (CI-
 
 from __future__ import annotations
 
+import json
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from contracts._model import ConfigError, Frozen
+from contracts.base import ConfigError, Frozen, first_error
 from contracts.instrument import Instrument
 from contracts.scanplan import ScanPlan
 from contracts.simulation import Simulation
@@ -106,13 +107,14 @@ def _builtin_data(name: str) -> dict[str, Any]:
 
 
 def _validate(data: dict[str, Any], where: str) -> Profile:
-    try:
-        return Profile.model_validate(data)
+    try:  # strict, as TOML has types: "8" is not 8 (JSON, so that arrays may become tuples)
+        return Profile.model_validate_json(json.dumps(data), strict=True)
+    except TypeError as exc:  # a TOML date or time
+        raise ConfigError(f"profile {where}: {exc}") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
+        field, reason = first_error(exc)
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"profile {where}: {loc}: {first['msg']}{more}") from None
+        raise ConfigError(f"profile {where}: {field}: {reason}{more}") from None
 
 
 def builtin_profile(name: str) -> Profile:
@@ -130,8 +132,8 @@ def load_profile(path: str | Path) -> Profile:
     data = _read(text, str(path))
     base = data.pop("base", None)
     if base is not None:
-        if not isinstance(base, str):
-            raise ConfigError(f"profile {path}: base must be a profile name, got {base!r}")
+        if not isinstance(base, str) or base not in BUILTIN:
+            raise ConfigError(f"profile {path}: base must be one of {list(BUILTIN)}, got {base!r}")
         data = merge(_builtin_data(base), data)
     return _validate(data, str(path))
 

@@ -16,6 +16,7 @@ A TOML profile carries the names in an ``[instrument.pvs]`` table, for example::
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -38,10 +39,18 @@ class PVNameError(ValueError):
     """A PV-name profile is invalid; the message names the entry."""
 
 
+def _pattern_on_every_name(schema: dict[str, Any]) -> None:
+    """The JSON Schema states the character check of every entry."""
+    for prop in schema.get("properties", {}).values():
+        prop["pattern"] = _PV_CHARS.pattern
+
+
 class PVNames(BaseModel):
     """Device prefixes of the Talbot beamline (full name = ``prefix`` + entry)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", json_schema_extra=lambda s: _pattern_on_every_name(s)
+    )
 
     prefix: str = Field(default="TALBOT:", description="prepended to every entry below")
     g0: str = Field(default="G0:", description="G0 source-grating stage: motors X (um), Z (mm)")

@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import TypeAdapter, ValidationError
 
+from contracts.base import first_error
 from contracts.frames import (
     FRAME_DTYPE,
     FRAME_FIELD_DTYPES,
@@ -269,13 +270,14 @@ def _recorded(f: h5py.File) -> tuple[Instrument, ScanPlan | None]:
     inter = f[INTERFEROMETER_GROUP].attrs
     try:
         instrument = Instrument.model_validate_json(str(inter["instrument_json"]))
+    except ValidationError as exc:
+        field, reason = first_error(exc)
+        raise ValueError(f"{f.filename}: instrument_json: {field}: {reason}") from None
+    try:
         plan = _PLAN_OR_NONE.validate_json(str(inter["scan_plan_json"]))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise ValueError(
-            f"{f.filename}: recorded instrument or plan: {loc}: {first['msg']}"
-        ) from None
+        field, reason = first_error(exc)
+        raise ValueError(f"{f.filename}: scan_plan_json: {field}: {reason}") from None
     return instrument, plan
 
 

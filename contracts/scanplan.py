@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from contracts._model import Frozen
+from contracts.base import Frozen
 
 #: One entry of the acquisition order: ("reference", series index) or ("projection", angle index).
 SeriesKey = tuple[Literal["reference", "projection"], int]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from contracts._model import Frozen
+from contracts.base import Frozen
 
 
 class Phantom(Frozen):

@@ -23,6 +23,7 @@ from bluesky.utils import MsgGenerator, RunEngineControlException
 from ophyd import EpicsMotor
 from pydantic import ValidationError
 
+from contracts.base import first_error
 from contracts.instrument import Geometry, Instrument
 from contracts.scanplan import Grating, ScanPlan, Stepping
 from devices.interferometer import Interferometer
@@ -86,9 +87,8 @@ def resolve_scan_plan(base: ScanPlan | None, **overrides: Any) -> ScanPlan:
     try:
         return ScanPlan.model_validate(values)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        name = ".".join(str(p) for p in first["loc"]) or "plan"
-        raise ValueError(f"{name}: {first['msg']}".replace("Value error, ", "")) from None
+        field, reason = first_error(exc)
+        raise ValueError(f"{field or 'plan'}: {reason}") from None
 
 
 def set_exposure(detectors: Sequence[Any], exposure_s: float) -> MsgGenerator[None]:

@@ -63,3 +63,32 @@ def test_the_schemas_refuse_what_the_models_refuse(change: dict[str, object], wh
     assert why in " ".join(e.message for e in errors) or why in " ".join(
         str(e.validator) for e in errors
     )
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"geometry": {"g1_phase_deg": 120}}, "is not one of"),
+        ({"geometry": {"talbot_order": 2}}, "should not be valid"),
+        ({"detector": {"shape": [0, 5]}}, "less than the minimum"),
+        ({"pvs": {"prefix": "bad prefix "}}, "does not match"),
+    ],
+)
+def test_the_instrument_schema_states_the_single_field_checks(
+    change: dict[str, dict[str, object]], needle: str
+) -> None:
+    instrument = builtin_profile("tiny").instrument.model_dump(mode="json")
+    for table, values in change.items():
+        instrument[table] = {**instrument[table], **values}
+    messages = [e.message for e in _validator("instrument").iter_errors(instrument)]
+    assert any(needle in m for m in messages), messages
+
+
+def test_the_frame_schema_states_the_identity_rules() -> None:
+    header = json.loads(frame_parts()[0])
+    assert not list(_validator("frame").iter_errors(header))
+    for change in ({"angle_index": -1}, {"image_key": 1, "series_index": -1},
+                   {"image_key": 1, "series_index": 0, "step_index": -1}):  # fmt: skip
+        assert list(_validator("frame").iter_errors({**header, **change})), change
+    dark = {**header, "image_key": 2, "angle_index": -1, "step_index": -1}
+    assert not list(_validator("frame").iter_errors(dark))
