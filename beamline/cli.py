@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -123,8 +124,16 @@ def _shell(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], *args: object, **kwargs: object
+) -> str:
+    """``warnings.formatwarning`` for a command line: ``talbot: warning: ...`` (no source)."""
+    return f"talbot: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``talbot`` command; returns the process exit status."""
+    warnings.formatwarning = _one_line_warning  # e.g. a GeometryWarning of a profile
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["sim"]:
         from sim.ioc.__main__ import main as sim_main

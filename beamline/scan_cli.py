@@ -95,6 +95,23 @@ def _run(session: Any, plan: Any, resume: bool = False) -> tuple[str, ...]:
         return tuple(RE.stop())
 
 
+#: The option of ``talbot scan ct`` that sets each ScanPlan field.
+OPTION_OF = {
+    "exposure_s": "--exposure", "steps": "--steps", "periods": "--periods",
+    "angles": "--angles", "angular_range_deg": "--range",
+    "reference_every": "--reference-every", "darks": "--darks", "grating": "--grating",
+    "stepping": "--stepping", "start_um": "--start-um",
+}  # fmt: skip
+
+
+def _plan_error(exc: Exception) -> str:
+    """The error line of a refused plan, naming the option that sets the field."""
+    text = str(exc)
+    field = text.split(":", 1)[0].split("=", 1)[0].split(" ", 1)[0]
+    option = OPTION_OF.get(field)
+    return f"error: {option}: {text}" if option else f"error: {text}"
+
+
 def run_scan(args: argparse.Namespace) -> int:
     """Run ``talbot scan ct``; 0 on success, 2 on bad arguments, 1 on a failed scan."""
     from contracts.profile import ConfigError, resolve_profile
@@ -110,6 +127,10 @@ def run_scan(args: argparse.Namespace) -> int:
         profile = resolve_profile(args.profile)
         scan_plan = resolve_scan_plan(profile.plan, **overrides)
         stepping_period_um(profile.instrument.geometry, scan_plan.grating)
+    except (ConfigError, ValueError) as exc:
+        print(_plan_error(exc), file=sys.stderr)
+        return 2
+    try:
         session = _session(args)
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -118,7 +139,7 @@ def run_scan(args: argparse.Namespace) -> int:
         try:
             plan = session.ct(start_um=args.start_um, **overrides)
         except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(_plan_error(exc), file=sys.stderr)
             return 2
         uids = _run(session, plan, args.resume_on_pause)
         for uid in uids:

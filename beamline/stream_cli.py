@@ -135,12 +135,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     from sim.replay import replay
 
-    with h5py.File(args.file, "r", libver="latest", swmr=True) as f:
-        header = read_header(f)
+    try:
+        with h5py.File(args.file, "r", libver="latest", swmr=True) as f:
+            header = read_header(f)
+    except (OSError, ValueError) as exc:
+        print(f"talbot replay: file: {exc}", file=sys.stderr)
+        return 2
     import numpy as np
 
     frame_bytes = header.shape[0] * header.shape[1] * np.dtype(header.dtype).itemsize
-    pub = FramePublisher(args.bind, frame_bytes=frame_bytes, allow_remote=args.allow_remote)
+    try:
+        pub = FramePublisher(args.bind, frame_bytes=frame_bytes, allow_remote=args.allow_remote)
+    except (ValueError, OSError) as exc:  # zmq.ZMQError is an OSError
+        print(f"talbot replay: --bind: {exc}", file=sys.stderr)
+        return 2
     try:
         print(f"publishing {args.file} on {pub.endpoint}", flush=True)
         end = replay(args.file, pub, rate_hz=args.rate)
@@ -229,8 +237,23 @@ def _recon_service(args: argparse.Namespace, frame_bytes: int) -> int:
     from contracts.sockets import FrameReceiver, LivePublisher
     from recon.streaming import StreamingReconstructor
 
-    live = LivePublisher(args.live_bind, allow_remote=args.allow_remote) if args.live_bind else None
-    receiver = FrameReceiver(args.connect, frame_bytes=frame_bytes, allow_remote=args.allow_remote)
+    try:
+        receiver = FrameReceiver(
+            args.connect, frame_bytes=frame_bytes, allow_remote=args.allow_remote
+        )
+    except (ValueError, OSError) as exc:  # zmq.ZMQError is an OSError
+        print(f"talbot recon: --connect: {exc}", file=sys.stderr)
+        return 2
+    try:
+        live = (
+            LivePublisher(args.live_bind, allow_remote=args.allow_remote)
+            if args.live_bind
+            else None
+        )
+    except (ValueError, OSError) as exc:
+        receiver.close()
+        print(f"talbot recon: --live-bind: {exc}", file=sys.stderr)
+        return 2
     reconstructed: list[bool] = []
 
     def report(result: Any) -> None:
@@ -256,6 +279,31 @@ def _recon_service(args: argparse.Namespace, frame_bytes: int) -> int:
     return 0 if reconstructed and all(reconstructed) else 1
 
 
+def _warn_if_incomplete(path: Path, planned: int, end: Any, f: Any) -> None:
+    """Say on stderr when the file's end record or its frames do not make a complete scan."""
+    from contracts.scanfile import END_GROUP, read_frame_table
+
+    latest = int((~read_frame_table(f).superseded).sum())
+    if END_GROUP in f:  # files of the first layout have no end record
+        if end.frames_written is None:
+            print(
+                f"talbot reconstruct: warning: {path} is still being written or was cut short "
+                "(its writer has not closed it)",
+                file=sys.stderr,
+            )
+        elif not end.complete:
+            print(
+                f"talbot reconstruct: warning: the acquisition of {path} did not end as planned",
+                file=sys.stderr,
+            )
+    if latest < planned:
+        print(
+            f"talbot reconstruct: warning: {path} holds {latest} of the {planned} frames its "
+            "plan has: the volume is from a partial scan",
+            file=sys.stderr,
+        )
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     """``talbot reconstruct``."""
     if not args.file.exists():
@@ -263,13 +311,15 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         return 2
     import h5py
 
-    from contracts.scanfile import read_header
+    from contracts.scanfile import read_end, read_header
     from recon.allocator import keep_freed_memory
     from recon.offline import reconstruct_file
 
     try:
         with h5py.File(args.file, "r", libver="latest", swmr=True) as f:
             plan = read_header(f).plan
+            if plan is not None:
+                _warn_if_incomplete(args.file, plan.frames_planned(), read_end(f), f)
     except (OSError, ValueError) as exc:
         print(f"talbot reconstruct: file: {exc}", file=sys.stderr)
         return 2

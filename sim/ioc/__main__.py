@@ -32,7 +32,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="ENDPOINT",
         help="publish every frame on the frame stream, bound here (e.g. tcp://127.0.0.1:5555; "
-        "loopback only)",
+        "loopback unless --allow-remote)",
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --stream endpoint beyond loopback (the stream is not authenticated)",
     )
     parser.add_argument("--list-pvs", action="store_true", help="print every PV and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -57,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}\t{meaning}")
         return 0
     try:
-        beamline = build_beamline(profile, pvs=pvs, seed=args.seed, stream=args.stream)
+        beamline = build_beamline(
+            profile, pvs=pvs, seed=args.seed, stream=args.stream, allow_remote=args.allow_remote
+        )
     except (ValueError, OSError) as exc:  # a bad or busy stream endpoint
         print(f"error: --stream: {exc}", file=sys.stderr)
         return 2

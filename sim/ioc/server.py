@@ -125,11 +125,13 @@ def build_beamline(
     detector: DetectorSpec | None = None,
     seed: int | None = None,
     stream: str | None = None,
+    allow_remote: bool = False,
 ) -> SimBeamline:
     """Assemble the simulated beamline's PV groups (no socket I/O but the frame stream's bind;
     :func:`serve` runs them). ``profile``: instrument and simulation (default ``tiny``);
     ``pvs``: names other than the instrument's; ``stream``: ZeroMQ endpoint the detector
-    publishes every written frame on (e.g. ``tcp://127.0.0.1:5555``), or None."""
+    publishes every written frame on (e.g. ``tcp://127.0.0.1:5555``), or None; loopback only
+    unless ``allow_remote``."""
     profile = builtin_profile("tiny") if profile is None else profile
     simulation = profile.simulated()
     pvs = profile.instrument.pvs if pvs is None else pvs
@@ -165,7 +167,7 @@ def build_beamline(
         detector=camera,
         sequencer=sequencer,
         groups=[*motors.values(), shutter, beam, tags, status, faults, sequencer, camera],
-        publisher=_frame_stream(camera, stream, instrument.detector.shape),
+        publisher=_frame_stream(camera, stream, instrument.detector.shape, allow_remote),
     )
 
 
@@ -210,13 +212,13 @@ def _sequencer(
 
 
 def _frame_stream(
-    camera: SimDetector, stream: str | None, shape: tuple[int, int]
+    camera: SimDetector, stream: str | None, shape: tuple[int, int], allow_remote: bool = False
 ) -> FrameStreamHook | None:
     """Publish every frame ``camera`` writes (``shape`` rows x columns [px]) on the ZeroMQ
     endpoint ``stream`` (bound now), and each file's end; None without an endpoint."""
     if stream is None:
         return None
-    publisher = FrameStreamHook(stream, shape)
+    publisher = FrameStreamHook(stream, shape, allow_remote=allow_remote)
     camera.frame_hooks.append(publisher.on_frame)
     camera.hdf.capture_end_hooks.append(publisher.on_capture_end)
     return publisher

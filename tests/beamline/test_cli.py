@@ -74,3 +74,40 @@ def test_recon_reserve_takes_rows_columns_and_angles() -> None:
 
     args = ["recon", "--connect", "tcp://127.0.0.1:1", "--out", "x", "--reserve", "32x96x90"]
     assert build_parser().parse_args(args).reserve == (32, 96, 90)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["recon", "--connect", "tcp://10.1.2.3:5999", "--out", "x"], "--connect: endpoint"),
+        (["replay", "/dev/null"], "talbot replay: file:"),
+    ],
+)
+def test_stream_commands_answer_bad_input_in_one_line(
+    args: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err
+    assert len(err.splitlines()) == 1
+
+
+def test_reconstruct_says_when_a_file_is_open_or_short_of_its_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.recon.scanfiles import shared_recorded
+
+    rec = shared_recorded()
+    path = tmp_path / "short.h5"
+    writer = ScanFileWriter(path, rec.header())
+    writer.open()
+    for frame, tags in list(zip(rec.frames, rec.rows, strict=True))[: len(rec.rows) - 10]:
+        writer.append(frame, tags)
+    try:  # the writer still has it open, ten frames short
+        code = main(["reconstruct", str(path), "--out", str(tmp_path / "out")])
+    finally:
+        writer.close(complete=False)
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "is still being written or was cut short" in err
+    assert "the volume is from a partial scan" in err
