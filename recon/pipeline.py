@@ -7,8 +7,9 @@ The same steps run in the streaming reconstructor, series by series:
    (encoder) step positions, each frame normalised by the beam monitor (ring current);
 3. retrieve T, dphi and D of each projection against the reference interpolated in time between
    the reference series that bracket it;
-4. estimate the rotation centre from the attenuation sinogram, optionally suppress rings, and
-   reconstruct delta (Hilbert FBP), mu and the dark-field coefficient (ramp FBP) in physical units.
+4. estimate the rotation centre from the attenuation and phase sinograms, optionally suppress
+   rings, and reconstruct delta (Hilbert FBP), mu and the dark-field coefficient (ramp FBP) in
+   physical units.
 
 Arrays: frames (n_frames, rows, columns); projections (angles, rows, columns); volumes (z, y, x).
 """
@@ -23,7 +24,7 @@ from numpy.typing import NDArray
 
 from contracts.frames import FrameTable, ImageKey
 from contracts.instrument import Geometry
-from recon.center import center_from_sinogram
+from recon.center import center_from_projections
 from recon.fbp import Method, reconstruct_darkfield, reconstruct_delta, reconstruct_mu
 from recon.retrieval import (
     Signals,
@@ -164,12 +165,12 @@ def reconstruct_volumes(
     """delta, mu and dark-field volumes (z, y, x) from retrieved projections.
 
     ``center_offset_px``: rotation axis minus the detector centre (columns-1)/2 [px]; estimated
-    from the attenuation sinogram when None. ``rings`` applies sorting-based stripe suppression to
-    every sinogram; it is off by default because an object centred on the rotation axis (a rod)
-    has sinogram columns that are constant over the angles, which the stripe filter cannot tell
-    from a stripe (docs/reconstruction.md). ``unwrap`` unwraps the differential phase along the
-    shear direction (Itoh, from air at the left edge; a no-op when nothing wrapped). ``rows``
-    restricts the reconstruction to some
+    from the attenuation and the differential-phase sinograms when None (``recon.center``).
+    ``rings`` applies sorting-based stripe suppression to every sinogram; it is off by default
+    because an object centred on the rotation axis (a rod) has sinogram columns that are constant
+    over the angles, which the stripe filter cannot tell from a stripe (docs/reconstruction.md).
+    ``unwrap`` unwraps the differential phase along the shear direction (Itoh, from air at the
+    left edge; a no-op when nothing wrapped). ``rows`` restricts the reconstruction to some
     detector rows (z). ``out``: volumes of the same shape whose arrays are written into (an
     earlier scan's, which the caller no longer uses: ``StreamingReconstructor.recycle``).
     """
@@ -180,8 +181,10 @@ def reconstruct_volumes(
     if unwrap:
         dphi = unwrap_rows(dphi)
     angles = projections.angles_rad
-    if center_offset_px is None:
-        center_offset_px = center_from_sinogram(-np.log(trans).mean(axis=1), angles)
+    if center_offset_px is None:  # attenuation and phase, each as far as it can be trusted
+        center_offset_px = center_from_projections(
+            -np.log(trans).mean(axis=1), dphi.mean(axis=1), angles
+        ).offset_px
     if rings:
         dphi = remove_stripes(dphi)
         trans = np.exp(-remove_stripes(-np.log(trans))).astype(np.float32)
