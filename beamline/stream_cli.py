@@ -103,7 +103,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     rc.add_argument("--workers", type=_positive_int, default=1, help="row-slab workers")
     rc.add_argument("--rows", type=_positive_int, default=None, help="detector rows (workers)")
     rc.add_argument("--max-frame-mib", type=_positive_float, default=8.0, help="queue sizing")
-    rc.add_argument("--scans", type=_positive_int, default=1, help="scans to follow")
+    rc.add_argument(
+        "--scans", type=_positive_int, default=1, help="scans to follow, then exit (default 1)"
+    )
     rc.add_argument(
         "--reserve", type=_reserve, default=None, metavar="ROWSxCOLSxANGLES",
         help="at start, make the memory a scan of this size needs (fits and projections: 24 B "
@@ -270,6 +272,13 @@ def _recon_service(args: argparse.Namespace, frame_bytes: int) -> int:
         )
         if args.reserve is not None:
             _reserve_memory(rec, args.reserve)
+        live_text = f", live slices on {live.endpoint}" if live is not None else ""
+        catch_up = f", catching up from {args.file}" if args.file is not None else ""
+        print(
+            f"talbot recon: following {args.connect}{catch_up}{live_text}; {args.scans} scan(s) "
+            f"into {args.out}",
+            flush=True,
+        )
         # recycle: a service holds one scan's volumes at a time, and reuses their memory
         rec.run(receiver, catch_up=args.file, scans=args.scans, on_result=report, recycle=True)
     finally:
