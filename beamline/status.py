@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from contracts.frames import CA_STRING_MAX
+
 
 class ScanStatusReporter:
     """A bluesky callback that keeps the operator status PVs (and a progress bar) current.
@@ -62,7 +64,7 @@ class ScanStatusReporter:
         """Write the State PV (Idle, Running, Paused, Suspended, Done, Failed, Aborted)."""
         self._put("state", state)
         if message is not None:
-            self._put("message", message[:39])
+            self._put("message", message[:CA_STRING_MAX])
 
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
         getattr(self, f"_{name}", lambda doc: None)(doc)

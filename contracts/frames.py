@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Final
+from typing import Final, Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,6 +37,18 @@ class ImageKey(IntEnum):
 #: Frame-type names, index = ``ImageKey`` (the ``TAG:FrameType`` enum strings).
 FRAME_TYPES: Final = ("projection", "reference", "dark")
 
+#: Pixel types a frame may have (in the scan file and on the stream), name -> little-endian dtype.
+PIXEL_DTYPES: Final[dict[str, np.dtype]] = {
+    "uint8": np.dtype("<u1"),
+    "uint16": np.dtype("<u2"),
+    "uint32": np.dtype("<u4"),
+    "float32": np.dtype("<f4"),
+    "float64": np.dtype("<f8"),
+}
+PixelType = Literal["uint8", "uint16", "uint32", "float32", "float64"]
+if set(PIXEL_DTYPES) != set(get_args(PixelType)):  # pragma: no cover
+    raise AssertionError("PixelType must name the PIXEL_DTYPES")
+
 
 #: The identity rules of ``FrameTags._check_identity`` in JSON Schema.
 _IDENTITY_RULES: Final[list[JsonValue]] = [
@@ -52,13 +64,7 @@ _IDENTITY_RULES: Final[list[JsonValue]] = [
 class FrameTags(Frozen):
     """Identity and measured readbacks of one frame."""
 
-    model_config = ConfigDict(
-        frozen=True,
-        extra="forbid",
-        allow_inf_nan=False,
-        strict=True,
-        json_schema_extra={"allOf": _IDENTITY_RULES},
-    )
+    model_config = ConfigDict(strict=True, json_schema_extra={"allOf": _IDENTITY_RULES})
 
     frame_number: int = Field(
         ge=0, le=2**53, description="row of the frame in the scan file, from 0 in file order"
@@ -98,10 +104,6 @@ class FrameTags(Frozen):
         if self.image_key != ImageKey.DARK and self.step_index < 0:
             raise ValueError("step_index: a projection or reference frame needs step_index >= 0")
         return self
-
-    def series_key(self) -> tuple[int, int]:
-        """(image_key, angle index | series index | -1): the series this frame belongs to."""
-        return series_key(int(self.image_key), self.angle_index, self.series_index)
 
 
 def series_key(image_key: int, angle_index: int, series_index: int) -> tuple[int, int]:
@@ -174,13 +176,6 @@ class FrameTable:
     def superseded(self) -> NDArray[np.bool_]:
         """Mask of the frames a later attempt of their series replaced."""
         return self.rows["superseded"].astype(bool)
-
-    def tags(self, i: int) -> FrameTags:
-        """Row ``i`` as a validated FrameTags."""
-        row = self.rows[i]
-        return FrameTags.model_validate(
-            {name: row[name].item() for name in FRAME_FIELD_DTYPES}, strict=False
-        )
 
     def latest_attempts(self) -> NDArray[np.bool_]:
         """Mask of frames that belong to the latest attempt of their series."""

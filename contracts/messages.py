@@ -19,10 +19,10 @@ from typing import Annotated, Any, Final, Literal
 import numpy as np
 import zmq
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import ConfigDict, Field, StringConstraints, ValidationError
 
-from contracts.base import first_error
-from contracts.frames import TAG_FIELDS, FrameTags, ImageKey
+from contracts.base import Frozen, first_error
+from contracts.frames import PIXEL_DTYPES, TAG_FIELDS, FrameTags, ImageKey, PixelType
 from contracts.instrument import Instrument
 from contracts.scanplan import ScanPlan
 
@@ -30,15 +30,6 @@ from contracts.scanplan import ScanPlan
 PROTOCOL: Final = "talbot-stream"
 VERSION: Final = 2
 
-#: Frame pixel types allowed on the wire (always little-endian), name -> numpy dtype.
-DTYPES: Final[dict[str, np.dtype]] = {
-    "uint8": np.dtype("<u1"),
-    "uint16": np.dtype("<u2"),
-    "uint32": np.dtype("<u4"),
-    "float32": np.dtype("<f4"),
-    "float64": np.dtype("<f8"),
-}
-PixelType = Literal["uint8", "uint16", "uint32", "float32", "float64"]
 
 #: Largest frame buffer a receiver accepts by default [bytes] (4096 x 4096 x 4 bytes).
 MAX_FRAME_BYTES: Final = 64 * 2**20
@@ -66,8 +57,8 @@ class MessageError(ValueError):
         self.reason = reason
 
 
-class _Header(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
+class _Header(Frozen):
+    model_config = ConfigDict(strict=True)
 
     protocol: Literal["talbot-stream"] = Field(default=PROTOCOL, description="always talbot-stream")
     version: Literal[2] = Field(default=VERSION, description="protocol version")
@@ -90,7 +81,7 @@ class ScanStart(_Header):
     @property
     def frame_bytes(self) -> int:
         """Size of one frame buffer [bytes]."""
-        return self.shape[0] * self.shape[1] * DTYPES[self.dtype].itemsize
+        return self.shape[0] * self.shape[1] * PIXEL_DTYPES[self.dtype].itemsize
 
 
 class FrameHeader(FrameTags, _Header):
@@ -104,10 +95,6 @@ class FrameHeader(FrameTags, _Header):
     dtype: PixelType = Field(description="pixel type (little-endian)")
     shape: tuple[Side, Side] = Field(description="(rows, columns) of this buffer")
     row_offset: int = Field(default=0, ge=0, le=MAX_SIDE, description="first detector row")
-
-    def tags(self) -> dict[str, float | int]:
-        """The tag values by ``TAG_FIELDS`` name (what ``ScanFileWriter.append`` takes)."""
-        return {name: getattr(self, name) for name in TAG_FIELDS}
 
 
 class ScanEnd(_Header):
@@ -316,7 +303,7 @@ def decode(parts: Sequence[Any], *, max_frame_bytes: int = MAX_FRAME_BYTES) -> M
 
 def _frame(header: FrameHeader, data: memoryview, max_bytes: int) -> Frame:
     rows, cols = header.shape
-    dt = DTYPES[header.dtype]
+    dt = PIXEL_DTYPES[header.dtype]
     nbytes = rows * cols * dt.itemsize
     if nbytes > max_bytes:
         raise MessageError("shape", f"a frame of {nbytes} B exceeds the limit {max_bytes} B")

@@ -48,9 +48,7 @@ def _pattern_on_every_name(schema: dict[str, Any]) -> None:
 class PVNames(BaseModel):
     """Device prefixes of the Talbot beamline (full name = ``prefix`` + entry)."""
 
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", json_schema_extra=lambda s: _pattern_on_every_name(s)
-    )
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_pattern_on_every_name)
 
     prefix: str = Field(default="TALBOT:", description="prepended to every entry below")
     g0: str = Field(default="G0:", description="G0 source-grating stage: motors X (um), Z (mm)")

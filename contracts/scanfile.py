@@ -34,6 +34,7 @@ from contracts.base import first_error
 from contracts.frames import (
     FRAME_DTYPE,
     FRAME_FIELD_DTYPES,
+    PIXEL_DTYPES,
     TAG_FIELDS,
     FrameTable,
     series_key,
@@ -54,9 +55,6 @@ INTERFEROMETER_GROUP: Final = "/entry/instrument/interferometer"
 #: Group of the end record (frames written, complete flag), written when the file is closed.
 END_GROUP: Final = "/entry/end"
 
-#: Pixel types a scan file's frames may have.
-PIXEL_TYPES: Final = ("uint8", "uint16", "uint32", "float32", "float64")
-
 
 @dataclass(frozen=True)
 class ScanHeader:
@@ -71,8 +69,8 @@ class ScanHeader:
     def __post_init__(self) -> None:
         if not self.scan_uid:
             raise ValueError("scan_uid must not be empty")
-        if self.dtype not in PIXEL_TYPES:
-            raise ValueError(f"dtype must be one of {list(PIXEL_TYPES)}, got {self.dtype!r}")
+        if self.dtype not in PIXEL_DTYPES:
+            raise ValueError(f"dtype must be one of {list(PIXEL_DTYPES)}, got {self.dtype!r}")
 
     @property
     def shape(self) -> tuple[int, int]:

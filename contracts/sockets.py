@@ -25,9 +25,9 @@ import zmq
 from numpy.typing import NDArray
 from pydantic import ValidationError
 
+from contracts.frames import PIXEL_DTYPES
 from contracts.instrument import Instrument
 from contracts.messages import (
-    DTYPES,
     MAX_FRAME_BYTES,
     LiveSlices,
     Message,
@@ -292,8 +292,6 @@ class FramePublisher(_Socket):
     ) -> ScanStart:
         """Send ``scan-start``; frame numbers restart at ``first_frame``. ValueError naming the
         field when the message would be invalid."""
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         try:
             start = ScanStart(
                 scan_uid=scan_uid,
@@ -326,7 +324,7 @@ class FramePublisher(_Socket):
         if self.scan is None:
             raise RuntimeError("publish before start_scan")
         arr = np.asarray(frame)
-        dt = DTYPES[self.scan.dtype]
+        dt = PIXEL_DTYPES[self.scan.dtype]
         if arr.shape != self.scan.shape:
             raise ValueError(f"frame shape {arr.shape} differs from the scan's {self.scan.shape}")
         if arr.dtype != dt:

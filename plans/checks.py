@@ -6,10 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from contracts.frames import CA_STRING_MAX
-
-#: Length limit of the ScanUid tag PV (a CA string).
-MAX_SCAN_UID = CA_STRING_MAX
+from contracts.frames import CA_STRING_MAX  # the ScanUid tag PV is a CA string
 
 
 def check_positive(name: str, value: float) -> float:
@@ -53,8 +50,8 @@ def check_backlash(backlash_um: float | None) -> float | None:
 
 def check_scan_uid(scan_uid: str | None) -> None:
     """ValueError unless ``scan_uid`` is None or fits the ScanUid tag PV."""
-    if scan_uid is not None and len(scan_uid) > MAX_SCAN_UID:
-        raise ValueError(f"scan_uid must have at most {MAX_SCAN_UID} characters, got {scan_uid!r}")
+    if scan_uid is not None and len(scan_uid) > CA_STRING_MAX:
+        raise ValueError(f"scan_uid must have at most {CA_STRING_MAX} characters, got {scan_uid!r}")
 
 
 def check_detectors(detectors: Sequence[Any], *, required: bool = False) -> list[Any]:

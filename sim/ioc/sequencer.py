@@ -65,7 +65,7 @@ from typing import Any
 from caproto import ChannelType
 from caproto.server import PVGroup, pvproperty
 
-from contracts.frames import FRAME_TYPES, INT32_MAX
+from contracts.frames import CA_STRING_MAX, FRAME_TYPES, INT32_MAX
 from sim.ioc.motor import MotorLimitError, MotorRecord
 from sim.ioc.tags import ScanTagsGroup
 
@@ -378,7 +378,7 @@ class StepSequencerGroup(PVGroup):
             await self.axis.check_target(target)
         except MotorLimitError:
             self._active = False
-            await self.message.write(f"step to {target:.6g} outside soft limits"[:39])
+            await self.message.write(f"step to {target:.6g} outside soft limits"[:CA_STRING_MAX])
             return
         await self.axis.motor.write(target, verify_value=False)
         self._pending_move = await self.axis.request_move(target)

@@ -34,7 +34,7 @@ def test_talbot_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> 
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--steps", "2"], "steps must be >= 3"),
+        (["--steps", "2"], "--steps: steps: Input should be greater than or equal to 3"),
         (["--angles", "10", "--reference-every", "20"], "reference_every=20"),
         (["--exposure", "-1"], "exposure_s"),
         (["--grating", "g0"], "g0_pitch_m"),

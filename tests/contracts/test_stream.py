@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import zmq
 
-from contracts.frames import FRAME_DTYPE
+from contracts.frames import FRAME_DTYPE, PIXEL_DTYPES
 from contracts.messages import (
-    DTYPES,
     Frame,
     LiveSlices,
     MessageError,
@@ -350,7 +349,7 @@ def test_live_view_is_a_pub_socket_with_a_tiny_hwm() -> None:
 
 
 def test_dtype_whitelist_is_little_endian() -> None:
-    assert all(dt.str[0] in "<|" for dt in DTYPES.values())
+    assert all(dt.str[0] in "<|" for dt in PIXEL_DTYPES.values())
 
 
 def test_a_rejected_message_is_logged_at_once_naming_the_field(
