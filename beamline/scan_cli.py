@@ -39,6 +39,10 @@ def add_scan_parser(subparsers: Any) -> argparse.ArgumentParser:
         "next series and stops cleanly; data acquired so far is kept.",
     )
     _common(ct)
+    ct.add_argument("--calibration-steps", type=int, default=None,
+                    help="phase steps of the calibration series, reference series 0, which "
+                    "measures the stepping curve's shape once per scan (more than --steps, "
+                    "<= 256; 0: none; default: the profile's plan)")  # fmt: skip
     ct.add_argument("--angles", type=int, default=None, help="projection angles (>= 1)")
     ct.add_argument("--range", dest="angular_range_deg", type=float, default=None,
                     help="angular range [deg] (default 180)")  # fmt: skip
@@ -98,7 +102,8 @@ def _run(session: Any, plan: Any, resume: bool = False) -> tuple[str, ...]:
 #: The option of ``talbot scan ct`` that sets each ScanPlan field.
 OPTION_OF = {
     "exposure_s": "--exposure", "steps": "--steps", "periods": "--periods",
-    "angles": "--angles", "angular_range_deg": "--range",
+    "calibration_steps": "--calibration-steps", "angles": "--angles",
+    "angular_range_deg": "--range",
     "reference_every": "--reference-every", "darks": "--darks", "grating": "--grating",
     "stepping": "--stepping", "start_um": "--start-um",
 }  # fmt: skip
@@ -119,7 +124,8 @@ def run_scan(args: argparse.Namespace) -> int:
 
     overrides = {
         "exposure_s": args.exposure, "steps": args.steps, "periods": args.periods,
-        "angles": args.angles, "angular_range_deg": args.angular_range_deg,
+        "calibration_steps": args.calibration_steps, "angles": args.angles,
+        "angular_range_deg": args.angular_range_deg,
         "reference_every": args.reference_every, "darks": args.darks,
         "grating": args.grating, "stepping": args.stepping,
     }  # fmt: skip

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from recon.fitmode import FIT_MODES
+
 #: Sub-commands added by ``add_parsers``.
 COMMANDS = ("replay", "recon", "reconstruct")
 
@@ -123,6 +125,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     rr.add_argument("--out", type=Path, required=True, help="output directory (created)")
     rr.add_argument("--center", type=float, default=None, help="rotation centre offset [px]")
     rr.add_argument("--rings", action="store_true", help="stripe (ring) suppression")
+    for parser in (rc, rr):
+        parser.add_argument(
+            "--fit", choices=FIT_MODES, default="auto",
+            help="stepping-curve fit: auto (shape-aware when the scan's calibration series "
+            "shows harmonics that bias the first-harmonic fit), first-harmonic, shape-aware",
+        )  # fmt: skip
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -260,6 +268,8 @@ def _recon_service(args: argparse.Namespace, frame_bytes: int) -> int:
 
     def report(result: Any) -> None:
         reconstructed.append(result.volumes is not None)
+        if result.volumes is not None:
+            _report_fit("talbot recon", result.volumes.fit)
         _report(result, args.out)
 
     try:
@@ -269,6 +279,7 @@ def _recon_service(args: argparse.Namespace, frame_bytes: int) -> int:
             live_rows=args.live_rows,
             live_interval_s=args.live_interval,
             center_offset_px=args.center,
+            fit=args.fit,
         )
         if args.reserve is not None:
             _reserve_memory(rec, args.reserve)
@@ -342,16 +353,26 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     keep_freed_memory()  # temporaries reuse each other's memory (recon/allocator.py)
     try:
         volumes, files = reconstruct_file(
-            args.file, args.out, center_offset_px=args.center, rings=args.rings
+            args.file, args.out, center_offset_px=args.center, rings=args.rings, fit=args.fit
         )
     except ValueError as exc:
         print(f"talbot reconstruct: the reconstruction failed: {exc}", file=sys.stderr)
         return 1
+    _report_fit("talbot reconstruct", volumes.fit)
     print(
         f"volume {volumes.delta.shape} (z, y, x), centre {volumes.center_offset_px:+.2f} px; "
         f"wrote {', '.join(files)} in {args.out}"
     )
     return 0
+
+
+def _report_fit(command: str, fit: Any) -> None:
+    """The stepping-curve fit that ran (one line) and its warnings, on stderr."""
+    if fit is None:
+        return
+    print(f"{command}: {fit.describe()}", file=sys.stderr)
+    for text in fit.warnings:
+        print(f"{command}: warning: {text}", file=sys.stderr)
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {

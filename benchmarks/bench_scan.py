@@ -1,19 +1,20 @@
 """Scan efficiency of a tiny phase-stepping CT on the simulated beamline.
 
 Efficiency = (sum of exposure times) / (wall time of the run, open to close), at 50 ms exposure,
-with the tiny profile's plan by default (90 angles x 5 steps, references every 45 angles,
-5 darks: 470 frames). Target (issue 4) >= 80 %. Both ways of stepping are measured in one run,
-on one simulated IOC: ``hardware`` (one camera acquisition per series, the step sequencer moves
-the piezo after each exposure) and ``software`` (move, tag, trigger and read per step). Also
-reported, from the exposure start times in the scan file: the median frame-to-frame time inside
-a series (exposure + step + overheads) and the median time from one projection series' first
-frame to the next one's (a whole series including the rotation, approach and events).
+with the tiny profile's plan by default (90 angles x 5 steps, references every 45 angles, the
+first one the 32-step calibration series, 5 darks: 5 + 32 + 2 x 5 + 90 x 5 = 497 frames).
+Target (issue 4) >= 80 %. Both ways of stepping are measured in one run, on one simulated IOC:
+``hardware`` (one camera acquisition per series, the step sequencer moves the piezo after each
+exposure) and ``software`` (move, tag, trigger and read per step). Also reported, from the
+exposure start times in the scan file: the median frame-to-frame time inside a series (exposure
++ step + overheads) and the median time from one projection series' first frame to the next
+one's (a whole series including the rotation, approach and events).
 
 Run: ``.venv/bin/python benchmarks/bench_scan.py [--out DIR] [--quick] [--angles N]
-[--exposure S] [--stepping M]``. Starts its own simulated IOC (``python -m sim.ioc``, tiny
-profile, seed 0) on a free loopback port; writes ``OUT/scan.json`` (default
-``benchmarks/results``). ``--quick``: 20 angles, references every 10 (smoke run; the run-level
-overheads weigh more, so its efficiency is lower).
+[--exposure S] [--stepping M] [--calibration-steps N]``. Starts its own simulated IOC
+(``python -m sim.ioc``, tiny profile, seed 0) on a free loopback port; writes
+``OUT/scan.json`` (default ``benchmarks/results``). ``--quick``: 20 angles, references every 10
+(smoke run; the run-level overheads weigh more, so its efficiency is lower).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def _measure(session: Any, args: argparse.Namespace, stepping: str) -> dict[str,
 
     plan = session.ct(
         angles=args.angles, reference_every=args.reference_every, steps=args.steps,
-        darks=args.darks, exposure_s=args.exposure, stepping=stepping,
+        calibration_steps=args.calibration_steps, darks=args.darks, exposure_s=args.exposure,
+        stepping=stepping,
     )  # fmt: skip
     t0 = time.monotonic()
     (uid,) = session.RE(plan)
@@ -98,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         "--reference-every", type=int, default=None, help=f"default {tiny.reference_every}"
     )
     parser.add_argument("--steps", type=int, default=tiny.steps)
+    parser.add_argument(
+        "--calibration-steps", type=int, default=tiny.calibration_steps,
+        help=f"steps of reference series 0 (0: none; default {tiny.calibration_steps})",
+    )  # fmt: skip
     parser.add_argument("--darks", type=int, default=tiny.darks)
     parser.add_argument("--exposure", type=float, default=EXPOSURE_S)
     parser.add_argument(
@@ -150,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "angles": args.angles,
         "reference_every": args.reference_every,
         "steps": args.steps,
+        "calibration_steps": args.calibration_steps,
         "results": results,
         "efficiency": best,
         "target_efficiency": 0.8,

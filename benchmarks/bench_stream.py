@@ -64,7 +64,8 @@ G2_PITCH_M = builtin_profile("tiny").instrument.geometry.g2_pitch_m
 
 def bench_profile(size: int, angles: int, rows: int | None = None) -> Profile:
     """The tiny profile with a size x size (or rows x size) detector and a plan of ``angles``
-    angles, STEPS steps, one reference series at each end, no darks. The geometry stays the
+    angles, STEPS steps, one reference series at each end (no calibration series: the synthetic
+    frames are STEPS-step series), no darks. The geometry stays the
     tiny one (a pixel of 1.5 G2 periods in the G2 plane); only the detector format changes."""
     p = builtin_profile("tiny")
     inst = p.instrument
@@ -76,6 +77,7 @@ def bench_profile(size: int, angles: int, rows: int | None = None) -> Profile:
             "reference_every": angles,
             "darks": 0,
             "steps": STEPS,
+            "calibration_steps": 0,
         }
     )
     return p.model_copy(

@@ -7,6 +7,13 @@ Acquisition order (:meth:`ScanPlan.order`): ``darks`` dark frames (shutter close
 series (sample out) at the start, the projection series angle by angle with a reference series
 after every ``reference_every`` angles, and one at the end (never two in a row). Projection angle
 index ``i`` is at ``start_deg + i * angular_range_deg / angles`` (end point excluded).
+
+A series is ``steps`` equidistant phase steps over ``periods`` grating periods, except the
+calibration series: with ``calibration_steps`` > 0, reference series 0 (the first one, sample
+out) takes ``calibration_steps`` steps over the same ``periods`` periods, once per scan, so that
+the reconstruction can measure the shape of the stepping curve (its harmonics) and correct the
+``steps``-step series with it (:meth:`ScanPlan.series_steps`). ``calibration_steps`` 0 (the
+default, also for plans written without the field): no calibration series.
 """
 
 from __future__ import annotations
@@ -27,6 +34,19 @@ Stepping = Literal["hardware", "software"]
 
 #: The stepped grating: the G2 analyser piezo or the G0 source grating (Talbot-Lau).
 Grating = Literal["g2", "g0"]
+
+#: Most phase steps of a calibration series (the step sequencer captures up to 256 frames).
+MAX_CALIBRATION_STEPS = 256
+
+#: The calibration series, when the plan has one: the first reference series.
+CALIBRATION_SERIES: SeriesKey = ("reference", 0)
+
+
+def min_calibration_steps(steps: int) -> int:
+    """The fewest steps of a calibration series for series of ``steps`` steps: 2 steps + 5, so
+    that the harmonics steps + 1 that fold onto their first harmonic are resolved (the
+    reconstruction fits (N - 1) // 2 - 1 harmonics of N steps, ``recon.curve``)."""
+    return 2 * steps + 5
 
 
 def acquisition_order(angles: int, reference_every: int) -> list[SeriesKey]:
@@ -54,6 +74,14 @@ class ScanPlan(Frozen):
 
     steps: int = Field(ge=3, le=256, description="phase steps M per series")
     periods: int = Field(default=1, ge=1, le=64, description="grating periods the M steps cover")
+    calibration_steps: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_CALIBRATION_STEPS,
+        description="phase steps of the calibration series, reference series 0 (over the same "
+        "periods): 0 = none, else 2 steps + 5 <= calibration_steps <= 256, coprime with "
+        "periods; it measures the stepping curve's shape once per scan",
+    )
     angles: int = Field(ge=1, le=100_000, description="number of projection angles")
     angular_range_deg: float = Field(default=180.0, gt=0, le=360.0, description="[deg]")
     start_deg: float = Field(
@@ -82,6 +110,18 @@ class ScanPlan(Frozen):
             raise ValueError(
                 f"steps={self.steps} and periods={self.periods} must be coprime (phases repeat)"
             )
+        cal = self.calibration_steps
+        if cal and cal < min_calibration_steps(self.steps):
+            raise ValueError(
+                f"calibration_steps={cal} must be at least 2 steps + 5 = "
+                f"{min_calibration_steps(self.steps)}, to resolve the harmonics that fold onto "
+                f"the first harmonic of {self.steps} steps (0: no calibration series)"
+            )
+        if cal and self.periods > 1 and math.gcd(cal, self.periods) != 1:
+            raise ValueError(
+                f"calibration_steps={cal} and periods={self.periods} must be coprime "
+                "(phases repeat)"
+            )
         if self.stepping == "hardware" and self.grating != "g2":
             raise ValueError("stepping='hardware' steps the G2 piezo only; use 'software' for g0")
         return self
@@ -98,9 +138,17 @@ class ScanPlan(Frozen):
         """Every projection angle [deg], in angle-index order."""
         return [self.angle_deg(i) for i in range(self.angles)]
 
+    def series_steps(self, key: SeriesKey) -> int:
+        """Phase steps of a series: ``calibration_steps`` for reference series 0 when the plan
+        has a calibration series, else ``steps``."""
+        if self.calibration_steps and tuple(key) == CALIBRATION_SERIES:
+            return self.calibration_steps
+        return self.steps
+
     def frames_planned(self) -> int:
-        """Frames of an undisturbed scan: darks plus M frames per series."""
-        return self.darks + len(self.order()) * self.steps
+        """Frames of an undisturbed scan: darks plus each series' steps (M, or
+        ``calibration_steps`` for the calibration series)."""
+        return self.darks + sum(self.series_steps(key) for key in self.order())
 
     def sample_out_offset_mm(self, field_width_m: float) -> float:
         """How far [mm] the sample stage moves in x for a reference series: ``sample_out_mm``,

@@ -6,7 +6,9 @@ and the scan plan only. Lengths in metres, counts in detected electrons.
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from contracts.base import Frozen
 
@@ -50,19 +52,89 @@ class DetectorResponse(Frozen):
     dark_offset_adu: float = Field(default=100.0, ge=0, description="dark level [ADU]")
 
 
+class Gratings(Frozen):
+    """The real gratings behind the stepping curve's shape (``sim.gratings``, docs/physics.md).
+
+    Only the ratios of the curve's higher harmonics to its first come from here; the first
+    harmonic's visibility stays ``Fringes.visibility``. Fractions are of the grating's period.
+    The defaults are a typical synchrotron interferometer: 50 % duty gratings; a gold analyser
+    whose lines pass 4 % of the intensity (10 um of gold at 12.4 keV, attenuation length 3.1 um,
+    an aspect ratio of 5-20 at a 4-1 um pitch, which LIGA reaches), with edges sloped over 4 % of
+    a period (side walls off vertical, rounded tops); the horizontal source of a low-emittance
+    storage ring (20 um rms) 36 m before G1.
+    """
+
+    g1_duty: float = Field(
+        default=0.5, gt=0, lt=1, description="phase-shifting fraction of the G1 period [1]"
+    )
+    g2_duty: float = Field(
+        default=0.5, gt=0, lt=1, description="open (transmitting) fraction of the G2 period [1]"
+    )
+    g2_transmission: float = Field(
+        default=0.04, ge=0, le=1, description="intensity transmission of the G2 absorber lines [1]"
+    )
+    g2_edge: float = Field(
+        default=0.04,
+        ge=0,
+        lt=0.5,
+        description="width of each sloped G2 absorber edge (trapezoid) [fraction of the period]",
+    )
+    source_sigma_m: float = Field(
+        default=20e-6, ge=0, description="rms source size along the stepping direction (x) [m]"
+    )
+    source_distance_m: float = Field(
+        default=36.0,
+        gt=0,
+        description="source to G1 distance l for the source blur [m] (a cone-beam geometry's "
+        "own source_distance_m takes its place)",
+    )
+
+    @model_validator(mode="after")
+    def _check_edge(self) -> Gratings:
+        if self.g2_edge > min(self.g2_duty, 1.0 - self.g2_duty):
+            raise ValueError(
+                f"g2_edge={self.g2_edge!r} must not exceed the open or the absorbing part of the "
+                f"period, min(g2_duty, 1 - g2_duty) = {min(self.g2_duty, 1.0 - self.g2_duty):g}"
+            )
+        return self
+
+
 class Fringes(Frozen):
-    """The empty interferometer's fringe pattern and the stepping imperfections."""
+    """The empty interferometer's fringe pattern and the stepping imperfections.
+
+    ``curve`` is the stepping curve's shape: ``"gratings"`` (default) that of the real
+    ``gratings`` (binary phase G1, trapezoidal partly transmitting G2, source blur); or
+    ``"sinusoidal"``, a pure sinusoid plus the explicit ``harmonics``.
+    """
 
     visibility: float = Field(gt=0, lt=1, description="mean first-harmonic visibility V0")
     visibility_spread: float = Field(default=0.0, ge=0, description="rms spread of the V0 map")
     moire_fringes: float = Field(default=0.0, description="moire fringes across the field (x)")
+    curve: Literal["gratings", "sinusoidal"] = Field(
+        default="gratings",
+        description="stepping-curve shape: 'gratings' (from the gratings model) or 'sinusoidal' "
+        "(a sinusoid plus the explicit harmonics)",
+    )
+    gratings: Gratings = Field(
+        default_factory=Gratings, description="the gratings that shape the curve (curve='gratings')"
+    )
     harmonics: dict[int, float] = Field(
-        default_factory=dict, description="extra stepping-curve harmonics {n: amplitude / V0}"
+        default_factory=dict,
+        description="extra stepping-curve harmonics {n: amplitude / V0} (curve='sinusoidal' only)",
     )
     step_error_m: float = Field(default=0.0, ge=0, description="rms actual-vs-encoder error [m]")
     encoder_noise_m: float = Field(default=0.0, ge=0, description="rms encoder read noise [m]")
     dose_fluctuation: float = Field(default=0.0, ge=0, description="relative rms dose per frame")
     reference_drift_rad_per_s: float = Field(default=0.0, description="reference phase drift")
+
+    @model_validator(mode="after")
+    def _check_harmonics(self) -> Fringes:
+        if self.harmonics and self.curve == "gratings":
+            raise ValueError(
+                "harmonics must be empty with curve='gratings' (the gratings model gives the "
+                "curve's harmonics): set curve = 'sinusoidal' to give them explicitly"
+            )
+        return self
 
 
 class Simulation(Frozen):

@@ -3,7 +3,10 @@
 The acquisition order is the scan plan's (``contracts.scanplan.ScanPlan.order``): dark frames
 with the shutter closed, a reference series (sample out) at the start, the projection series
 angle by angle with a reference series after every ``reference_every`` angles, and one at the
-end. Every series is an atomic, re-takeable unit (``plans.series``). The plan publishes the
+end. Every series is an atomic, re-takeable unit (``plans.series``) of ``steps`` phase steps,
+except the calibration series: with ``calibration_steps`` > 0 reference series 0 takes that many
+steps over the same periods (``ScanPlan.series_steps``), once per scan, and with
+``stepping="hardware"`` in one camera acquisition like any other series. The plan publishes the
 ScanPlan it runs in its start document (``scan_plan``) and in the ``TAG:ScanPlan`` PV, from
 which the file writer records it, with the instrument (``instrument``), so that the documents
 and the file alone describe the scan.
@@ -133,9 +136,10 @@ def _checked_ct(
     """The arguments of :func:`phase_stepping_ct` after its scan plan, checked in this order."""
     period_um = stepping_period_um(instrument.geometry, plan.grating)
     if start_um is not None:
-        series_positions_um(
-            steps=plan.steps, periods=plan.periods, period_um=period_um, start_um=start_um
-        )
+        for steps in sorted({plan.series_steps(key) for key in plan.order()}):
+            series_positions_um(
+                steps=steps, periods=plan.periods, period_um=period_um, start_um=start_um
+            )
     check_backlash(backlash_um)
     if md is not None and not isinstance(md, dict):
         raise ValueError(f"md must be a dict or None, got {type(md).__name__}")
@@ -187,7 +191,10 @@ def _series(ct: _CtScan, common: dict[str, Any]) -> MsgGenerator[None]:
     order = plan.order()
     for n, (kind, index) in enumerate(order):
         if kind == "reference":
-            yield from reference_series(ifm, ct.dets, series_index=index, **common)
+            steps = plan.series_steps((kind, index))  # the calibration series: more steps
+            yield from reference_series(
+                ifm, ct.dets, series_index=index, **{**common, "steps": steps}
+            )
             continue
         after = order[n + 1] if n + 1 < len(order) else None
         following = None
@@ -224,9 +231,14 @@ def _ct_body(ct: _CtScan, start_um: float, scan_uid: str | None) -> MsgGenerator
     hardware = None
     if plan.stepping == "hardware":
         hardware = HardwareStepping.create(ifm, ct.dets[0], ct.axis)
+    # one backlash for every series of the scan (default one step of M, also before the
+    # calibration series' smaller steps)
+    backlash_um = ct.backlash_um
+    if backlash_um is None:
+        backlash_um = plan.periods * ct.period_um / plan.steps
     common: dict[str, Any] = {
         "steps": plan.steps, "periods": plan.periods, "period_um": ct.period_um,
-        "start_um": start_um, "grating": plan.grating, "backlash_um": ct.backlash_um,
+        "start_um": start_um, "grating": plan.grating, "backlash_um": backlash_um,
         "attempts": attempts, "scan_uid": scan_uid, "stepping": plan.stepping,
         "hardware": hardware,
     }  # fmt: skip
@@ -261,6 +273,7 @@ def phase_stepping_ct(
     plan: ScanPlan | None = None,
     exposure_s: float | None = None,
     steps: int | None = None,
+    calibration_steps: int | None = None,
     periods: int | None = None,
     angles: int | None = None,
     angular_range_deg: float | None = None,
@@ -278,7 +291,8 @@ def phase_stepping_ct(
 
     ``instrument`` is the beamline's (``contracts.instrument.Instrument``); ``plan`` the default
     scan plan (a profile's ``[plan]``), which the keyword arguments override: phase steps
-    M >= 3 over ``periods`` grating periods; ``angles`` projections over ``angular_range_deg``
+    M >= 3 over ``periods`` grating periods; ``calibration_steps`` (0: none) for reference
+    series 0, the calibration series; ``angles`` projections over ``angular_range_deg``
     [deg] from ``start_deg``, end excluded; a reference series every ``reference_every``
     angles; ``darks`` dark frames first; ``exposure_s`` per frame; the stepped ``grating``
     (``g2`` piezo, or ``g0``); ``stepping`` ``hardware`` (one camera acquisition per series,
@@ -289,7 +303,8 @@ def phase_stepping_ct(
     """
     dets = check_detectors(detectors, required=True)
     scan_plan = resolve_scan_plan(
-        plan, exposure_s=exposure_s, steps=steps, periods=periods, angles=angles,
+        plan, exposure_s=exposure_s, steps=steps, calibration_steps=calibration_steps,
+        periods=periods, angles=angles,
         angular_range_deg=angular_range_deg, start_deg=start_deg,
         reference_every=reference_every, darks=darks, grating=grating, stepping=stepping,
         sample_out_mm=sample_out_mm,

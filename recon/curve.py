@@ -133,7 +133,10 @@ def measure_shape(
     """The curve's shape from a calibration series (N steps, rows, columns) [counts].
 
     ``theta_rad`` (N,): step phases from the measured positions [rad]; ``dark`` (rows, columns)
-    subtracted; ``scale`` (N,): per-frame dose factors (beam monitor) or None. Harmonics up to
+    subtracted, or None: the shape does not depend on it (a dark only adds to c0), only the
+    ``visibility`` reported does (the reconstructors leave it out, so that a slab worker, which
+    has only its rows of the dark, measures what one worker does); ``scale`` (N,): per-frame
+    dose factors (beam monitor) or None. Harmonics up to
     ``max_harmonic`` (default :func:`resolvable_harmonics`). ValueError when the series cannot
     resolve them or no pixel has a visibility above ``MIN_VISIBILITY``.
     """

@@ -7,6 +7,11 @@ reuses (``recon.fitpool``: why that matters at 2048^2). A fit taken with a dark 
 later is corrected when it is used: the fit is linear in the dark. The reference of a projection
 is interpolated in time between the reference series (``interpolate_reference``).
 
+The stepping curve's shape is measured from the calibration series (reference series 0 with
+more steps than the plan's ``steps``) when it is fitted; the fit method is chosen, as offline
+(``recon.pipeline.scan_fit``), from that shape and the lowest-numbered projection's steps, and
+every fit is unbiased with it when used (after the dark correction: ``recon.curve``).
+
 Arrays: fits (rows, columns) of the reconstructor's slab, ``a0`` float32 [counts], ``c1``
 complex64 [counts]; darks (rows, columns) float32 [counts]; times [s]; rotations [deg].
 """
@@ -19,6 +24,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from contracts.frames import ImageKey
+from recon.curve import AliasTable, CurveShape, FitChoice, choose_fit, measure_shape, unbias
+from recon.fitmode import FitMode
 from recon.fitpool import FitPool
 from recon.pipeline import Projections
 from recon.retrieval import (
@@ -49,6 +56,8 @@ class Fitted:
     dark: F32 | None  # the dark subtracted (None: none)
     dark_weights: NDArray[np.float64]  # (3,) sum_k pinv[j, k] scale_k
     frames: int = 0  # frames fitted
+    theta: NDArray[np.float64] | None = None  # (frames,) measured step phases [rad]
+    table: tuple[FitChoice, AliasTable | None] | None = None  # the alias table, by choice
 
 
 class FitStore:
@@ -60,9 +69,22 @@ class FitStore:
     """
 
     def __init__(
-        self, pool: FitPool, shape: tuple[int, int], g2_pitch_m: float, stats: StreamStats
+        self,
+        pool: FitPool,
+        shape: tuple[int, int],
+        g2_pitch_m: float,
+        stats: StreamStats,
+        *,
+        steps: int | None = None,
+        fit_mode: FitMode = "auto",
     ) -> None:
         self.shape = shape
+        #: the plan's steps per series: reference series 0 with more is the calibration
+        self.steps = steps
+        self.fit_mode: FitMode = fit_mode
+        #: the curve's shape from the calibration series (None: none yet, or none planned)
+        self.curve: CurveShape | None = None
+        self._choice: tuple[tuple[int, int], FitChoice] | None = None
         self.g2_pitch_m = g2_pitch_m
         self.stats = stats
         self.refs: dict[int, Fitted] = {}
@@ -88,9 +110,11 @@ class FitStore:
         """Give every fit back to the pool (nothing uses them any more)."""
         self._pool.give(r.fit for r in [*self.refs.values(), *self.projs.values()])
 
-    def fit(self, s: Series) -> Fitted | None:
+    def fit(self, s: Series, whole: dict[int, NDArray[np.generic]] | None = None) -> Fitted | None:
         """Fit a closed series; None (counted unusable) with fewer than 3 steps or a singular
-        fit. A series with missing steps is fitted on the steps it has (counted incomplete)."""
+        fit. A series with missing steps is fitted on the steps it has (counted incomplete).
+        ``whole``: the calibration series' whole frames by step index (a slab worker's, so that
+        it measures the curve's shape on the whole detector as one worker does)."""
         sel = s.filled
         if not sel.all():
             if sel.sum() < 3:
@@ -102,7 +126,10 @@ class FitStore:
         except ValueError:
             self.stats.unusable_series += 1
             return None
-        _, index, attempt = s.key
+        image_key, index, attempt = s.key
+        theta = step_phases(s.g2_m[sel], self.g2_pitch_m)
+        if image_key == ImageKey.FLAT and index == 0 and self._is_calibration(sel.size):
+            self._measure(s, sel, theta, whole or {})
         return Fitted(
             index,
             attempt,
@@ -112,7 +139,62 @@ class FitStore:
             self.dark,
             weights,
             int(sel.sum()),
+            theta,
         )
+
+    def _is_calibration(self, planned_steps: int) -> bool:
+        return self.steps is not None and planned_steps > self.steps
+
+    def _measure(
+        self,
+        s: Series,
+        sel: NDArray[np.bool_],
+        theta: NDArray[np.float64],
+        whole: dict[int, NDArray[np.generic]],
+    ) -> None:
+        """The curve's shape from the calibration series (as ``recon.pipeline.scan_fit``: no
+        dark), from its whole frames when every step has one."""
+        steps = np.flatnonzero(sel)
+        if all(int(k) in whole for k in steps):
+            frames = [whole[int(k)] for k in steps]
+        else:
+            frames = [f for f, ok in zip(s.frames, sel, strict=True) if ok and f is not None]
+        current = s.current_ma[sel]
+        dose_ref = self.dose_ref if self.dose_ref is not None else 1.0
+        scale = dose_ref / current if np.all(current > 0) else None
+        try:
+            self.curve = measure_shape(frames, theta, scale=scale)
+        except ValueError:
+            self.curve = None
+        self._choice = None
+        self.version += 1
+
+    def choice(self) -> FitChoice:
+        """The fit every series gets: from the curve's shape and the steps of the
+        lowest-numbered projection (first-harmonic before any projection)."""
+        if not self.projs:
+            steps = self.steps or 3
+            return FitChoice("first-harmonic", steps, self.curve)
+        first = self.projs[min(self.projs)]
+        key = (first.index, first.attempt)
+        if self._choice is None or self._choice[0] != key:
+            assert first.theta is not None
+            mode = self.fit_mode
+            if mode == "shape-aware" and self.curve is None:
+                mode = "first-harmonic"  # no calibration (yet): said by the choice's line
+            self._choice = (key, choose_fit(self.curve, first.theta, mode))
+        return self._choice[1]
+
+    def _unbiased(self, rec: Fitted, fit: StepFit) -> StepFit:
+        """``fit`` (of ``rec``, dark-corrected) unbiased for the curve's harmonics, or as is
+        on the first-harmonic path."""
+        choice = self.choice()
+        if choice.method != "shape-aware" or rec.theta is None:
+            return fit
+        if rec.table is None or rec.table[0] is not choice:
+            rec.table = (choice, choice.table(rec.theta))
+        table = rec.table[1]
+        return fit if table is None else unbias(fit, table)
 
     def _solve(self, s: Series, sel: NDArray[np.bool_]) -> tuple[StepFit, NDArray[np.float64]]:
         """As recon.pipeline._fit_series: steps in step order, darks, ring-current scaling."""
@@ -158,7 +240,7 @@ class FitStore:
         if rows is not None:
             a0, c1 = a0[rows], c1[rows]
         if rec.dark is self.dark:
-            return StepFit(a0, c1)
+            return self._unbiased(rec, StepFit(a0, c1))
         zero = np.zeros(self.shape, np.float32)
         new = self.dark if self.dark is not None else zero
         old = rec.dark if rec.dark is not None else zero
@@ -166,7 +248,7 @@ class FitStore:
         w = rec.dark_weights
         a0 = (a0 - delta * np.float32(w[0])).astype(np.float32)
         c1 = (c1 - delta * np.complex64(0.5 * w[1] - 0.5j * w[2])).astype(np.complex64)
-        return StepFit(a0, c1)
+        return self._unbiased(rec, StepFit(a0, c1))
 
     def reference(self, rows: NDArray[np.int64], t_s: float) -> StepFit:
         """The reference of those rows of the slab at time ``t_s`` [s], interpolated between the
@@ -201,4 +283,4 @@ class FitStore:
             out = Signals(trans[j], dphi[j], dfield[j])
             retrieve_interpolated(self.corrected(rec), ref_fits, times, rec.t_mid, out)
             theta[j] = np.deg2rad(rec.rotation_deg)
-        return Projections(trans, dphi, dfield, theta)
+        return Projections(trans, dphi, dfield, theta, self.choice())

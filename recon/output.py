@@ -3,8 +3,10 @@
 ``recon.h5``: float32 datasets ``delta`` [1], ``mu`` [1/m], ``darkfield`` [1/m], axes
 (z, y, x), attributes ``units``, ``voxel_size_m`` and ``axes``; the retrieved projections under
 ``projections/`` (transmission, dphi [rad], darkfield, each (angle, row, column), and
-``angles_rad``). Shared by the demo job, the offline ``talbot reconstruct`` and the streaming
-reconstructor so all three write the same format.
+``angles_rad``); the stepping-curve fit that gave them as root attributes (``fit_method``,
+``calibration_steps``, the curve's measured harmonics and the first-harmonic bias they
+predict: ``recon.curve.FitChoice.attrs``). Shared by the demo job, the offline
+``talbot reconstruct`` and the streaming reconstructor so all three write the same format.
 """
 
 from __future__ import annotations
@@ -68,11 +70,13 @@ def volumes_dict(volumes: Volumes) -> dict[str, NDArray[np.float32]]:
 def write_recon(out: Path, volumes: Volumes, projections: Projections | None = None) -> list[str]:
     """``recon.h5`` (+ projections when given) and ``slices.png`` into ``out``; file names."""
     out.mkdir(parents=True, exist_ok=True)
+    fit = {} if projections is None or projections.fit is None else projections.fit.attrs()
     write_volumes(
         out / "recon.h5",
         volumes_dict(volumes),
         volumes.voxel_size_m,
         center_offset_px=volumes.center_offset_px,
+        **fit,
     )
     if projections is not None:
         write_projections(out / "recon.h5", projections)

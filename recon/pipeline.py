@@ -4,7 +4,10 @@ The same steps run in the streaming reconstructor, series by series:
 
 1. keep the latest attempt of every series, average the darks;
 2. fit every reference series and every projection series by least squares on the measured
-   (encoder) step positions, each frame normalised by the beam monitor (ring current);
+   (encoder) step positions, each frame normalised by the beam monitor (ring current); when
+   the scan has a calibration series (reference series 0 with more steps than the projections,
+   ``ScanPlan.calibration_steps``) and the curve it measures is not sinusoidal enough for the
+   scan's steps, unbias every fit with that shape (``recon.curve``);
 3. retrieve T, dphi and D of each projection against the reference interpolated in time between
    the reference series that bracket it;
 4. estimate the rotation centre from the attenuation and phase sinograms, optionally suppress
@@ -25,7 +28,9 @@ from numpy.typing import NDArray
 from contracts.frames import FrameTable, ImageKey
 from contracts.instrument import Geometry
 from recon.center import center_from_projections
+from recon.curve import FitChoice, choose_fit, frames_scale, measure_shape, unbias
 from recon.fbp import Method, reconstruct_darkfield, reconstruct_delta, reconstruct_mu
+from recon.fitmode import FitMode
 from recon.retrieval import (
     Signals,
     StepFit,
@@ -41,12 +46,14 @@ F32 = NDArray[np.float32]
 
 @dataclass(frozen=True)
 class Projections:
-    """Retrieved projections, each (angles, rows, columns) float32, and their angles [rad]."""
+    """Retrieved projections, each (angles, rows, columns) float32, and their angles [rad];
+    ``fit``: which stepping-curve fit gave them (None: not recorded)."""
 
     transmission: F32
     dphi: F32
     darkfield: F32
     angles_rad: NDArray[np.float64]
+    fit: FitChoice | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class Volumes:
     darkfield: F32
     voxel_size_m: float
     center_offset_px: float
+    fit: FitChoice | None = None  # the stepping-curve fit of the projections
 
     UNITS = {"delta": "1", "mu": "1/m", "darkfield": "1/m"}  # noqa: RUF012
 
@@ -76,29 +84,72 @@ def _series_groups(table: FrameTable, key: ImageKey, keep: NDArray[np.bool_]) ->
     return {k: np.asarray(v) for k, v in sorted(groups.items())}
 
 
+@dataclass(frozen=True)
+class SeriesFrames:
+    """One series' frame indices in step order and its measured step phases [rad]."""
+
+    index: NDArray[np.intp]
+    theta: NDArray[np.float64]
+    current_ma: NDArray[np.float64]
+
+    @classmethod
+    def of(cls, table: FrameTable, index: NDArray[np.intp], period_m: float) -> SeriesFrames:
+        rows = table.rows[index]
+        order = np.argsort(rows["step_index"], kind="stable")
+        index, rows = index[order], rows[order]
+        theta = step_phases(rows["g2_position_m"], period_m)
+        return cls(index, theta, np.asarray(rows["ring_current_ma"], np.float64))
+
+
 def _fit_series(
     frames: NDArray[np.generic],
-    table: FrameTable,
-    index: NDArray[np.intp],
-    period_m: float,
+    series: SeriesFrames,
     dark: F32 | None,
     dose_ref: float,
+    choice: FitChoice,
 ) -> StepFit:
-    rows = table.rows[index]
-    order = np.argsort(rows["step_index"], kind="stable")
-    index, rows = index[order], rows[order]
-    theta = step_phases(rows["g2_position_m"], period_m)
-    return fit_dose_normalised(frames[index], theta, dark, rows["ring_current_ma"], dose_ref)
+    fit = fit_dose_normalised(frames[series.index], series.theta, dark, series.current_ma, dose_ref)
+    table = choice.table(series.theta)
+    return fit if table is None else unbias(fit, table, fit)
+
+
+def scan_fit(
+    frames: NDArray[np.generic],
+    references: dict[int, SeriesFrames],
+    projections: dict[int, SeriesFrames],
+    dark: F32 | None,
+    dose_ref: float,
+    mode: FitMode = "auto",
+) -> FitChoice:
+    """The fit of a scan's series: reference series 0 is a calibration series when it has more
+    steps than every projection series; its shape decides (``recon.curve.choose_fit``)."""
+    first = next(iter(projections.values()))
+    calibration = references.get(0)
+    most = max(p.index.size for p in projections.values())
+    shape = None
+    if calibration is not None and calibration.index.size > most:
+        shape = measure_shape(  # without the dark: as a slab worker can (recon.curve)
+            frames[calibration.index],
+            calibration.theta,
+            scale=frames_scale(calibration.current_ma, dose_ref),
+        )
+    return choose_fit(shape, first.theta, mode)
 
 
 def retrieve_projections(
-    frames: NDArray[np.generic], table: FrameTable, geometry: Geometry
+    frames: NDArray[np.generic],
+    table: FrameTable,
+    geometry: Geometry,
+    *,
+    fit: FitMode = "auto",
 ) -> Projections:
     """T, dphi and D of every projection angle of a scan.
 
     ``frames`` (n_frames, rows, columns) [counts] in the order of ``table``; the stepped grating's
-    pitch comes from ``geometry.g2_pitch_m``. Raises ValueError if the scan has no reference series
-    or no projections, or if the frame count does not match the table.
+    pitch comes from ``geometry.g2_pitch_m``. ``fit``: the stepping-curve fit (``recon.curve``:
+    "auto" unbiases with the calibration series' shape when that matters). Raises ValueError if
+    the scan has no reference series or no projections, or if the frame count does not match the
+    table.
     """
     if frames.ndim != 3:
         raise ValueError(f"frames must be (n_frames, rows, columns), got shape {frames.shape}")
@@ -124,11 +175,15 @@ def retrieve_projections(
     if not proj_groups:
         raise ValueError("the scan has no projections")
 
+    refs = {k: SeriesFrames.of(table, idx, period) for k, idx in ref_groups.items()}
+    projs = {k: SeriesFrames.of(table, idx, period) for k, idx in proj_groups.items()}
+    choice = scan_fit(frames, refs, projs, dark, dose_ref, fit)
+
     ref_fits: list[StepFit] = []
     ref_times: list[float] = []
-    for idx in ref_groups.values():
-        ref_fits.append(_fit_series(frames, table, idx, period, dark, dose_ref))
-        ref_times.append(float(rows["timestamp_s"][idx].mean()))
+    for ref in refs.values():
+        ref_fits.append(_fit_series(frames, ref, dark, dose_ref, choice))
+        ref_times.append(float(rows["timestamp_s"][ref.index].mean()))
     order = np.argsort(ref_times)
     ref_fits = [ref_fits[i] for i in order]
     times = np.asarray(ref_times)[order]
@@ -139,12 +194,13 @@ def retrieve_projections(
     dphi = np.empty((n, *shape), np.float32)
     dfield = np.empty((n, *shape), np.float32)
     angles = np.empty(n, np.float64)
-    for j, idx in enumerate(proj_groups.values()):
-        fit = _fit_series(frames, table, idx, period, dark, dose_ref)
+    for j, proj in enumerate(projs.values()):
+        idx = proj.index
+        sample = _fit_series(frames, proj, dark, dose_ref, choice)
         t_mid = float(rows["timestamp_s"][idx].mean())
-        retrieve_interpolated(fit, ref_fits, times, t_mid, Signals(trans[j], dphi[j], dfield[j]))
+        retrieve_interpolated(sample, ref_fits, times, t_mid, Signals(trans[j], dphi[j], dfield[j]))
         angles[j] = np.deg2rad(float(rows["rotation_deg"][idx].mean()))
-    return Projections(trans, dphi, dfield, angles)
+    return Projections(trans, dphi, dfield, angles, choice)
 
 
 def _neg_log_safe(values: F32) -> F32:
@@ -216,4 +272,4 @@ def reconstruct_volumes(
         method=method,
         out=None if out is None else out.darkfield,
     )
-    return Volumes(delta, mu, eps, pixel, float(center_offset_px))
+    return Volumes(delta, mu, eps, pixel, float(center_offset_px), projections.fit)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from contracts.frames import ImageKey
 from contracts.instrument import Instrument
 from contracts.messages import FrameHeader, ScanStart
 from contracts.scanplan import ScanPlan
@@ -58,6 +59,8 @@ class ScanState:
         #: ``time.perf_counter`` at the arrival of the last frame applied (None: none yet)
         self.t_last_frame: float | None = None
         self.early: Early | None = None
+        #: a slab worker's whole frames of the calibration series, by (attempt, step index)
+        self.calibration_whole: dict[tuple[int, int], NDArray[np.generic]] = {}
         self._expected_refs = {i for kind, i in plan.order() if kind == "reference"}
 
     @property
@@ -89,6 +92,25 @@ class ScanState:
         if from_file:
             self.stats.from_file += 1
         return slab
+
+    def keep_whole(self, header: FrameHeader, data: NDArray[np.generic]) -> None:
+        """A slab worker keeps a whole frame (``data`` of the full detector) of the calibration
+        series (reference series 0 of a plan with ``calibration_steps``): the curve's shape is
+        measured on the whole detector (``recon.curve``), as one worker measures it."""
+        whole = header.row_offset == 0 and data.shape[0] == int(self.start.shape[0])
+        is_slab = self.rows != (0, int(self.start.shape[0]))
+        if (
+            whole
+            and is_slab
+            and self.plan.calibration_steps
+            and header.image_key == ImageKey.FLAT
+            and header.series_index == 0
+        ):
+            self.calibration_whole[(header.attempt, header.step_index)] = data
+
+    def whole_calibration(self, attempt: int) -> dict[int, NDArray[np.generic]]:
+        """The whole calibration frames of one attempt, by step index."""
+        return {k: v for (a, k), v in self.calibration_whole.items() if a == attempt}
 
     def _crop(self, header: FrameHeader, data: NDArray[np.generic]) -> NDArray[np.generic] | None:
         rows, cols = data.shape

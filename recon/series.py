@@ -6,6 +6,10 @@ series wins (docs/stream-protocol.md §3): a frame of an older attempt than one 
 superseded and dropped, and a newer attempt discards the open series of older ones. Darks are
 summed (float64) per attempt; the dark is the mean of the latest attempt's.
 
+A series has the plan's ``steps`` steps, except the calibration series (reference series 0 of
+a plan with ``calibration_steps``, ``ScanPlan.series_steps``); a frame whose step index is not
+one of its series' is refused (``StreamStats.bad_frames``).
+
 Only open series hold raw frames, and at most ``max_open`` of them: the caller closes the oldest
 (by first frame number) before it opens another. Frames are (rows, columns) arrays of raw counts,
 kept where they arrived (a stream buffer or a file read), never copied into a stack.
@@ -20,6 +24,7 @@ from numpy.typing import NDArray
 
 from contracts.frames import ImageKey
 from contracts.messages import FrameHeader
+from contracts.scanplan import ScanPlan
 from recon.scanresult import StreamStats
 
 #: (image_key, angle or reference-series index (-1 for darks), attempt)
@@ -67,13 +72,17 @@ class Series:
 
 
 class SeriesAssembly:
-    """Groups one scan's frames into series of ``steps`` steps; accumulates the darks.
+    """Groups one scan's frames into series; accumulates the darks.
 
-    Counts superseded frames into ``stats``.
+    ``steps``: the scan plan, whose ``series_steps`` gives each series' steps (the calibration
+    series has more), or one number of steps for every series. Counts superseded frames and
+    frames whose step index is outside their series into ``stats``.
     """
 
-    def __init__(self, steps: int, max_open: int, stats: StreamStats) -> None:
-        self.steps = steps
+    def __init__(self, steps: ScanPlan | int, max_open: int, stats: StreamStats) -> None:
+        self.plan = steps if isinstance(steps, ScanPlan) else None
+        #: steps of every series but the calibration series
+        self.steps = steps.steps if isinstance(steps, ScanPlan) else steps
         self.max_open = max_open
         self.stats = stats
         #: open series by key
@@ -82,9 +91,20 @@ class SeriesAssembly:
         self._dark_sum: dict[int, NDArray[np.float64]] = {}  # per attempt, (rows, columns)
         self._dark_count: dict[int, int] = {}
 
+    def steps_of(self, key: SeriesKey) -> int:
+        """The steps of series ``key`` (the calibration series': ``calibration_steps``)."""
+        image_key, index = key[0], key[1]
+        if self.plan is None or image_key == ImageKey.DARK:
+            return self.steps
+        if image_key == ImageKey.FLAT:
+            return self.plan.series_steps(("reference", index))
+        return self.plan.series_steps(("projection", index))
+
     def identify(self, header: FrameHeader) -> SeriesKey | None:
-        """The series of a frame; None for an attempt older than one seen (superseded). A newer
-        attempt than any seen discards the open series (and dark sums) of older ones."""
+        """The series of a frame; None for an attempt older than one seen (superseded) and for
+        a projection or reference frame whose step index is not one of its series' (counted in
+        ``stats.bad_frames``). A newer attempt than any seen discards the open series (and dark
+        sums) of older ones."""
         key = int(header.image_key)
         index = {
             ImageKey.PROJECTION: header.angle_index,
@@ -98,7 +118,11 @@ class SeriesAssembly:
         if header.attempt > latest:
             self._latest[series] = header.attempt
             self._discard_older(series, header.attempt)
-        return (key, index, header.attempt)
+        out = (key, index, header.attempt)
+        if key != ImageKey.DARK and not self.valid_step(header.step_index, out):
+            self.stats.bad_frames += 1
+            return None
+        return out
 
     def _discard_older(self, series: tuple[int, int], attempt: int) -> None:
         for skey in [k for k in self.open if k[:2] == series and k[2] < attempt]:
@@ -119,9 +143,13 @@ class SeriesAssembly:
         latest = max(self._dark_sum)
         return (self._dark_sum[latest] / self._dark_count[latest]).astype(np.float32)
 
-    def valid_step(self, step_index: int) -> bool:
-        """Whether a step index belongs to a series of this scan."""
-        return 0 <= step_index < self.steps
+    def valid_step(self, step_index: int, key: SeriesKey | None = None) -> bool:
+        """Whether a step index belongs to series ``key``; without one, to any series of this
+        scan (``identify`` has refused a frame outside its own series)."""
+        if key is not None:
+            return 0 <= step_index < self.steps_of(key)
+        most = self.steps if self.plan is None else max(self.steps, self.plan.calibration_steps)
+        return 0 <= step_index < most
 
     @property
     def full(self) -> bool:
@@ -139,7 +167,7 @@ class SeriesAssembly:
         (no longer open) once every step is in, else None."""
         s = self.open.get(key)
         if s is None:
-            s = self.open[key] = Series.empty(key, header.frame_number, self.steps)
+            s = self.open[key] = Series.empty(key, header.frame_number, self.steps_of(key))
         s.put(header, frame)
         if not s.filled.all():
             return None

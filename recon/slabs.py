@@ -5,8 +5,10 @@ The relay PULLs the frame stream and forwards, for every worker, the worker's ro
 socket of its own, so every worker gets every frame's slab losslessly with back-pressure;
 ``scan-start`` and ``scan-end`` go to all. Retrieval is per pixel and parallel-beam FBP per row,
 so the slabs' volumes stacked along z equal one worker's volume; the rotation centre must be
-given (``center_offset_px``), since each worker sees only its own rows. The slab messages are
-those of docs/stream-protocol.md §5.
+given (``center_offset_px``), since each worker sees only its own rows. The frames of the
+calibration series (reference series 0 of a plan with ``calibration_steps``) go whole to every
+worker: the stepping curve's shape is measured on the whole detector (``recon.curve``). The
+slab messages are those of docs/stream-protocol.md §5.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from contracts.frames import ImageKey
 from contracts.messages import (
     Frame,
     ScanEnd,
@@ -66,6 +69,7 @@ class SlabRelay:
         self.outputs = [FramePublisher(out_template, frame_bytes=frame_bytes) for _ in self.slabs]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._calibrated = False  # the scan in progress has a calibration series
 
     @property
     def endpoints(self) -> list[str]:
@@ -78,6 +82,7 @@ class SlabRelay:
         if msg is None:
             return False
         if isinstance(msg, ScanStart):
+            self._calibrated = msg.plan is not None and msg.plan.calibration_steps > 0
             for pub in self.outputs:
                 pub.send_raw(encode_scan_start(msg))
         elif isinstance(msg, ScanEnd):
@@ -85,6 +90,10 @@ class SlabRelay:
                 pub.send_raw(encode_scan_end(msg))
         elif isinstance(msg, Frame):
             h, data = msg.header, msg.data
+            if self._calibrated and h.image_key == ImageKey.FLAT and h.series_index == 0:
+                for pub in self.outputs:  # whole: every worker measures the curve on them
+                    pub.send_raw([encode_header(h), data])
+                return True
             for (r0, r1), pub in zip(self.slabs, self.outputs, strict=True):
                 a, b = r0 - h.row_offset, r1 - h.row_offset
                 if a < 0 or b > data.shape[0]:

@@ -46,6 +46,7 @@ from contracts.scanfile import DATA_PATH, read_end, read_frame_table, read_heade
 from contracts.scanplan import ScanPlan
 from contracts.sockets import FrameReceiver, LivePublisher
 from recon.fbp import Method, prepare_gridding
+from recon.fitmode import FIT_MODES, FitMode
 from recon.fitpool import FitPool, written
 from recon.fitstore import FitStore, Fitted
 from recon.liveview import CHANNELS, LiveView
@@ -75,7 +76,8 @@ class StreamingReconstructor:
     explicit value so that all slabs share it). ``live_center_offset_px`` (None: the instrument's
     calibrated axis). ``live_max_px``: live slices of a wider detector are binned b x b with the
     smallest b that brings them to at most this many pixels across (the voxel ``live_voxel_m`` is b
-    pixels).
+    pixels). ``fit``: the stepping-curve fit (``recon.curve``; "auto": shape-aware when the
+    scan's calibration series says the curve needs it).
     """
 
     def __init__(
@@ -92,7 +94,10 @@ class StreamingReconstructor:
         max_open_series: int = 8,
         write_projections: bool = True,
         live_max_px: int = 1024,
+        fit: FitMode = "auto",
     ) -> None:
+        if fit not in FIT_MODES:
+            raise ValueError(f"fit must be one of {', '.join(FIT_MODES)}, got {fit!r}")
         if rows is not None and not (0 <= rows[0] < rows[1]):
             raise ValueError(f"rows must be (r0, r1) with 0 <= r0 < r1, got {rows!r}")
         if max_open_series < 1:
@@ -112,6 +117,7 @@ class StreamingReconstructor:
         self.max_open_series = max_open_series
         self.write_projections = write_projections
         self.live_max_px = live_max_px
+        self.fit_mode: FitMode = fit
         #: The scan file (``run(catch_up=...)``): frames the stream lost are read from it at end.
         self.scan_file: Path | None = None
         #: Counts of the scan in progress (between scans: of the messages that fit none).
@@ -222,8 +228,15 @@ class StreamingReconstructor:
             plan,
             rows,
             stats,
-            series=SeriesAssembly(plan.steps, self.max_open_series, stats),
-            fits=FitStore(self._pool, shape, geometry.g2_pitch_m, stats),
+            series=SeriesAssembly(plan, self.max_open_series, stats),
+            fits=FitStore(
+                self._pool,
+                shape,
+                geometry.g2_pitch_m,
+                stats,
+                steps=plan.steps,
+                fit_mode=self.fit_mode,
+            ),
             view=self._live_view(start, plan, rows, stats),
         )
 
@@ -278,6 +291,7 @@ class StreamingReconstructor:
         slab = scan.admit(header, data, from_file, t_arrival)
         if slab is None:
             return
+        scan.keep_whole(header, data)
         series = scan.series
         key = series.identify(header)
         if key is None:
@@ -299,7 +313,8 @@ class StreamingReconstructor:
     def _close(self, scan: ScanState, s: Series, t_arrival: float | None) -> None:
         """Fit a series no longer open, keep the fit, update the live view."""
         fits = scan.fits
-        rec = fits.fit(s)
+        whole = scan.whole_calibration(s.key[2]) if scan.calibration_whole else None
+        rec = fits.fit(s, whole)
         if rec is None or not fits.keep(s.key[0], rec):
             return
         if s.key[0] == ImageKey.FLAT:

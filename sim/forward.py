@@ -1,13 +1,15 @@
 """Fast fringe model of a phase-stepping grating interferometer and the detector.
 
 Per super-sampled detector point and stepped-grating phase theta = 2 pi x / p2 (x = actual G2
-position [m], stepped along +s):
+position [m], stepped along +s), with psi = phi_ref + phi_s:
 
-    I(theta) = I0 dose T [1 + V0 D cos(theta + phi_ref + phi_s)
-                          + sum_n b_n V0 D cos(n (theta + phi_ref + phi_s))]
+    I(theta) = I0 dose T [1 + V0 D cos(theta + psi)
+                          + sum_{n>=2} V0 D^(n^2) Re(beta_n e^{i n (theta + psi)})]
 
 with transmission T = exp(-2 k int beta), dark field D = exp(-int eps) (Bech et al., PMB 55, 5529
-(2010)) and the finite-shear differential phase (Weitkamp et al., Opt. Express 13, 6296 (2005))
+(2010)), the curve's shape beta_n = c_n |c_1|^(n-1) / c_1^n (complex; ``sim.gratings`` computes it
+from the real gratings, or ``Fringes.harmonics`` gives it for a sinusoidal curve) and the
+finite-shear differential phase (Weitkamp et al., Opt. Express 13, 6296 (2005))
 
     phi_s(s) = Phi(s - xi/2) - Phi(s + xi/2) = k [int delta (s + xi/2) - int delta (s - xi/2)],
 
@@ -15,6 +17,11 @@ Phi = -k int delta the exit-wave phase, xi = lambda d / p2 the shear. The sign i
 Fresnel wave-optics calculation gives (sim/fresnel.py, tests/sim/test_fresnel.py): a phase
 gradient dPhi/ds tilts the wave by alpha = +(1/k) dPhi/ds, the fringe moves by +d alpha, and an
 analyser stepped along +s then sees the phase -2 pi d alpha / p2 = -xi dPhi/ds.
+
+The dark field damps harmonic n by D^(n^2), not by D: small-angle scattering blurs the fringe
+with a Gaussian, which multiplies the fringe's harmonic n by exp(-2 pi^2 n^2 s^2 / p2^2) =
+D^(n^2), D = exp(-int eps) being its first-harmonic reduction. A scattering sample makes the
+curve more sinusoidal.
 
 Intensities (never phases) are averaged from the super-sampled grid into pixels, then the
 detector applies Poisson noise, Gaussian PSF, gain, read noise and the dark offset, in that order
@@ -39,6 +46,7 @@ from scipy import ndimage
 
 from contracts.instrument import Geometry
 from contracts.simulation import DetectorResponse, Fringes
+from sim.gratings import curve_harmonics
 
 FloatArray = NDArray[np.float64]
 ComplexArray = NDArray[np.complex128]
@@ -92,9 +100,17 @@ def bin_pixels(image: NDArray[Any], supersample: int) -> NDArray[Any]:
     rows, cols = image.shape
     if rows % supersample or cols % supersample:
         raise ValueError(f"image shape {image.shape} is not a multiple of supersample")
-    return image.reshape(rows // supersample, supersample, cols // supersample, supersample).mean(
-        axis=(1, 3)
-    )
+    if not np.issubdtype(image.dtype, np.inexact):
+        image = image.astype(np.float64)
+    if supersample == 1:
+        return image.copy()
+    out = image[::supersample, ::supersample].copy()  # sums of strided views: no reduce
+    for i in range(supersample):
+        for j in range(supersample):
+            if i or j:
+                out += image[i::supersample, j::supersample]
+    out /= supersample * supersample
+    return out
 
 
 @dataclass(frozen=True)
@@ -251,9 +267,12 @@ class StepCurve:
         """Expected counts (nrows, ncols) at grating phase ``theta_rad`` [rad]; every harmonic
         scaled by ``visibility_factor`` (a misaligned analyser, ``sim.misalignment``)."""
         out = self.a0.copy()
-        for n, cn in self.harmonics.items():
-            wave = np.real(cn * np.exp(1j * n * (theta_rad + phase_offset_rad)))
-            out += (2.0 * visibility_factor) * wave
+        rotor = np.exp(1j * (theta_rad + np.asarray(phase_offset_rad, dtype=np.float64)))
+        power, last = rotor, 1  # rotor^n by products: one exp however many harmonics
+        for n in sorted(self.harmonics):
+            while last < n:
+                power, last = power * rotor, last + 1
+            out += (2.0 * visibility_factor) * np.real(self.harmonics[n] * power)
         return dose * out
 
     @property
@@ -262,38 +281,75 @@ class StepCurve:
         return self.harmonics[1]
 
 
-def _check_harmonics(harmonics: Mapping[int, float] | None) -> dict[int, float]:
-    out = dict(harmonics or {})
-    for n in out:
+def _check_harmonics(harmonics: Mapping[int, complex] | None) -> dict[int, complex]:
+    given = dict(harmonics or {})
+    for n in given:
         if int(n) != n or n < 2:
             raise ValueError(f"harmonics keys must be integers >= 2, got {n!r}")
-    return out
+    return {int(n): complex(b) for n, b in given.items()}
 
 
 def step_curve(
     fields: ProjectionFields | None,
     reference: ReferencePattern,
     incident_counts: float,
-    harmonics: Mapping[int, float] | None = None,
+    harmonics: Mapping[int, complex] | None = None,
+    *,
+    fringes: Fringes | None = None,
+    geometry: Geometry | None = None,
 ) -> StepCurve:
-    """Bin the super-sampled stepping curve into pixels; ``fields=None`` means no sample."""
+    """Bin the super-sampled stepping curve into pixels; ``fields=None`` means no sample.
+
+    The curve's shape is ``harmonics`` {n: beta_n} (n >= 2, complex or real; None: a sinusoid),
+    or that of ``fringes`` in ``geometry`` (``sim.gratings.curve_harmonics``: the gratings'
+    with ``curve="gratings"``, cached, the explicit ones with ``"sinusoidal"``). Harmonic n is
+    c_n = beta_n |c_1| e^{i n psi} D^(n^2 - 1) relative to the first harmonic c_1 (module
+    docstring), binned into pixels as e^{i n psi} is.
+    """
     if not incident_counts > 0:
         raise ValueError(f"incident_counts must be > 0, got {incident_counts!r}")
+    if fringes is not None:
+        if harmonics is not None or geometry is None:
+            raise ValueError("fringes needs geometry, and takes the place of harmonics")
+        harmonics = curve_harmonics(fringes, geometry)
     extra = _check_harmonics(harmonics)
     ss = reference.supersample
     psi = reference.phase
     amp = incident_counts * reference.visibility
     a0_sub: FloatArray | float = incident_counts
+    damping: FloatArray | None = None
     if fields is not None:
         if fields.supersample != ss or fields.dphase.shape != psi.shape:
             raise ValueError("fields and reference must share the super-sampled grid")
         psi = psi + fields.dphase
         amp = amp * fields.transmission * fields.darkfield
         a0_sub = incident_counts * fields.transmission
+        damping = fields.darkfield
     a0 = bin_pixels(np.broadcast_to(np.asarray(a0_sub, dtype=np.float64), psi.shape), ss)
-    out: dict[int, ComplexArray] = {1: bin_pixels(0.5 * amp * np.exp(1j * psi), ss)}
-    for n, b_n in sorted(extra.items()):
-        out[n] = bin_pixels(0.5 * b_n * amp * np.exp(1j * n * psi), ss)
+    half = 0.5 * amp
+    rotor = np.exp(1j * psi)
+    out: dict[int, ComplexArray] = {1: bin_pixels(half * rotor, ss)}
+    if not extra:
+        return StepCurve(a0=np.asarray(a0, dtype=np.float64), harmonics=out)
+    if damping is not None and bool(np.all(damping == 1.0)):
+        damping = None
+    # q_n = D^(n^2 - 1) e^{i n psi} (amp holds D once) by products over n = 1, 1 + g, 1 + 2g, ...
+    # (g = gcd of the n - 1: 2 for a curve of odd harmonics): q_{n+g} = q_n r_n with
+    # r_n = e^{i g psi} D^(2 g n + g^2) and r_{n+g} = r_n D^(2 g^2); one exp in all.
+    g = math.gcd(*(n - 1 for n in extra))
+    q = rotor
+    step = rotor if g == 1 else np.exp(1j * g * psi)
+    growth = None
+    if damping is not None:
+        step = step * damping ** (2 * g + g * g)
+        growth = damping ** (2 * g * g)
+    last = 1
+    for n in sorted(extra):
+        while last < n:
+            q, last = q * step, last + g
+            if growth is not None:
+                step = step * growth
+        out[n] = extra[n] * bin_pixels(half * q, ss)
     return StepCurve(a0=np.asarray(a0, dtype=np.float64), harmonics=out)
 
 
@@ -316,7 +372,7 @@ def expected_counts(
     theta_step_rad: float,
     incident_counts: float,
     dose: float = 1.0,
-    harmonics: Mapping[int, float] | None = None,
+    harmonics: Mapping[int, complex] | None = None,
     phase_offset_rad: float | FloatArray = 0.0,
 ) -> FloatArray:
     """Binned expected detected counts (nrows, ncols) [e-] before the detector (no PSF)."""

@@ -2,8 +2,10 @@
 
 A scan is: ``plan.darks`` dark frames (shutter closed), a reference series (sample out) at
 angle 0, then the projection series angle by angle with a reference series after every
-``plan.reference_every`` angles and one at the end. A series is ``plan.steps`` frames with
-the stepped grating G2 commanded to x_k = k periods p2 / M. Per frame (docs/physics.md):
+``plan.reference_every`` angles and one at the end. A series is M = ``plan.steps`` frames
+(reference series 0, the calibration series: M = ``plan.calibration_steps`` when set,
+``ScanPlan.series_steps``) with the stepped grating G2 commanded to x_k = k periods p2 / M. Per
+frame (docs/physics.md):
 
 - encoder readback = commanded + N(0, encoder_noise_m); actual G2 position = encoder - step
   error, step error ~ N(0, step_error_m) (the encoder does not see it);
@@ -120,8 +122,12 @@ class FrameRenderer:
                 sim.phantom.supersample,
                 self.axis_offset_px,
             )
-        curve = step_curve(
-            fields, self.reference, sim.detector.incident_counts, sim.fringes.harmonics
+        curve = step_curve(  # the curve's shape: sim.gratings.curve_harmonics, cached
+            fields,
+            self.reference,
+            sim.detector.incident_counts,
+            fringes=sim.fringes,
+            geometry=self.instrument.geometry,
         )
         self._cache[key] = curve
         while len(self._cache) > self._cache_size:
@@ -237,7 +243,7 @@ def simulate_scan(
     det_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(4)[3]) if noise else None
     angles = np.asarray(plan.angles_deg(), dtype=np.float64)
     order = _series_plan(plan)
-    n_frames = plan.darks + len(order) * plan.steps
+    n_frames = plan.frames_planned()
     scan = _ScanBuffers.empty(n_frames, instrument.detector.shape, plan.exposure_s, noise)
     _take_darks(scan, renderer, plan, rng, det_rng)
     truth_parts: dict[int, TruthProjections] = {}
@@ -245,12 +251,14 @@ def simulate_scan(
     series = 0
     for item in order:
         if item < 0:
-            _take_series(scan, renderer, plan, rng, det_rng, rotation_deg, -1, series)
+            steps = plan.series_steps(("reference", series))
+            _take_series(scan, renderer, plan, rng, det_rng, rotation_deg, -1, series, steps)
             series += 1
             continue
         rotation_deg = float(angles[item])
         truth_parts[item] = compute_truth(renderer, angles[item : item + 1])
-        _take_series(scan, renderer, plan, rng, det_rng, rotation_deg, item, -1)
+        steps = plan.series_steps(("projection", item))
+        _take_series(scan, renderer, plan, rng, det_rng, rotation_deg, item, -1, steps)
     return SimulatedScan(
         instrument=instrument,
         plan=plan,
@@ -362,19 +370,20 @@ def _take_series(
     rotation_deg: float,
     angle_index: int,
     series_index: int,
+    steps: int,
 ) -> None:
-    """One series of ``plan.steps`` frames at ``rotation_deg`` [deg], G2 commanded to
-    k ``plan.periods`` p2 / ``plan.steps`` [m]: a projection when ``angle_index`` >= 0, else a
-    reference (sample out) numbered ``series_index``.
+    """One series of ``steps`` frames (``plan.series_steps``) at ``rotation_deg`` [deg], G2
+    commanded to k ``plan.periods`` p2 / ``steps`` [m]: a projection when ``angle_index`` >= 0,
+    else a reference (sample out) numbered ``series_index``.
 
     Per frame ``rng`` draws the encoder noise, the step error (both [m]) and the dose, in order.
     """
     itf = renderer.simulation.fringes
     p2 = renderer.instrument.geometry.g2_pitch_m
-    commanded = np.arange(plan.steps) * plan.periods * p2 / plan.steps
+    commanded = np.arange(steps) * plan.periods * p2 / steps
     sample_in = angle_index >= 0
     key = ImageKey.PROJECTION if sample_in else ImageKey.FLAT
-    for k in range(plan.steps):
+    for k in range(steps):
         x_enc = commanded[k] + itf.encoder_noise_m * rng.normal()
         x_true = x_enc - itf.step_error_m * rng.normal()
         dose = max(1.0 + itf.dose_fluctuation * rng.normal(), 0.0)

@@ -20,7 +20,7 @@ from contracts.scanfile import read_scan
 from sim.ioc.launch import client_environment, free_port, start_ioc, stop_ioc
 from sim.scan import FrameRenderer
 
-STEPS, ANGLES, REFERENCE_EVERY = 8, 60, 30
+STEPS, ANGLES, REFERENCE_EVERY, CALIBRATION_STEPS = 8, 60, 30, 21
 
 
 def _talbot(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -46,8 +46,9 @@ def _wait_for(log: Path, needle: str, process: subprocess.Popen[bytes], timeout_
 
 @pytest.fixture(scope="module")
 def overridden(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Run ``talbot scan ct --steps 8 --angles 60`` against a fresh simulated beamline (tiny
-    profile: 5 steps, 90 angles) with ``talbot recon`` following the stream."""
+    """Run ``talbot scan ct --steps 8 --angles 60 --calibration-steps 21`` against a fresh
+    simulated beamline (tiny profile: 5 steps, 90 angles, 32 calibration steps) with
+    ``talbot recon`` following the stream."""
     root = tmp_path_factory.mktemp("override")
     prefix = f"OV{uuid.uuid4().hex[:6].upper()}:"
     profile = root / "beamline.toml"
@@ -66,7 +67,8 @@ def overridden(tmp_path_factory: pytest.TempPathFactory) -> Path:
         scan = subprocess.run(
             [sys.executable, "-m", "beamline.cli", "scan", "ct", "--profile", str(profile),
              "--data-dir", str(root / "data"), "--steps", str(STEPS), "--angles", str(ANGLES),
-             "--reference-every", str(REFERENCE_EVERY), "--no-progress"],
+             "--reference-every", str(REFERENCE_EVERY),
+             "--calibration-steps", str(CALIBRATION_STEPS), "--no-progress"],
             capture_output=True, text=True, env=env, timeout=400,
         )  # fmt: skip
         assert scan.returncode == 0, scan.stdout + scan.stderr
@@ -75,6 +77,37 @@ def overridden(tmp_path_factory: pytest.TempPathFactory) -> Path:
         recon.kill()
         assert stop_ioc(ioc) == 0, (root / "sim.log").read_text()
     return root
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--calibration-steps", "4"], "calibration_steps=4 must be at least 2 steps + 5 = 15"),
+        (["--calibration-steps", "40", "--steps", "20"], "calibration_steps=40 must be at least"),
+        (["--calibration-steps", "257"], "less than or equal to 256"),
+        (["--calibration-steps", "-1"], "greater than or equal to 0"),
+        (["--periods", "2"], "calibration_steps=32 and periods=2 must be coprime"),  # tiny's
+        (["--calibration-steps", "33", "--periods", "3"], "calibration_steps=33 and periods=3"),
+    ],
+)
+def test_a_bad_calibration_steps_exits_2_naming_the_option_before_anything_connects(
+    args: list[str],
+    needle: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from beamline import session
+    from beamline.cli import main
+
+    def no_session(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the session was made: the plan was not checked first")
+
+    monkeypatch.setattr(session, "make_session", no_session)
+    assert main(["scan", "ct", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --calibration-steps: calibration_steps"), err
+    assert needle in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def _scan_file(root: Path) -> Path:
@@ -99,10 +132,17 @@ def test_the_scan_file_and_the_stream_carry_the_plan_as_it_ran(overridden: Path)
     plan = contents.header.plan
     assert plan is not None
     assert (plan.steps, plan.angles, plan.reference_every) == (STEPS, ANGLES, REFERENCE_EVERY)
+    assert plan.calibration_steps == CALIBRATION_STEPS
     assert contents.end.complete
-    assert len(contents.table) == plan.frames_planned() == 5 + (ANGLES + 3) * STEPS
-    steps = contents.table.rows["step_index"][contents.table.rows["image_key"] == 0]
+    # darks, the calibration series (reference series 0), 2 more references, the projections
+    n = 5 + CALIBRATION_STEPS + (ANGLES + 2) * STEPS
+    assert len(contents.table) == plan.frames_planned() == contents.end.frames_written == n
+    rows = contents.table.rows
+    steps = rows["step_index"][rows["image_key"] == 0]
     assert sorted(set(steps.tolist())) == list(range(STEPS))
+    flat = rows["image_key"] == 1
+    for index, m in ((0, CALIBRATION_STEPS), (1, STEPS), (2, STEPS)):
+        assert rows["step_index"][flat & (rows["series_index"] == index)].tolist() == list(range(m))
     stream = json.loads((overridden / "live" / "stream.json").read_text())
     assert stream["stats"]["projections"] == ANGLES
     assert stream["stats"]["lost"] == []

@@ -18,6 +18,7 @@ from beamline.documents import read_run
 from beamline.session import Session, make_session, shell_namespace
 from contracts.frames import ImageKey
 from contracts.scanfile import ScanFileContents, read_scan
+from contracts.scanplan import ScanPlan
 from devices import FRAME_TYPES
 from plans.alignment import (
     center_check_scan,
@@ -113,18 +114,19 @@ def test_ct_run_documents_status_and_restore(session: Session, sim_ioc: IocHandl
     assert run.stop["exit_status"] == "success"
     assert run.start["instrument"] == session.profile.instrument.model_dump(mode="json")
     assert run.start["scan_plan"]["steps"] == 3
+    assert run.start["scan_plan"]["calibration_steps"] == 32  # tiny's calibration series
     assert "phantom" not in json.dumps(run.start)
     assert run.streams() == ["dark", "primary", "reference"]
     series = _frames_by_series(run)
     assert series == {
         ("dark", -1, 0): [-1, -1],
-        ("reference", 0, 0): [0, 1, 2],
+        ("reference", 0, 0): list(range(32)),
         ("projection", 0, 0): [0, 1, 2],
         ("projection", 1, 0): [0, 1, 2],
         ("reference", 1, 0): [0, 1, 2],
     }
     n = sum(len(v) for v in series.values())
-    assert n == run.start["frames_total"] == 2 + 4 * 3
+    assert n == run.start["frames_total"] == 2 + 32 + 3 * 3
     primary = run.table("primary")
     # measured readbacks in every event: G2 at the commanded steps (1 nm encoder), rotation
     np.testing.assert_allclose(primary["ifm_g2_x"], primary["ifm_g2_x_user_setpoint"], atol=0.02)
@@ -133,7 +135,7 @@ def test_ct_run_documents_status_and_restore(session: Session, sim_ioc: IocHandl
     assert np.all(primary["ifm_beam_current"] > 150)
     # references with the sample out (twice the field of view of 48 um), projections in (0 mm)
     out_mm = 0.096
-    assert run.table("reference")["ifm_sample_x"] == pytest.approx([out_mm] * 6, abs=1e-3)
+    assert run.table("reference")["ifm_sample_x"] == pytest.approx([out_mm] * 35, abs=1e-3)
     assert primary["ifm_sample_x"] == pytest.approx([0.0] * 6, abs=1e-3)
     # restored: shutter closed again, sample in; operator status says done
     assert ifm.shutter.state.get(use_monitor=False) == "Closed"
@@ -153,19 +155,24 @@ def test_ct_run_documents_status_and_restore(session: Session, sim_ioc: IocHandl
     assert scan.header.plan.model_dump(mode="json") == run.start["scan_plan"]
     assert scan.frames.shape == (n, 32, 96)
     rows = scan.table.rows
-    assert list(rows["image_key"]) == [2, 2] + [1] * 3 + [0] * 6 + [1] * 3
-    assert list(rows["step_index"]) == [-1, -1] + [0, 1, 2] * 4
-    assert list(rows["angle_index"][5:11]) == [0, 0, 0, 1, 1, 1]
-    assert list(rows["series_index"][rows["image_key"] == ImageKey.FLAT]) == [0] * 3 + [1] * 3
+    assert list(rows["image_key"]) == [2, 2] + [1] * 32 + [0] * 6 + [1] * 3
+    assert list(rows["step_index"]) == [-1, -1] + list(range(32)) + [0, 1, 2] * 3
+    assert list(rows["angle_index"][34:40]) == [0, 0, 0, 1, 1, 1]
+    assert list(rows["series_index"][rows["image_key"] == ImageKey.FLAT]) == [0] * 32 + [1] * 3
     assert not scan.superseded.any()
     assert set(rows["attempt"]) == {0}
+    # the calibration series: 32 steps over the same period (1 um), 31 nm apart (the piezo
+    # settles within its in-position tolerance, 13 nm as the encoder sees it)
     np.testing.assert_allclose(
-        rows["g2_position_m"][2:] * 1e6, [10, 10 + 1 / 3, 10 + 2 / 3] * 4, atol=0.02
+        rows["g2_position_m"][2:34] * 1e6, [10 + k / 32 for k in range(32)], atol=0.02
     )
-    assert rows["rotation_deg"][8:11] == pytest.approx([90.0] * 3, abs=1e-3)
+    np.testing.assert_allclose(
+        rows["g2_position_m"][34:] * 1e6, [10, 10 + 1 / 3, 10 + 2 / 3] * 3, atol=0.02
+    )
+    assert rows["rotation_deg"][37:40] == pytest.approx([90.0] * 3, abs=1e-3)
     # darks are dark, references brighter than the projections through the rod
     means = scan.frames.reshape(n, -1).mean(axis=1)
-    assert means[:2].max() < 0.2 * means[2:5].min()
+    assert means[:2].max() < 0.2 * means[2:34].min()
 
 
 @pytest.mark.parametrize("stepping", ["software", "hardware"])
@@ -299,7 +306,7 @@ def test_a_pause_at_a_series_the_ioc_already_started_retakes_it_with_the_next_at
     latest = scan.table.latest_attempts()
     columns = ("image_key", "angle_index", "series_index", "step_index")
     keys = list(zip(*(rows[c][latest] for c in columns), strict=True))
-    assert len(keys) == len(set(keys)) == 1 + 5 * 5
+    assert len(keys) == len(set(keys)) == 1 + 32 + 4 * 5  # darks, calibration, 4 series
 
 
 def test_a_shutter_closed_by_someone_else_suspends_and_retakes_the_series(
@@ -333,6 +340,51 @@ def test_a_shutter_closed_by_someone_else_suspends_and_retakes_the_series(
     others = {k: v for k, v in series.items() if k[:2] != ("projection", 1)}
     assert all(k[2] == 0 for k in others)
     assert len(others) == 1 + 4  # darks, 2 references, projections 0 and 2
+
+
+@pytest.mark.parametrize("stepping", ["software", "hardware"])
+def test_the_calibration_series_is_reference_series_0_of_the_scan_file(
+    session: Session, stepping: str
+) -> None:
+    args = {
+        "angles": 2, "reference_every": 2, "steps": 5, "periods": 3, "calibration_steps": 16,
+        "darks": 1, "exposure_s": EXPOSURE_S, "start_um": 10.0, "stepping": stepping,
+    }  # fmt: skip
+    session.RE(session.ct(**args))
+    run = _successful_run(session)
+    plan = ScanPlan.model_validate(run.start["scan_plan"])
+    assert (plan.calibration_steps, plan.steps, plan.periods, plan.stepping) == (
+        16, 5, 3, stepping
+    )  # fmt: skip
+    assert _frames_by_series(run) == {
+        ("dark", -1, 0): [-1],
+        ("reference", 0, 0): list(range(16)),
+        ("projection", 0, 0): list(range(5)),
+        ("projection", 1, 0): list(range(5)),
+        ("reference", 1, 0): list(range(5)),
+    }
+    # the scan file: the plan with its calibration series, every planned frame written
+    scan = _scan_file(run)
+    assert scan.header.plan == plan
+    assert scan.end.complete
+    assert scan.end.frames_written == len(scan.table) == plan.frames_planned()
+    assert plan.frames_planned() == run.start["frames_total"] == 1 + 16 + 3 * 5
+    rows = scan.table.rows
+    calibration = (rows["image_key"] == ImageKey.FLAT) & (rows["series_index"] == 0)
+    assert np.flatnonzero(calibration).tolist() == list(range(1, 17))
+    assert rows["step_index"][calibration].tolist() == list(range(16))
+    # 16 steps over the same 3 periods of 1 um (187.5 nm apart; the encoder reads 2 nm rms)
+    np.testing.assert_allclose(
+        rows["g2_position_m"][calibration] * 1e6, [10 + 3 * k / 16 for k in range(16)], atol=0.02
+    )
+    for later in np.split(np.arange(17, len(rows)), 3):  # projections 0, 1, reference 1
+        assert rows["step_index"][later].tolist() == list(range(5))
+        np.testing.assert_allclose(
+            rows["g2_position_m"][later] * 1e6, [10 + 3 * k / 5 for k in range(5)], atol=0.02
+        )
+    # with the sample out, like every reference series
+    out_mm = 0.096
+    assert run.table("reference")["ifm_sample_x"] == pytest.approx([out_mm] * 21, abs=1e-3)
 
 
 def test_shell_namespace(session: Session) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
+from contracts.base import first_error
 from contracts.scanplan import ScanPlan, acquisition_order
 
 
@@ -57,3 +59,47 @@ def test_nan_and_unknown_fields_are_refused() -> None:
         _plan(exposure_s=float("nan"))
     with pytest.raises(ValueError, match="phantom"):
         _plan(phantom={})
+
+
+def test_a_plan_without_calibration_steps_has_no_calibration_series() -> None:
+    p = _plan(angles=90, reference_every=45, darks=5)
+    assert p.calibration_steps == 0
+    assert [p.series_steps(key) for key in p.order()] == [5] * (90 + 3)
+
+
+def test_the_calibration_series_is_reference_series_0_with_calibration_steps() -> None:
+    p = _plan(angles=90, reference_every=45, darks=5, calibration_steps=32)
+    assert p.series_steps(("reference", 0)) == 32
+    assert p.series_steps(("reference", 1)) == 5
+    assert p.series_steps(("reference", 2)) == 5
+    assert p.series_steps(("projection", 0)) == 5
+    # tiny's schedule: 5 + 3 x 5 + 90 x 5 = 470 frames become 5 + 32 + 2 x 5 + 90 x 5 = 497
+    assert p.frames_planned() == 5 + 32 + 2 * 5 + 90 * 5 == 497
+    assert p.model_copy(update={"calibration_steps": 0}).frames_planned() == 470
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"calibration_steps": 5}, "calibration_steps=5 must be at least 2 steps + 5 = 15"),
+        ({"calibration_steps": 14}, "calibration_steps=14 must be at least 2 steps + 5 = 15"),
+        ({"calibration_steps": 257}, "less than or equal to 256"),
+        ({"calibration_steps": -1}, "greater than or equal to 0"),
+        ({"calibration_steps": 32, "periods": 2}, "calibration_steps=32 and periods=2 must be"),
+        ({"calibration_steps": 33, "periods": 3}, "calibration_steps=33 and periods=3 must be"),
+    ],
+)
+def test_a_bad_calibration_steps_is_refused_naming_the_field(
+    fields: dict[str, object], needle: str
+) -> None:
+    with pytest.raises(ValidationError) as exc:
+        _plan(**fields)
+    field, reason = first_error(exc.value)
+    assert field == "calibration_steps"
+    assert needle in reason
+
+
+def test_calibration_steps_coprime_with_periods_and_up_to_256_are_accepted() -> None:
+    assert _plan(calibration_steps=33, periods=2).series_steps(("reference", 0)) == 33
+    assert _plan(calibration_steps=256).frames_planned() == 5 + 256 + 2 * 5 + 10 * 5
+    assert _plan(calibration_steps=15).series_steps(("reference", 0)) == 15  # 2 steps + 5

@@ -48,15 +48,17 @@ def test_ct_order_of_darks_references_projections_and_steps(
     )  # fmt: skip
     msgs = drive(plan, {"ifm_shutter_state": "Closed", "ifm_sample_x_user_setpoint": 0.25})
     frames = _frames(msgs)
-    expected = [("dark", "dark", None, -1)] * 2
-    for kind, index in acquisition_order(4, 2):
-        stream = "primary" if kind == "projection" else "reference"
-        expected += [(stream, kind, index, k) for k in range(3)]
-    assert frames == expected
     schedule = tiny.scan_plan().model_copy(
         update={"angles": 4, "reference_every": 2, "darks": 2, "steps": 3}
     )
-    assert len(frames) == schedule.frames_planned()
+    assert schedule.calibration_steps == 32  # tiny's: reference series 0 takes 32 steps
+    expected: list[tuple[str, str, int | None, int]] = [("dark", "dark", None, -1)] * 2
+    for kind, index in acquisition_order(4, 2):
+        stream = "primary" if kind == "projection" else "reference"
+        steps = 32 if (kind, index) == ("reference", 0) else 3
+        expected += [(stream, kind, index, k) for k in range(steps)]
+    assert frames == expected
+    assert len(frames) == schedule.frames_planned() == 2 + 32 + 6 * 3
     # one checkpoint per series (plus none elsewhere): darks + 7 series
     assert [m.command for m in msgs].count("checkpoint") == 1 + 7
     # rotation: one move per projection series, inside the series (after its checkpoint)
@@ -94,7 +96,8 @@ def test_ct_start_metadata_describes_the_scan(ifm: Any, det: Any, tiny: Profile)
     assert md["plan_args"]["scan_plan"] == md["scan_plan"]
     assert md["instrument"] == tiny.instrument.model_dump(mode="json")
     assert "phantom" not in str(md)  # the simulation never goes into the documents
-    assert md["frames_total"] == plan.darks + (1 + 6 + 2) * plan.steps
+    assert md["scan_plan"]["calibration_steps"] == 32
+    assert md["frames_total"] == plan.darks + 32 + (6 + 2) * plan.steps
     assert md["period_um"] == pytest.approx(1.0)  # tiny: p2 = 1 um
     assert md["angles_deg"] == pytest.approx([0, 30, 60, 90, 120, 150])
 
@@ -110,6 +113,9 @@ def test_ct_start_metadata_describes_the_scan(ifm: Any, det: Any, tiny: Profile)
         ({"exposure_s": -1.0}, "exposure_s"),
         ({"darks": -1}, "darks"),
         ({"periods": 5}, "coprime"),
+        ({"calibration_steps": 5}, "calibration_steps: calibration_steps=5 must be at least"),
+        ({"periods": 2}, "calibration_steps: calibration_steps=32 and periods=2"),  # tiny's 32
+        ({"calibration_steps": 300}, "calibration_steps: Input should be less than or equal"),
         ({"angular_range_deg": 400.0}, "angular_range_deg"),
         ({"angular_range_deg": 0.0}, "angular_range_deg"),
         ({"grating": "g0"}, "g0_pitch_m"),
@@ -147,8 +153,9 @@ def test_ct_steps_in_hardware_by_default_with_one_acquisition_per_series(
     # darks stay software-triggered (one trigger per frame); the series read one event a frame
     streams = [m.kwargs["name"] for m in msgs if m.command == "create"]
     expected = ["dark"] * 2
-    for kind, _ in acquisition_order(4, 2):
-        expected += ["primary" if kind == "projection" else "reference"] * 3
+    for kind, index in acquisition_order(4, 2):
+        steps = 32 if (kind, index) == ("reference", 0) else 3  # the calibration series: 32
+        expected += ["primary" if kind == "projection" else "reference"] * steps
     assert streams == expected
     # one object reads every hardware-stepped frame of the scan (one descriptor per stream)
     readers = {id(m.obj) for m in msgs if m.command == "read" and m.obj.name == "det_frames"}
@@ -157,6 +164,9 @@ def test_ct_steps_in_hardware_by_default_with_one_acquisition_per_series(
     # queues that one while it is acquired (the IOC starts it when it ends), no other series
     handed = [m.args[0] for m in msgs if m.command == "set" and m.obj.name == "det_sequence"]
     assert [a.key for a in handed] == acquisition_order(4, 2)
+    # the calibration series in one acquisition of 32 frames, over the same period (1 um)
+    assert handed[0].positions == pytest.approx([10.0 + k / 32 for k in range(32)])
+    assert [len(a.positions) for a in handed[1:]] == [3] * 6
     angles = [a.rotation_deg for a in handed if a.frame_type == "projection"]
     assert angles == pytest.approx([0.0, 45.0, 90.0, 135.0])
     queued = [m.args[0] for m in msgs if m.command == "set" and m.obj.name == "det_sequence_next"]
@@ -218,3 +228,41 @@ def test_each_ct_run_reads_through_objects_of_its_own_and_releases_the_sequencer
         readers.append(frames.pop())
         assert [len(s._callbacks[s.SUB_VALUE]) for s in watched] == before
     assert readers[0] is not readers[1]
+
+
+@pytest.mark.parametrize("stepping", ["software", "hardware"])
+def test_the_calibration_series_is_reference_series_0_with_calibration_steps(
+    ifm: Any, det: Any, area_det: Any, tiny: Profile, stepping: str
+) -> None:
+    detector = det if stepping == "software" else area_det
+    plan = ct(
+        ifm, [detector], tiny, angles=2, reference_every=2, darks=0, steps=5, periods=3,
+        calibration_steps=16, start_um=10.0, stepping=stepping,
+    )  # fmt: skip
+    msgs = drive(plan, {"ifm_shutter_state": "Closed", "ifm_sample_x_user_setpoint": 0.25})
+    md = next(m for m in msgs if m.command == "open_run").kwargs
+    scan_plan = ScanPlan.model_validate(md["scan_plan"])
+    assert (scan_plan.calibration_steps, scan_plan.steps, scan_plan.periods) == (16, 5, 3)
+    assert md["frames_total"] == scan_plan.frames_planned() == 16 + 5 + 5 + 5
+    streams = [m.kwargs["name"] for m in msgs if m.command == "create"]
+    assert streams == ["reference"] * 16 + ["primary"] * 10 + ["reference"] * 5
+    x = ifm.g2.x
+    if stepping == "software":
+        moves = [m.args[0] for m in msgs if m.command == "set" and m.obj is x]
+        # reference 0: below its first step by one step of M = 5 (3 periods of 1 um / 5), then
+        # the 16 steps over the same 3 periods; each later series the same approach, 5 steps
+        calibration = [10.0 - 3 / 5] + [10.0 + 3 * k / 16 for k in range(16)]
+        series = [10.0 - 3 / 5] + [10.0 + 3 * k / 5 for k in range(5)]
+        assert moves == pytest.approx(calibration + series * 3)
+        steps = [m.args[0] for m in msgs if m.command == "set" and m.obj is ifm.tags.step_index]
+        assert steps == list(range(16)) + list(range(5)) * 3
+    else:
+        handed = [m.args[0] for m in msgs if m.command == "set" and m.obj.name == "det_sequence"]
+        assert [a.key for a in handed] == acquisition_order(2, 2)
+        assert handed[0].positions == pytest.approx([10.0 + 3 * k / 16 for k in range(16)])
+        for arming in handed[1:]:
+            assert arming.positions == pytest.approx([10.0 + 3 * k / 5 for k in range(5)])
+        # one backlash for every series, the calibration series' too: one step of M (the fake
+        # motor reads no BDST back, so each series puts it)
+        bdst = [m.args[0] for m in msgs if m.command == "set" and m.obj is x.backlash]
+        assert bdst == pytest.approx([3 / 5] * 4)

@@ -152,7 +152,8 @@ def test_the_fit_is_chosen_from_the_measured_curve() -> None:
     shape = CurveShape(triangle_beta(15), np.zeros(16), V, 32)
     auto = choose_fit(shape, theta5)
     assert auto.method == "shape-aware"
-    assert auto.bias is not None and auto.bias.transmission > 0.01
+    assert auto.bias is not None
+    assert auto.bias.transmission > 0.01
     assert "shape-aware fit at 5 steps" in auto.describe()
     forced = choose_fit(shape, theta5, "first-harmonic")
     assert forced.method == "first-harmonic"

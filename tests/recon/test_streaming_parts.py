@@ -32,7 +32,7 @@ def first_series(rec: Recorded, key: ImageKey) -> list[int]:
 
 
 def assembled(rec: Recorded, frames: list[int], stats: StreamStats) -> Series:
-    series = SeriesAssembly(rec.plan.steps, 8, stats)
+    series = SeriesAssembly(rec.plan, 8, stats)
     done = None
     for i in frames:
         h = header_of(rec, i)
@@ -58,6 +58,50 @@ def test_a_newer_attempt_discards_the_open_older_series_and_older_frames_are_sup
     assert stats.superseded == 1
     assert series.identify(header_of(rec, second, frame_number=1001)) is None  # attempt 0 again
     assert stats.superseded == 2
+
+
+def test_the_calibration_series_has_calibration_steps_and_every_other_series_steps() -> None:
+    rec = shared_recorded()
+    plan = rec.plan
+    assert (plan.steps, plan.calibration_steps) == (5, 32)  # the tiny profile's
+    stats = StreamStats()
+    series = SeriesAssembly(plan, 8, stats)
+    calibration = first_series(rec, ImageKey.FLAT)
+    assert rec.rows["series_index"][calibration[0]] == 0
+    assert len(calibration) == 32
+    for i in calibration[:-1]:
+        h = header_of(rec, i)
+        key = series.identify(h)
+        assert key is not None
+        assert series.put(key, h, rec.frames[i]) is None  # open until its 32nd step
+    last = header_of(rec, calibration[-1])
+    assert last.step_index == 31
+    key = series.identify(last)
+    assert key is not None
+    assert series.valid_step(31, key)
+    done = series.put(key, last, rec.frames[calibration[-1]])
+    assert done is not None
+    assert done.filled.shape == (32,)
+    assert done.filled.all()
+    assert stats.bad_frames == 0
+    # no step 32 in the calibration series, no step 5 in any other series
+    assert series.identify(header_of(rec, calibration[0], step_index=32)) is None
+    projection = first_series(rec, ImageKey.PROJECTION)[0]
+    assert series.identify(header_of(rec, projection, step_index=5)) is None
+    later = np.flatnonzero(
+        (rec.rows["image_key"] == ImageKey.FLAT) & (rec.rows["series_index"] == 1)
+    )
+    assert series.identify(header_of(rec, int(later[0]), step_index=5)) is None
+    assert stats.bad_frames == 3
+    assert series.open == {}
+    assert series.identify(header_of(rec, projection, step_index=4)) is not None
+    projection_key = (int(ImageKey.PROJECTION), 0, 0)
+    assert not series.valid_step(5, projection_key)
+    assert series.steps_of(projection_key) == 5
+    # one number of steps for every series: the calibration series' step 5 is refused
+    plain = SeriesAssembly(5, 8, StreamStats())
+    assert plain.identify(header_of(rec, calibration[5])) is None
+    assert plain.stats.bad_frames == 1
 
 
 def test_the_dark_is_the_mean_of_the_latest_attempts_darks() -> None:

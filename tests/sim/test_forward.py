@@ -22,6 +22,7 @@ from sim.forward import (
     projection_fields,
     step_curve,
 )
+from sim.gratings import stepping_harmonics
 from sim.phantom import make_bone_phantom
 
 UM = 1e-6
@@ -125,6 +126,47 @@ def test_model_values_in_air_and_behind_the_rod(tiny, fields, reference):
     t_centre = (a0_rod / a0_r)[:, 47:49].mean()
     mu = 4 * math.pi * 2.7e-8 / tiny.instrument.geometry.wavelength_m
     assert t_centre == pytest.approx(math.exp(-mu * 40 * UM), rel=0.005)
+
+
+def test_darkfield_damps_harmonic_n_by_d_to_the_n_squared():
+    """Small-angle scattering blurs the fringe with a Gaussian: harmonic n falls by D^(n^2)."""
+    shape = (2, 3)
+    reference = ReferencePattern(np.full(shape, 0.4), np.full(shape, 0.5), 1)
+    d = np.array([[1.0, 0.9, 0.7], [0.5, 0.95, 0.8]])
+    fields = fields_from_integrals(
+        np.zeros(shape), -np.log(d), np.zeros(shape), np.zeros(shape), 1.0, 1
+    )
+    for beta in ({2: 0.1 - 0.05j, 3: 0.11, 5: -0.04}, {3: 0.11, 5: 0.04, 9: 0.012, 21: 1e-3}):
+        ref = step_curve(None, reference, 1e4, beta)
+        obj = step_curve(fields, reference, 1e4, beta)
+        np.testing.assert_allclose(obj.c1 / ref.c1, d, rtol=1e-12)
+        for n in beta:
+            expected = d ** (n**2)
+            np.testing.assert_allclose(obj.harmonics[n] / ref.harmonics[n], expected, rtol=1e-11)
+            np.testing.assert_allclose(
+                ref.harmonics[n], beta[n] * ref.c1**n / np.abs(ref.c1) ** (n - 1)
+            )
+    beta = {2: 0.1 - 0.05j}
+    ref = step_curve(None, reference, 1e4, beta)
+    # complex ratios: c_n = beta_n |c_1| e^{i n psi} (psi = 0.4, |c_1| = 1e4 0.5 / 2)
+    np.testing.assert_allclose(ref.harmonics[2], (0.1 - 0.05j) * 2500 * np.exp(0.8j), rtol=1e-12)
+
+
+def test_fringes_give_the_curve_shape_to_step_curve(tiny, fields, reference):
+    geometry = tiny.instrument.geometry
+    fringes = tiny.simulated().fringes
+    via_fringes = step_curve(fields, reference, 2e4, fringes=fringes, geometry=geometry)
+    beta = stepping_harmonics(geometry, fringes.gratings)
+    explicit = step_curve(fields, reference, 2e4, beta)
+    assert set(via_fringes.harmonics) == set(explicit.harmonics) == {1, *beta}
+    for n, cn in explicit.harmonics.items():
+        np.testing.assert_array_equal(via_fringes.harmonics[n], cn)
+    sinusoidal = fringes.model_copy(update={"curve": "sinusoidal"})
+    assert set(
+        step_curve(None, reference, 2e4, fringes=sinusoidal, geometry=geometry).harmonics
+    ) == {1}
+    with pytest.raises(ValueError, match="geometry"):
+        step_curve(None, reference, 2e4, fringes=fringes)
 
 
 def test_psf_is_applied_to_the_harmonics(tiny, fields, reference):

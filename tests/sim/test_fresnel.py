@@ -139,6 +139,41 @@ def test_local_phase_of_a_smooth_bump_matches_the_fast_model(name):
     assert np.abs(oracle - fast).max() < 0.05 * peak
 
 
+def test_oracle_gratings_options_follow_their_closed_forms():
+    """The defaults are the ideal gratings; absorber transmission, trapezoidal edges and the
+    source blur do what docs/physics.md says, checked on the raw curves."""
+    geometry = builtin_profile("tiny").instrument.geometry
+    kw = oracle_kwargs(geometry, periods=4)
+    ideal = fresnel_stepping(**kw).intensity
+    explicit = fresnel_stepping(
+        **kw, g1_duty=0.5, g2_duty=0.5, g2_transmission=0.0, g2_edge=0.0, source_sigma_m=0.0
+    ).intensity
+    np.testing.assert_array_equal(explicit, ideal)
+    # absorber lines passing tau: S_tau = tau <|U|^2> + (1 - tau) S_0 (<|U|^2> = 1)
+    leaky = fresnel_stepping(**kw, g2_transmission=0.1).intensity
+    np.testing.assert_allclose(leaky, 0.1 + 0.9 * ideal, rtol=1e-12)
+    # a trapezoid keeps the open fraction and lowers the fringe harmonic (steps of one sample: the
+    # step average is the average over every G2 position)
+    fine = oracle_kwargs(geometry, periods=4, steps=80, samples_per_step=1)
+    binary = fresnel_stepping(**fine).intensity
+    sloped = fresnel_stepping(**fine, g2_edge=0.2).intensity
+    assert binary.mean() == pytest.approx(0.5, rel=1e-12)
+    assert sloped.mean() == pytest.approx(0.5, rel=1e-12)
+    # first harmonic of the box the binary slit is convolved with: sinc(edge)
+    ratio = abs(harmonic(sloped)[0]) / abs(harmonic(binary)[0])
+    assert ratio == pytest.approx(np.sinc(0.2), rel=1e-3)
+    # a Gaussian blur of the self-image multiplies the fringe harmonic by exp(-2 pi^2 s^2 / p2^2)
+    sigma = 0.1 * geometry.g2_pitch_m
+    sine = fresnel_stepping(**kw, g2_profile="sinusoidal").intensity
+    blurred = fresnel_stepping(**kw, g2_profile="sinusoidal", source_sigma_m=sigma).intensity
+    np.testing.assert_allclose(blurred.mean(), sine.mean(), rtol=1e-12)
+    ratio = abs(harmonic(blurred)[0]) / abs(harmonic(sine)[0])
+    assert ratio == pytest.approx(math.exp(-2 * math.pi**2 * 0.1**2), rel=1e-9)
+    # G1 and G2 duties
+    assert fresnel_stepping(**fine, g2_duty=0.25).intensity.mean() == pytest.approx(0.25)
+    assert not np.allclose(fresnel_stepping(**kw, g1_duty=0.4).intensity, ideal)
+
+
 def test_oracle_checks_its_inputs():
     with pytest.raises(ValueError, match="steps"):
         fresnel_stepping(
@@ -153,3 +188,19 @@ def test_oracle_checks_its_inputs():
             steps=5,
             pixel_samples=7,
         )
+    base = {
+        "wavelength_m": 1e-10,
+        "g1_pitch_m": 2e-6,
+        "g1_phase_deg": 180.0,
+        "distance_m": 5e-3,
+        "steps": 5,
+    }
+    for bad in (
+        {"g2_duty": 1.0},
+        {"g1_duty": 0.0},
+        {"g2_transmission": 1.5},
+        {"g2_edge": 0.6},
+        {"source_sigma_m": -1e-9},
+    ):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            fresnel_stepping(**base, **bad)

@@ -17,6 +17,7 @@ from sim.misalignment import (
     talbot_visibility_factor,
 )
 from sim.scan import FrameRenderer, FrameState
+from tests.profiles import with_simulation
 from tests.sim.test_fresnel import harmonic, oracle_kwargs
 
 
@@ -63,7 +64,8 @@ def test_cone_beam_distance_scales_to_the_plane_wave_distance() -> None:
 
 
 def test_roll_gives_moire_along_the_rows_with_the_predicted_frequency() -> None:
-    p = builtin_profile("tiny")
+    # a sinusoidal curve: with 4 steps the gratings' 3rd harmonic folds onto the first
+    p = with_simulation(builtin_profile("tiny"), fringes={"curve": "sinusoidal"})
     g = p.instrument.geometry
     # 10 mrad: f_y = 0.01 * 1.5 um / 1 um = 1.5e-2 cycles/px (the pixel in the G2 plane)
     assert roll_moire_frequency(g, 0.01) == pytest.approx(0.01 * 1.5e-6 / g.g2_pitch_m)
@@ -92,7 +94,8 @@ def test_roll_gives_moire_along_the_rows_with_the_predicted_frequency() -> None:
 
 
 def test_distance_lowers_the_rendered_visibility_by_the_factor() -> None:
-    p = builtin_profile("tiny")
+    # a sinusoidal curve: the first harmonic of 5 steps then is the visibility, no folding
+    p = with_simulation(builtin_profile("tiny"), fringes={"curve": "sinusoidal"})
     g = p.instrument.geometry
     renderer = FrameRenderer(p.instrument, p.simulated(), seed=1)
     steps = 5

@@ -6,14 +6,15 @@ import pytest
 from contracts.frames import ImageKey
 from contracts.profile import builtin_profile
 from sim.scan import FRAME_OVERHEAD_S, FrameRenderer, FrameState
-from tests.profiles import simulate, with_simulation
+from tests.profiles import simulate, with_plan, with_simulation
 
 
 def clean(psf_sigma_px):
-    """tiny without step, encoder, dose or drift errors."""
+    """tiny without step, encoder, dose or drift errors, and a sinusoidal stepping curve (the
+    first-harmonic FFT of its M steps is then exact; the gratings' harmonics fold into it)."""
     return with_simulation(
         builtin_profile("tiny"),
-        fringes={"step_error_m": 0.0, "encoder_noise_m": 0.0},
+        fringes={"step_error_m": 0.0, "encoder_noise_m": 0.0, "curve": "sinusoidal"},
         detector={"psf_sigma_px": psf_sigma_px},
     )
 
@@ -34,7 +35,8 @@ def series_harmonics(scan, key, index_field, index):
     frames = scan.frames[sel].astype(float) - scan.simulation.detector.dark_offset_adu
     steps = rows["step_index"][sel]
     theta = 2 * np.pi * rows["g2_position_m"][sel] / scan.instrument.geometry.g2_pitch_m
-    assert steps.tolist() == list(range(scan.plan.steps))
+    kind = "reference" if key == ImageKey.FLAT else "projection"
+    assert steps.tolist() == list(range(scan.plan.series_steps((kind, index))))
     return frames.mean(axis=0), np.tensordot(np.exp(-1j * theta), frames, axes=(0, 0)) / len(theta)
 
 
@@ -42,13 +44,17 @@ def test_frame_table_layout(noisy):
     rows = noisy.table.rows
     sched = noisy.plan
     key = rows["image_key"]
-    assert noisy.frames.shape == (5 + 3 * 5 + 90 * 5, 32, 96)
+    # darks, the 32-step calibration series (reference series 0), 2 more references, 90 angles
+    assert noisy.frames.shape == (5 + 32 + 2 * 5 + 90 * 5, 32, 96)
+    assert noisy.frames.shape[0] == sched.frames_planned()
     assert noisy.frames.dtype == np.uint16
     assert (key[:5] == ImageKey.DARK).all()
     assert (rows["step_index"][:5] == -1).all()
     flats = key == ImageKey.FLAT
     assert sorted(set(rows["series_index"][flats].tolist())) == [0, 1, 2]
-    first, second = np.flatnonzero(flats)[[0, 5]]
+    assert rows["step_index"][5:37].tolist() == list(range(32))
+    assert (rows["series_index"][5:37] == 0).all()
+    first, second = np.flatnonzero(flats)[[0, 32]]
     assert first == 5
     # reference series after angle 44 (reference_every = 45) and at the end
     assert rows["angle_index"][second - 1] == sched.reference_every - 1
@@ -68,7 +74,9 @@ def test_encoder_readback_differs_from_the_true_position(noisy):
     itf = noisy.simulation.fringes
     stepped = rows["step_index"] >= 0
     p2 = noisy.instrument.geometry.g2_pitch_m
-    commanded = rows["step_index"][stepped] * p2 / noisy.plan.steps
+    calibration = (rows["image_key"] == ImageKey.FLAT) & (rows["series_index"] == 0)
+    steps = np.where(calibration, noisy.plan.calibration_steps, noisy.plan.steps)[stepped]
+    commanded = rows["step_index"][stepped] * p2 / steps
     encoder_error = rows["g2_position_m"][stepped] - commanded
     step_error = rows["g2_position_m"][stepped] - noisy.true_g2_position_m[stepped]
     assert encoder_error.std() == pytest.approx(itf.encoder_noise_m, rel=0.15)
@@ -108,9 +116,12 @@ def test_phase_noise_follows_counting_statistics():
     _, c1_r = series_harmonics(scan, ImageKey.FLAT, "series_index", 0)
     _, c1_r2 = series_harmonics(scan, ImageKey.FLAT, "series_index", 2)
     diff = np.angle(c1_r2 * np.conj(c1_r))
-    n_counts = scan.plan.steps * scan.simulation.detector.incident_counts
-    vis = 2 * np.abs(c1_r) / scan.simulation.detector.incident_counts
-    expected = np.sqrt(2 * 2 / (n_counts * vis**2))  # two independent series
+    counts = scan.simulation.detector.incident_counts
+    steps = [scan.plan.series_steps(("reference", i)) for i in (0, 2)]
+    assert steps == [32, 5]  # the calibration series and a 5-step one
+    vis = 2 * np.abs(c1_r) / counts
+    # two independent series, of M counts-weighted steps each: var = 2 / (M counts vis^2)
+    expected = np.sqrt(sum(2 / (m * counts * vis**2) for m in steps))
     assert diff.std() == pytest.approx(np.sqrt(np.mean(expected**2)), rel=0.1)
     assert abs(diff.mean()) < 0.01
 
@@ -141,3 +152,32 @@ def test_scan_is_deterministic_in_seed(noisy):
     again = simulate(builtin_profile("tiny"), seed=0, noise=True)
     np.testing.assert_array_equal(again.frames, noisy.frames)
     np.testing.assert_array_equal(again.table.rows, noisy.table.rows)
+
+
+def test_the_calibration_series_is_reference_series_0_with_its_own_steps() -> None:
+    profile = with_plan(clean(0.7), angles=4, reference_every=2, periods=3, calibration_steps=16)
+    scan = simulate(profile, seed=3, noise=False)
+    plan = scan.plan
+    rows = scan.table.rows
+    assert len(rows) == plan.frames_planned() == 5 + 16 + 2 * 5 + 4 * 5
+    key, series = rows["image_key"], rows["series_index"]
+    calibration = (key == ImageKey.FLAT) & (series == 0)
+    assert np.flatnonzero(calibration).tolist() == list(range(5, 5 + 16))
+    assert rows["step_index"][calibration].tolist() == list(range(16))
+    # the same 3 periods in 16 equidistant steps (no encoder or step error in this profile)
+    p2 = scan.instrument.geometry.g2_pitch_m
+    np.testing.assert_allclose(
+        rows["g2_position_m"][calibration], np.arange(16) * 3 * p2 / 16, rtol=0, atol=1e-15
+    )
+    np.testing.assert_allclose(scan.true_g2_position_m[calibration], np.arange(16) * 3 * p2 / 16)
+    # every other series: 5 steps over the 3 periods
+    for image_key, field, index in [
+        (ImageKey.FLAT, "series_index", 1),
+        (ImageKey.FLAT, "series_index", 2),
+        *[(ImageKey.PROJECTION, "angle_index", a) for a in range(4)],
+    ]:
+        sel = (key == image_key) & (rows[field] == index)
+        assert rows["step_index"][sel].tolist() == list(range(5)), (image_key, index)
+        np.testing.assert_allclose(
+            rows["g2_position_m"][sel], np.arange(5) * 3 * p2 / 5, rtol=0, atol=1e-15
+        )
