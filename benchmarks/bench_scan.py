@@ -2,7 +2,7 @@
 
 Efficiency = (sum of exposure times) / (wall time of the run, open to close), at 50 ms exposure,
 with the tiny profile's plan by default (90 angles x 5 steps, references every 45 angles, the
-first one the 32-step calibration series, 5 darks: 5 + 32 + 2 x 5 + 90 x 5 = 497 frames).
+first one the 48-step calibration series, 5 darks: 5 + 48 + 2 x 5 + 90 x 5 = 513 frames).
 Target (issue 4) >= 80 %. Both ways of stepping are measured in one run, on one simulated IOC:
 ``hardware`` (one camera acquisition per series, the step sequencer moves the piezo after each
 exposure) and ``software`` (move, tag, trigger and read per step). Also reported, from the

@@ -45,10 +45,11 @@ from recon.fitmode import FIT_MODES, FitMode
 from recon.retrieval import (
     F32,
     Frames,
+    Lookup,
     StepFit,
-    _atan2f,
     _check_dark,
     _kernel_frames,
+    _lookup,
     _pseudo_inverse,
 )
 
@@ -56,10 +57,14 @@ from recon.retrieval import (
 SINUSOIDAL_ENOUGH = 1e-3
 #: A predicted bias above this (relative) is warned about.
 WARN_BIAS = 1e-2
+#: A calibration whose two highest harmonics reach this (relative to the first) does not resolve
+#: the curve: the harmonics above fold onto them (warned about).
+UNRESOLVED = 2e-3
 #: Pixels below this reference visibility do not weigh in the shape (edges, dead pixels).
 MIN_VISIBILITY = 0.05
-#: Points of the lookup table over one turn of the curve phase.
-TABLE_SIZE = 4096
+#: Points of the lookup table over one turn of the curve phase (linear interpolation between
+#: them is exact to ~1e-6 for the presets' curves).
+TABLE_SIZE = 1024
 #: Bytes of float32 work memory per chunk of rows when measuring the shape.
 _CHUNK_BYTES = 64 * 2**20
 
@@ -285,6 +290,11 @@ class AliasTable:
     rotation: NDArray[np.complex64]
     mean: F32
 
+    @property
+    def lookup(self) -> Lookup:
+        """The table as ``recon.retrieval.retrieve_interpolated`` takes it."""
+        return self.rotation, self.mean
+
     @classmethod
     def build(cls, shape: CurveShape, theta_rad: ArrayLike, size: int = TABLE_SIZE) -> AliasTable:
         """The table for a series stepped at ``theta_rad`` (M,) [rad] (measured phases).
@@ -314,20 +324,9 @@ class AliasTable:
 @numba.njit(parallel=True, fastmath=True, cache=True)
 def _unbias_kernel(a0, c1, rotation, mean, a0_out, c1_out):  # type: ignore[no-untyped-def]
     rows, cols = a0.shape
-    k = rotation.size - 1
-    scale = np.float32(k / (2.0 * np.pi))
-    pi = np.float32(np.pi)
     for r in numba.prange(rows):
         for c in range(cols):
-            z = c1[r, c]
-            x = (_atan2f(z.imag, z.real) + pi) * scale
-            i = min(max(int(x), 0), k - 1)
-            w = x - np.float32(i)
-            rot = rotation[i] * (np.float32(1.0) - w) + rotation[i + 1] * w
-            g = mean[i] * (np.float32(1.0) - w) + mean[i + 1] * w
-            zz = z * rot
-            c1_out[r, c] = zz
-            a0_out[r, c] = a0[r, c] - g * math.sqrt(zz.real * zz.real + zz.imag * zz.imag)
+            c1_out[r, c], a0_out[r, c] = _lookup(c1[r, c], a0[r, c], rotation, mean)
 
 
 def unbias(fit: StepFit, table: AliasTable, out: StepFit | None = None) -> StepFit:
@@ -381,7 +380,7 @@ class FitChoice:
         return (
             f"{self.method} fit at {self.steps} steps; curve shape from a {self.shape.steps}-step "
             f"calibration, |beta_2..5| = "
-            + ", ".join(f"{abs(b):.3g}" for b in self.shape.beta[2:6])
+            + ", ".join(f"{abs(b):.3g}" if abs(b) >= 1e-4 else "0" for b in self.shape.beta[2:6])
             + f"; a first-harmonic fit would be off by up to {self.bias.describe()}"
         )
 
@@ -435,7 +434,7 @@ def choose_fit(shape: CurveShape | None, theta_rad: ArrayLike, mode: FitMode = "
             f"up to {residual.describe()}"
         )
     top = float(np.abs(shape.beta[-2:]).max())
-    if top > 1e-2:
+    if top > UNRESOLVED:
         warnings.append(
             f"the {shape.steps}-step calibration does not resolve the curve (|beta| = {top:.2g} "
             f"at harmonic {shape.max_harmonic}): take more calibration steps"

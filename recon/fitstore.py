@@ -18,6 +18,7 @@ complex64 [counts]; darks (rows, columns) float32 [counts]; times [s]; rotations
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -179,21 +180,29 @@ class FitStore:
         key = (first.index, first.attempt)
         if self._choice is None or self._choice[0] != key:
             assert first.theta is not None
-            mode = self.fit_mode
-            if mode == "shape-aware" and self.curve is None:
-                mode = "first-harmonic"  # no calibration (yet): said by the choice's line
-            self._choice = (key, choose_fit(self.curve, first.theta, mode))
+            if self.fit_mode == "shape-aware" and self.curve is None:
+                # a service goes on: the first-harmonic fit, and the reason, rather than none
+                plain = choose_fit(None, first.theta, "first-harmonic")
+                why = "fit 'shape-aware' asked for, but the scan has no calibration series"
+                self._choice = (key, dataclasses.replace(plain, warnings=(why,)))
+            else:
+                self._choice = (key, choose_fit(self.curve, first.theta, self.fit_mode))
         return self._choice[1]
+
+    def alias_table(self, rec: Fitted) -> AliasTable | None:
+        """The alias table of ``rec``'s steps under the current choice (None: first-harmonic
+        path), made once per choice."""
+        choice = self.choice()
+        if choice.method != "shape-aware" or rec.theta is None:
+            return None
+        if rec.table is None or rec.table[0] is not choice:
+            rec.table = (choice, choice.table(rec.theta))
+        return rec.table[1]
 
     def _unbiased(self, rec: Fitted, fit: StepFit) -> StepFit:
         """``fit`` (of ``rec``, dark-corrected) unbiased for the curve's harmonics, or as is
         on the first-harmonic path."""
-        choice = self.choice()
-        if choice.method != "shape-aware" or rec.theta is None:
-            return fit
-        if rec.table is None or rec.table[0] is not choice:
-            rec.table = (choice, choice.table(rec.theta))
-        table = rec.table[1]
+        table = self.alias_table(rec)
         return fit if table is None else unbias(fit, table)
 
     def _solve(self, s: Series, sel: NDArray[np.bool_]) -> tuple[StepFit, NDArray[np.float64]]:
@@ -235,12 +244,17 @@ class FitStore:
 
     def corrected(self, rec: Fitted, rows: NDArray[np.int64] | None = None) -> StepFit:
         """The fit (of the given rows of the slab; None: all) as if taken with the current
-        dark (linear correction)."""
+        dark (linear correction), unbiased for the curve's harmonics when the shape-aware fit
+        runs."""
+        return self._unbiased(rec, self.dark_corrected(rec, rows))
+
+    def dark_corrected(self, rec: Fitted, rows: NDArray[np.int64] | None = None) -> StepFit:
+        """The fit (of the given rows; None: all) as if taken with the current dark."""
         a0, c1 = rec.fit.a0, rec.fit.c1
         if rows is not None:
             a0, c1 = a0[rows], c1[rows]
         if rec.dark is self.dark:
-            return self._unbiased(rec, StepFit(a0, c1))
+            return StepFit(a0, c1)
         zero = np.zeros(self.shape, np.float32)
         new = self.dark if self.dark is not None else zero
         old = rec.dark if rec.dark is not None else zero
@@ -248,7 +262,7 @@ class FitStore:
         w = rec.dark_weights
         a0 = (a0 - delta * np.float32(w[0])).astype(np.float32)
         c1 = (c1 - delta * np.complex64(0.5 * w[1] - 0.5j * w[2])).astype(np.complex64)
-        return self._unbiased(rec, StepFit(a0, c1))
+        return StepFit(a0, c1)
 
     def reference(self, rows: NDArray[np.int64], t_s: float) -> StepFit:
         """The reference of those rows of the slab at time ``t_s`` [s], interpolated between the
@@ -281,6 +295,10 @@ class FitStore:
         for j, a in enumerate(angles):
             rec = self.projs[a]
             out = Signals(trans[j], dphi[j], dfield[j])
-            retrieve_interpolated(self.corrected(rec), ref_fits, times, rec.t_mid, out)
+            table = self.alias_table(rec)  # applied in the retrieval's pass
+            retrieve_interpolated(
+                self.dark_corrected(rec), ref_fits, times, rec.t_mid, out,
+                None if table is None else table.lookup,
+            )  # fmt: skip
             theta[j] = np.deg2rad(rec.rotation_deg)
         return Projections(trans, dphi, dfield, theta, self.choice())

@@ -102,15 +102,12 @@ class SeriesFrames:
 
 
 def _fit_series(
-    frames: NDArray[np.generic],
-    series: SeriesFrames,
-    dark: F32 | None,
-    dose_ref: float,
-    choice: FitChoice,
+    frames: NDArray[np.generic], series: SeriesFrames, dark: F32 | None, dose_ref: float
 ) -> StepFit:
-    fit = fit_dose_normalised(frames[series.index], series.theta, dark, series.current_ma, dose_ref)
-    table = choice.table(series.theta)
-    return fit if table is None else unbias(fit, table, fit)
+    """The first-harmonic fit of one series (unbiased later, with its alias table)."""
+    return fit_dose_normalised(
+        frames[series.index], series.theta, dark, series.current_ma, dose_ref
+    )
 
 
 def scan_fit(
@@ -182,7 +179,9 @@ def retrieve_projections(
     ref_fits: list[StepFit] = []
     ref_times: list[float] = []
     for ref in refs.values():
-        ref_fits.append(_fit_series(frames, ref, dark, dose_ref, choice))
+        ref_fit = _fit_series(frames, ref, dark, dose_ref)
+        alias = choice.table(ref.theta)
+        ref_fits.append(ref_fit if alias is None else unbias(ref_fit, alias, ref_fit))
         ref_times.append(float(rows["timestamp_s"][ref.index].mean()))
     order = np.argsort(ref_times)
     ref_fits = [ref_fits[i] for i in order]
@@ -196,9 +195,13 @@ def retrieve_projections(
     angles = np.empty(n, np.float64)
     for j, proj in enumerate(projs.values()):
         idx = proj.index
-        sample = _fit_series(frames, proj, dark, dose_ref, choice)
+        sample = _fit_series(frames, proj, dark, dose_ref)
         t_mid = float(rows["timestamp_s"][idx].mean())
-        retrieve_interpolated(sample, ref_fits, times, t_mid, Signals(trans[j], dphi[j], dfield[j]))
+        alias = choice.table(proj.theta)  # applied in the retrieval's pass
+        retrieve_interpolated(
+            sample, ref_fits, times, t_mid, Signals(trans[j], dphi[j], dfield[j]),
+            None if alias is None else alias.lookup,
+        )  # fmt: skip
         angles[j] = np.deg2rad(float(rows["rotation_deg"][idx].mean()))
     return Projections(trans, dphi, dfield, angles, choice)
 

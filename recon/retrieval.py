@@ -34,6 +34,11 @@ MAX_CONDITION = 50.0
 #: Bytes of float32 work memory per chunk of rows in the NumPy path.
 _CHUNK_BYTES = 64 * 2**20
 
+#: Most frames the numba kernels take (numba passes the frames as a tuple to a parallel loop,
+#: which it unpacks up to ``NUMBA_PARFOR_MAX_TUPLE_SIZE``, 100); longer series (a calibration
+#: series of up to 256 steps) take the NumPy path.
+NUMBA_MAX_FRAMES = 100
+
 F32 = NDArray[np.float32]
 C64 = NDArray[np.complex64]
 
@@ -342,6 +347,8 @@ def _fit_with(
             f"out must be a writeable C-contiguous float32/complex64 fit of the frame shape "
             f"{shape}, got {out.a0.shape} {out.a0.dtype}/{out.c1.dtype}"
         )
+    if backend == "numba" and len(kframes) > NUMBA_MAX_FRAMES:
+        backend = "numpy"
     if backend == "numba":
         dd = d if d is not None else np.zeros((1, 1), np.float32)
         _fit_kernel(kframes, dd, d is not None, pinv.astype(np.float32), out.a0, out.c1)
@@ -424,6 +431,8 @@ def retrieve_frames(
     data in a parallel numba kernel (the streaming hot path).
     """
     theta = np.asarray(theta_rad, dtype=np.float64)
+    if theta.size > NUMBA_MAX_FRAMES:
+        return retrieve(fit_stepping(frames, theta, dark), reference)
     pinv = _pseudo_inverse(theta)
     kframes, shape = _kernel_frames(frames, theta.size)
     d = _check_dark(dark, shape)
@@ -490,8 +499,24 @@ def _bracket(n_fits: int, times_s: ArrayLike, t_s: float) -> tuple[int, int, flo
     return j, j + 1, float((t_s - times[j]) / (times[j + 1] - times[j]))
 
 
+@numba.njit(inline="always")
+def _lookup(z, a0, rotation, mean):  # type: ignore[no-untyped-def]
+    """(c1, a0) of a first-harmonic fit (c1 = z, a0) through an alias table (``recon.curve``):
+    c1 rotation(arg z), a0 - |c1| mean(arg z), both interpolated on the table's grid."""
+    k = rotation.size - 1
+    x = (_atan2f(z.imag, z.real) + np.float32(np.pi)) * np.float32(k / (2.0 * np.pi))
+    i = min(max(int(x), 0), k - 1)
+    w = x - np.float32(i)
+    rot = rotation[i] * (np.float32(1.0) - w) + rotation[i + 1] * w
+    g = mean[i] * (np.float32(1.0) - w) + mean[i + 1] * w
+    zz = z * rot
+    return zz, a0 - g * math.sqrt(zz.real * zz.real + zz.imag * zz.imag)
+
+
 @numba.njit(parallel=True, cache=True)
-def _retrieve_interpolated_kernel(sa0, sc1, a0a, c1a, a0b, c1b, w, t_out, p_out, d_out):  # type: ignore[no-untyped-def]
+def _retrieve_interpolated_kernel(  # type: ignore[no-untyped-def]
+    sa0, sc1, a0a, c1a, a0b, c1b, w, t_out, p_out, d_out, has_table, rotation, mean
+):
     # no fastmath: a zero a0 or |c1| must give inf/NaN as in retrieve()
     rows, cols = sa0.shape
     v = np.float32(w)
@@ -501,7 +526,11 @@ def _retrieve_interpolated_kernel(sa0, sc1, a0a, c1a, a0b, c1b, w, t_out, p_out,
         for c in range(cols):
             ar, ai = c1a[r, c].real, c1a[r, c].imag
             br, bi = c1b[r, c].real, c1b[r, c].imag
-            sr, si = sc1[r, c].real, sc1[r, c].imag
+            z = sc1[r, c]
+            s0 = sa0[r, c]
+            if has_table:
+                z, s0 = _lookup(z, s0, rotation, mean)
+            sr, si = z.real, z.imag
             ra0 = u * a0a[r, c] + v * a0b[r, c]
             amp = u * math.sqrt(ar * ar + ai * ai) + v * math.sqrt(br * br + bi * bi)
             # arg(c1_s conj(c1_a)) - w arg(c1_b conj(c1_a)), wrapped to (-pi, pi]
@@ -512,9 +541,14 @@ def _retrieve_interpolated_kernel(sa0, sc1, a0a, c1a, a0b, c1b, w, t_out, p_out,
                     p -= two_pi
                 elif p <= -np.float32(np.pi):
                     p += two_pi
-            t_out[r, c] = sa0[r, c] / ra0
+            t_out[r, c] = s0 / ra0
             p_out[r, c] = p
-            d_out[r, c] = math.sqrt(sr * sr + si * si) * ra0 / (sa0[r, c] * amp)
+            d_out[r, c] = math.sqrt(sr * sr + si * si) * ra0 / (s0 * amp)
+
+
+#: An alias table (``recon.curve.AliasTable``) as the kernels take it: (rotation (K + 1,)
+#: complex64, mean (K + 1,) float32).
+Lookup = tuple[NDArray[np.complex64], F32]
 
 
 def retrieve_interpolated(
@@ -523,12 +557,15 @@ def retrieve_interpolated(
     times_s: ArrayLike,
     t_s: float,
     out: Signals | None = None,
+    lookup: Lookup | None = None,
 ) -> Signals:
     """``retrieve(sample, interpolate_reference(references, times_s, t_s))`` in one parallel
     pass, without making the reference image (a full-detector retrieval per projection is the
     largest part of the projections of a scan's final volume). ``out``: float32 arrays of the
     fit's shape to write into (e.g. one projection of the sinogram stacks), returned.
     ``dphi`` as the fused kernel of ``retrieve_frames`` (|error| < 3e-7 rad against np.angle).
+    ``lookup``: the sample's alias table (``recon.curve``), applied to the sample's fit in the
+    same pass (the references given already unbiased).
     """
     j, k, w = _bracket(len(references), times_s, t_s)
     fa, fb = references[j], references[k]
@@ -549,11 +586,15 @@ def retrieve_interpolated(
     def c1(f: StepFit) -> C64:
         return np.ascontiguousarray(f.c1, dtype=np.complex64)
 
+    rotation, mean = lookup if lookup is not None else _NO_LOOKUP
     _retrieve_interpolated_kernel(
         a0(sample), c1(sample), a0(fa), c1(fa), a0(fb), c1(fb), w,
-        out.transmission, out.dphi, out.darkfield,
+        out.transmission, out.dphi, out.darkfield, lookup is not None, rotation, mean,
     )  # fmt: skip
     return out
+
+
+_NO_LOOKUP: Lookup = (np.ones(2, np.complex64), np.zeros(2, np.float32))
 
 
 def unwrap_rows(dphi: ArrayLike, axis: int = -1) -> F32:

@@ -47,7 +47,7 @@ def _wait_for(log: Path, needle: str, process: subprocess.Popen[bytes], timeout_
 @pytest.fixture(scope="module")
 def overridden(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run ``talbot scan ct --steps 8 --angles 60 --calibration-steps 21`` against a fresh
-    simulated beamline (tiny profile: 5 steps, 90 angles, 32 calibration steps) with
+    simulated beamline (tiny profile: 5 steps, 90 angles, 48 calibration steps) with
     ``talbot recon`` following the stream."""
     root = tmp_path_factory.mktemp("override")
     prefix = f"OV{uuid.uuid4().hex[:6].upper()}:"
@@ -86,7 +86,8 @@ def overridden(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["--calibration-steps", "40", "--steps", "20"], "calibration_steps=40 must be at least"),
         (["--calibration-steps", "257"], "less than or equal to 256"),
         (["--calibration-steps", "-1"], "greater than or equal to 0"),
-        (["--periods", "2"], "calibration_steps=32 and periods=2 must be coprime"),  # tiny's
+        (["--periods", "2"], "calibration_steps=48 and periods=2 must be coprime"),  # tiny's
+        (["--periods", "3"], "calibration_steps=48 and periods=3 must be coprime"),  # tiny's
         (["--calibration-steps", "33", "--periods", "3"], "calibration_steps=33 and periods=3"),
     ],
 )

@@ -114,19 +114,19 @@ def test_ct_run_documents_status_and_restore(session: Session, sim_ioc: IocHandl
     assert run.stop["exit_status"] == "success"
     assert run.start["instrument"] == session.profile.instrument.model_dump(mode="json")
     assert run.start["scan_plan"]["steps"] == 3
-    assert run.start["scan_plan"]["calibration_steps"] == 32  # tiny's calibration series
+    assert run.start["scan_plan"]["calibration_steps"] == 48  # tiny's calibration series
     assert "phantom" not in json.dumps(run.start)
     assert run.streams() == ["dark", "primary", "reference"]
     series = _frames_by_series(run)
     assert series == {
         ("dark", -1, 0): [-1, -1],
-        ("reference", 0, 0): list(range(32)),
+        ("reference", 0, 0): list(range(48)),
         ("projection", 0, 0): [0, 1, 2],
         ("projection", 1, 0): [0, 1, 2],
         ("reference", 1, 0): [0, 1, 2],
     }
     n = sum(len(v) for v in series.values())
-    assert n == run.start["frames_total"] == 2 + 32 + 3 * 3
+    assert n == run.start["frames_total"] == 2 + 48 + 3 * 3
     primary = run.table("primary")
     # measured readbacks in every event: G2 at the commanded steps (1 nm encoder), rotation
     np.testing.assert_allclose(primary["ifm_g2_x"], primary["ifm_g2_x_user_setpoint"], atol=0.02)
@@ -135,7 +135,7 @@ def test_ct_run_documents_status_and_restore(session: Session, sim_ioc: IocHandl
     assert np.all(primary["ifm_beam_current"] > 150)
     # references with the sample out (twice the field of view of 48 um), projections in (0 mm)
     out_mm = 0.096
-    assert run.table("reference")["ifm_sample_x"] == pytest.approx([out_mm] * 35, abs=1e-3)
+    assert run.table("reference")["ifm_sample_x"] == pytest.approx([out_mm] * 51, abs=1e-3)
     assert primary["ifm_sample_x"] == pytest.approx([0.0] * 6, abs=1e-3)
     # restored: shutter closed again, sample in; operator status says done
     assert ifm.shutter.state.get(use_monitor=False) == "Closed"
@@ -155,24 +155,24 @@ def test_ct_run_documents_status_and_restore(session: Session, sim_ioc: IocHandl
     assert scan.header.plan.model_dump(mode="json") == run.start["scan_plan"]
     assert scan.frames.shape == (n, 32, 96)
     rows = scan.table.rows
-    assert list(rows["image_key"]) == [2, 2] + [1] * 32 + [0] * 6 + [1] * 3
-    assert list(rows["step_index"]) == [-1, -1] + list(range(32)) + [0, 1, 2] * 3
-    assert list(rows["angle_index"][34:40]) == [0, 0, 0, 1, 1, 1]
-    assert list(rows["series_index"][rows["image_key"] == ImageKey.FLAT]) == [0] * 32 + [1] * 3
+    assert list(rows["image_key"]) == [2, 2] + [1] * 48 + [0] * 6 + [1] * 3
+    assert list(rows["step_index"]) == [-1, -1] + list(range(48)) + [0, 1, 2] * 3
+    assert list(rows["angle_index"][50:56]) == [0, 0, 0, 1, 1, 1]
+    assert list(rows["series_index"][rows["image_key"] == ImageKey.FLAT]) == [0] * 48 + [1] * 3
     assert not scan.superseded.any()
     assert set(rows["attempt"]) == {0}
-    # the calibration series: 32 steps over the same period (1 um), 31 nm apart (the piezo
+    # the calibration series: 48 steps over the same period (1 um), 20.8 nm apart (the piezo
     # settles within its in-position tolerance, 13 nm as the encoder sees it)
     np.testing.assert_allclose(
-        rows["g2_position_m"][2:34] * 1e6, [10 + k / 32 for k in range(32)], atol=0.02
+        rows["g2_position_m"][2:50] * 1e6, [10 + k / 48 for k in range(48)], atol=0.02
     )
     np.testing.assert_allclose(
-        rows["g2_position_m"][34:] * 1e6, [10, 10 + 1 / 3, 10 + 2 / 3] * 3, atol=0.02
+        rows["g2_position_m"][50:] * 1e6, [10, 10 + 1 / 3, 10 + 2 / 3] * 3, atol=0.02
     )
-    assert rows["rotation_deg"][37:40] == pytest.approx([90.0] * 3, abs=1e-3)
+    assert rows["rotation_deg"][53:56] == pytest.approx([90.0] * 3, abs=1e-3)
     # darks are dark, references brighter than the projections through the rod
     means = scan.frames.reshape(n, -1).mean(axis=1)
-    assert means[:2].max() < 0.2 * means[2:34].min()
+    assert means[:2].max() < 0.2 * means[2:50].min()
 
 
 @pytest.mark.parametrize("stepping", ["software", "hardware"])
@@ -306,7 +306,7 @@ def test_a_pause_at_a_series_the_ioc_already_started_retakes_it_with_the_next_at
     latest = scan.table.latest_attempts()
     columns = ("image_key", "angle_index", "series_index", "step_index")
     keys = list(zip(*(rows[c][latest] for c in columns), strict=True))
-    assert len(keys) == len(set(keys)) == 1 + 32 + 4 * 5  # darks, calibration, 4 series
+    assert len(keys) == len(set(keys)) == 1 + 48 + 4 * 5  # darks, calibration, 4 series
 
 
 def test_a_shutter_closed_by_someone_else_suspends_and_retakes_the_series(

@@ -37,9 +37,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 def test_every_frame_reaches_the_reconstructor_and_the_file(demo: tuple[Path, str]) -> None:
     out, stdout = demo
-    # darks + tiny's 32-step calibration series (reference series 0) + (angles + 2 more
+    # darks + tiny's 48-step calibration series (reference series 0) + (angles + 2 more
     # reference series) x 5 steps
-    expected = 3 + 32 + (12 + 2) * 5
+    expected = 3 + 48 + (12 + 2) * 5
     stream = json.loads((out / "stream.json").read_text())["stats"]
     assert stream["frames_sent"] == expected
     assert stream["frames"] == expected
@@ -50,7 +50,7 @@ def test_every_frame_reaches_the_reconstructor_and_the_file(demo: tuple[Path, st
     assert scan.frames.shape == (expected, 32, 96)
     keys = scan.table.rows["image_key"]
     assert (keys == ImageKey.DARK).sum() == 3
-    assert (keys == ImageKey.FLAT).sum() == 32 + 2 * 5
+    assert (keys == ImageKey.FLAT).sum() == 48 + 2 * 5
     run = read_run(out / "data")
     assert run.stop is not None
     assert run.stop["exit_status"] == "success"

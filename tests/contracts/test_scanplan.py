@@ -68,13 +68,13 @@ def test_a_plan_without_calibration_steps_has_no_calibration_series() -> None:
 
 
 def test_the_calibration_series_is_reference_series_0_with_calibration_steps() -> None:
-    p = _plan(angles=90, reference_every=45, darks=5, calibration_steps=32)
-    assert p.series_steps(("reference", 0)) == 32
+    p = _plan(angles=90, reference_every=45, darks=5, calibration_steps=48)
+    assert p.series_steps(("reference", 0)) == 48
     assert p.series_steps(("reference", 1)) == 5
     assert p.series_steps(("reference", 2)) == 5
     assert p.series_steps(("projection", 0)) == 5
-    # tiny's schedule: 5 + 3 x 5 + 90 x 5 = 470 frames become 5 + 32 + 2 x 5 + 90 x 5 = 497
-    assert p.frames_planned() == 5 + 32 + 2 * 5 + 90 * 5 == 497
+    # tiny's schedule: 5 + 3 x 5 + 90 x 5 = 470 frames become 5 + 48 + 2 x 5 + 90 x 5 = 513
+    assert p.frames_planned() == 5 + 48 + 2 * 5 + 90 * 5 == 513
     assert p.model_copy(update={"calibration_steps": 0}).frames_planned() == 470
 
 
@@ -87,6 +87,7 @@ def test_the_calibration_series_is_reference_series_0_with_calibration_steps() -
         ({"calibration_steps": -1}, "greater than or equal to 0"),
         ({"calibration_steps": 32, "periods": 2}, "calibration_steps=32 and periods=2 must be"),
         ({"calibration_steps": 33, "periods": 3}, "calibration_steps=33 and periods=3 must be"),
+        ({"calibration_steps": 48, "periods": 3}, "calibration_steps=48 and periods=3 must be"),
     ],
 )
 def test_a_bad_calibration_steps_is_refused_naming_the_field(

@@ -51,14 +51,14 @@ def test_ct_order_of_darks_references_projections_and_steps(
     schedule = tiny.scan_plan().model_copy(
         update={"angles": 4, "reference_every": 2, "darks": 2, "steps": 3}
     )
-    assert schedule.calibration_steps == 32  # tiny's: reference series 0 takes 32 steps
+    assert schedule.calibration_steps == 48  # tiny's: reference series 0 takes 48 steps
     expected: list[tuple[str, str, int | None, int]] = [("dark", "dark", None, -1)] * 2
     for kind, index in acquisition_order(4, 2):
         stream = "primary" if kind == "projection" else "reference"
-        steps = 32 if (kind, index) == ("reference", 0) else 3
+        steps = 48 if (kind, index) == ("reference", 0) else 3
         expected += [(stream, kind, index, k) for k in range(steps)]
     assert frames == expected
-    assert len(frames) == schedule.frames_planned() == 2 + 32 + 6 * 3
+    assert len(frames) == schedule.frames_planned() == 2 + 48 + 6 * 3
     # one checkpoint per series (plus none elsewhere): darks + 7 series
     assert [m.command for m in msgs].count("checkpoint") == 1 + 7
     # rotation: one move per projection series, inside the series (after its checkpoint)
@@ -96,8 +96,8 @@ def test_ct_start_metadata_describes_the_scan(ifm: Any, det: Any, tiny: Profile)
     assert md["plan_args"]["scan_plan"] == md["scan_plan"]
     assert md["instrument"] == tiny.instrument.model_dump(mode="json")
     assert "phantom" not in str(md)  # the simulation never goes into the documents
-    assert md["scan_plan"]["calibration_steps"] == 32
-    assert md["frames_total"] == plan.darks + 32 + (6 + 2) * plan.steps
+    assert md["scan_plan"]["calibration_steps"] == 48
+    assert md["frames_total"] == plan.darks + 48 + (6 + 2) * plan.steps
     assert md["period_um"] == pytest.approx(1.0)  # tiny: p2 = 1 um
     assert md["angles_deg"] == pytest.approx([0, 30, 60, 90, 120, 150])
 
@@ -114,7 +114,8 @@ def test_ct_start_metadata_describes_the_scan(ifm: Any, det: Any, tiny: Profile)
         ({"darks": -1}, "darks"),
         ({"periods": 5}, "coprime"),
         ({"calibration_steps": 5}, "calibration_steps: calibration_steps=5 must be at least"),
-        ({"periods": 2}, "calibration_steps: calibration_steps=32 and periods=2"),  # tiny's 32
+        ({"periods": 2}, "calibration_steps: calibration_steps=48 and periods=2"),  # tiny's 48
+        ({"periods": 3}, "calibration_steps: calibration_steps=48 and periods=3"),  # 48 = 16 x 3
         ({"calibration_steps": 300}, "calibration_steps: Input should be less than or equal"),
         ({"angular_range_deg": 400.0}, "angular_range_deg"),
         ({"angular_range_deg": 0.0}, "angular_range_deg"),
@@ -154,7 +155,7 @@ def test_ct_steps_in_hardware_by_default_with_one_acquisition_per_series(
     streams = [m.kwargs["name"] for m in msgs if m.command == "create"]
     expected = ["dark"] * 2
     for kind, index in acquisition_order(4, 2):
-        steps = 32 if (kind, index) == ("reference", 0) else 3  # the calibration series: 32
+        steps = 48 if (kind, index) == ("reference", 0) else 3  # the calibration series: 48
         expected += ["primary" if kind == "projection" else "reference"] * steps
     assert streams == expected
     # one object reads every hardware-stepped frame of the scan (one descriptor per stream)
@@ -164,8 +165,8 @@ def test_ct_steps_in_hardware_by_default_with_one_acquisition_per_series(
     # queues that one while it is acquired (the IOC starts it when it ends), no other series
     handed = [m.args[0] for m in msgs if m.command == "set" and m.obj.name == "det_sequence"]
     assert [a.key for a in handed] == acquisition_order(4, 2)
-    # the calibration series in one acquisition of 32 frames, over the same period (1 um)
-    assert handed[0].positions == pytest.approx([10.0 + k / 32 for k in range(32)])
+    # the calibration series in one acquisition of 48 frames, over the same period (1 um)
+    assert handed[0].positions == pytest.approx([10.0 + k / 48 for k in range(48)])
     assert [len(a.positions) for a in handed[1:]] == [3] * 6
     angles = [a.rotation_deg for a in handed if a.frame_type == "projection"]
     assert angles == pytest.approx([0.0, 45.0, 90.0, 135.0])

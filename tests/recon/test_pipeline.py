@@ -47,7 +47,7 @@ def noise_free() -> tuple[SimulatedScan, Projections]:
 
 @pytest.fixture(scope="module")
 def gratings_scan() -> SimulatedScan:
-    """The gratings' near-triangle stepping curve (a binary G2), 5 steps, a 32-step
+    """The gratings' near-triangle stepping curve (a binary G2), 5 steps, a 48-step
     calibration series."""
     return simulate(_ideal(builtin_profile("tiny")), seed=3, noise=False)
 
@@ -83,7 +83,7 @@ def test_shape_aware_retrieval_of_the_gratings_curve(gratings_scan: SimulatedSca
     assert sa[2].fit is not None
     assert sa[2].fit.method == "shape-aware"
     assert sa[2].fit.shape is not None
-    assert sa[2].fit.shape.steps == 32
+    assert sa[2].fit.shape.steps == 48
     assert fh[1] > 0.01  # refraction leaks into T through the 5th harmonic
     assert sa[1] < 3e-3
     assert sa[0] < 0.1 * fh[0]

@@ -246,3 +246,19 @@ def test_nan_frames_and_wrong_dark_are_rejected() -> None:
         fit_stepping(frames, theta)
     with pytest.raises(ValueError, match="dark must have shape"):
         fit_stepping(np.ones((5, 4, 4), np.uint16), theta, dark=np.zeros((3, 4)))
+
+
+def test_a_series_of_more_steps_than_numba_takes_is_fitted() -> None:
+    """A 256-step calibration series: more frames than the numba kernels take in one parallel
+    loop (``NUMBA_MAX_FRAMES``); the NumPy path fits it, and the fused retrieval follows."""
+    m = 256
+    theta = 2 * np.pi * np.arange(m) / m
+    rows, cols = 4, 6
+    phase = np.linspace(-2.0, 2.0, rows * cols).reshape(rows, cols)
+    frames = (1000.0 * (1 + 0.3 * np.cos(theta[:, None, None] + phase))).astype(np.uint16)
+    fit = fit_stepping(frames, theta)
+    np.testing.assert_allclose(np.angle(fit.c1), phase, atol=2e-3)
+    np.testing.assert_allclose(fit.a0, 1000.0, rtol=1e-3)
+    s = retrieve_frames(frames, theta, fit)
+    np.testing.assert_allclose(s.dphi, 0.0, atol=1e-5)
+    np.testing.assert_allclose(s.transmission, 1.0, rtol=1e-5)

@@ -54,7 +54,7 @@ def scan_start(rec: Recorded, scan_uid: str | None = None) -> ScanStart:
 def test_lost_duplicate_and_malformed_messages_are_counted_exactly() -> None:
     rec = shared_recorded()
     n = len(rec.rows)
-    lost = {7, 40}  # a reference step and the re-take's first step
+    lost = {7, 83}  # a step of the calibration series and the re-take's first step
     pub = FramePublisher(frame_bytes=rec.frame_bytes)
     rx = FrameReceiver(pub.endpoint, frame_bytes=rec.frame_bytes)
 

@@ -63,29 +63,29 @@ def test_a_newer_attempt_discards_the_open_older_series_and_older_frames_are_sup
 def test_the_calibration_series_has_calibration_steps_and_every_other_series_steps() -> None:
     rec = shared_recorded()
     plan = rec.plan
-    assert (plan.steps, plan.calibration_steps) == (5, 32)  # the tiny profile's
+    assert (plan.steps, plan.calibration_steps) == (5, 48)  # the tiny profile's
     stats = StreamStats()
     series = SeriesAssembly(plan, 8, stats)
     calibration = first_series(rec, ImageKey.FLAT)
     assert rec.rows["series_index"][calibration[0]] == 0
-    assert len(calibration) == 32
+    assert len(calibration) == 48
     for i in calibration[:-1]:
         h = header_of(rec, i)
         key = series.identify(h)
         assert key is not None
-        assert series.put(key, h, rec.frames[i]) is None  # open until its 32nd step
+        assert series.put(key, h, rec.frames[i]) is None  # open until its 48th step
     last = header_of(rec, calibration[-1])
-    assert last.step_index == 31
+    assert last.step_index == 47
     key = series.identify(last)
     assert key is not None
-    assert series.valid_step(31, key)
+    assert series.valid_step(47, key)
     done = series.put(key, last, rec.frames[calibration[-1]])
     assert done is not None
-    assert done.filled.shape == (32,)
+    assert done.filled.shape == (48,)
     assert done.filled.all()
     assert stats.bad_frames == 0
-    # no step 32 in the calibration series, no step 5 in any other series
-    assert series.identify(header_of(rec, calibration[0], step_index=32)) is None
+    # no step 48 in the calibration series, no step 5 in any other series
+    assert series.identify(header_of(rec, calibration[0], step_index=48)) is None
     projection = first_series(rec, ImageKey.PROJECTION)[0]
     assert series.identify(header_of(rec, projection, step_index=5)) is None
     later = np.flatnonzero(
@@ -206,3 +206,50 @@ def test_a_withdrawn_live_contribution_leaves_the_slices_as_before() -> None:
     view.withdraw(proj.index)  # withdrawn once only
     for channel, top in zip(view.slices, peak, strict=True):
         np.testing.assert_allclose(channel, 0.0, atol=1e-5 * top)
+
+
+def test_the_fit_store_chooses_the_fit_from_the_calibration_series() -> None:
+    """The calibration series (reference 0, 48 steps) gives the curve's shape; the fit is then
+    chosen from the first projection's steps (the gratings' curve at 5 steps: shape-aware).
+    Asked for the shape-aware fit without a calibration series, a service goes on with the
+    first-harmonic fit and says why."""
+    rec = shared_recorded()
+    shape = (32, 96)
+    pitch = rec.instrument.geometry.g2_pitch_m
+
+    def pool() -> FitPool:
+        p = FitPool()
+        p.use_shape(shape)
+        return p
+
+    assembly = SeriesAssembly(rec.plan, 8, StreamStats())
+    series: dict[tuple[int, int, int], Series] = {}
+    for n in range(len(rec.rows)):
+        header = header_of(rec, n)
+        key = assembly.identify(header)
+        if key is None or key[0] == ImageKey.DARK or key[2] != 0:
+            continue
+        if key not in series:
+            series[key] = Series.empty(key, n, assembly.steps_of(key))
+        series[key].put(header, rec.frames[n])
+    calibration = series[(int(ImageKey.FLAT), 0, 0)]
+    projection = series[(int(ImageKey.PROJECTION), 0, 0)]
+    for mode, expected in (("auto", "shape-aware"), ("shape-aware", "shape-aware")):
+        store = FitStore(pool(), shape, pitch, StreamStats(), steps=5, fit_mode=mode)
+        assert store.choice().method == "first-harmonic"  # nothing fitted yet
+        for s, image_key in ((calibration, ImageKey.FLAT), (projection, ImageKey.PROJECTION)):
+            fitted = store.fit(s)
+            assert fitted is not None
+            store.keep(image_key, fitted)
+        assert store.curve is not None
+        assert store.curve.steps == 48
+        assert store.choice().method == expected
+    bare = FitStore(pool(), shape, pitch, StreamStats(), steps=5, fit_mode="shape-aware")
+    fitted = bare.fit(projection)
+    assert fitted is not None
+    bare.keep(ImageKey.PROJECTION, fitted)
+    choice = bare.choice()
+    assert choice.method == "first-harmonic"
+    assert choice.warnings == (
+        "fit 'shape-aware' asked for, but the scan has no calibration series",
+    )

@@ -44,17 +44,17 @@ def test_frame_table_layout(noisy):
     rows = noisy.table.rows
     sched = noisy.plan
     key = rows["image_key"]
-    # darks, the 32-step calibration series (reference series 0), 2 more references, 90 angles
-    assert noisy.frames.shape == (5 + 32 + 2 * 5 + 90 * 5, 32, 96)
+    # darks, the 48-step calibration series (reference series 0), 2 more references, 90 angles
+    assert noisy.frames.shape == (5 + 48 + 2 * 5 + 90 * 5, 32, 96)
     assert noisy.frames.shape[0] == sched.frames_planned()
     assert noisy.frames.dtype == np.uint16
     assert (key[:5] == ImageKey.DARK).all()
     assert (rows["step_index"][:5] == -1).all()
     flats = key == ImageKey.FLAT
     assert sorted(set(rows["series_index"][flats].tolist())) == [0, 1, 2]
-    assert rows["step_index"][5:37].tolist() == list(range(32))
-    assert (rows["series_index"][5:37] == 0).all()
-    first, second = np.flatnonzero(flats)[[0, 32]]
+    assert rows["step_index"][5:53].tolist() == list(range(48))
+    assert (rows["series_index"][5:53] == 0).all()
+    first, second = np.flatnonzero(flats)[[0, 48]]
     assert first == 5
     # reference series after angle 44 (reference_every = 45) and at the end
     assert rows["angle_index"][second - 1] == sched.reference_every - 1
@@ -118,7 +118,7 @@ def test_phase_noise_follows_counting_statistics():
     diff = np.angle(c1_r2 * np.conj(c1_r))
     counts = scan.simulation.detector.incident_counts
     steps = [scan.plan.series_steps(("reference", i)) for i in (0, 2)]
-    assert steps == [32, 5]  # the calibration series and a 5-step one
+    assert steps == [48, 5]  # the calibration series and a 5-step one
     vis = 2 * np.abs(c1_r) / counts
     # two independent series, of M counts-weighted steps each: var = 2 / (M counts vis^2)
     expected = np.sqrt(sum(2 / (m * counts * vis**2) for m in steps))
