@@ -288,6 +288,7 @@ def run_demo(profile: Profile, out: Path, seed: int = 0, noise: bool = True) -> 
     t0 = time.perf_counter()
     volumes = reconstruct_volumes(projections, geometry)
     timings["reconstruct"] = time.perf_counter() - t0
-    write_volumes(out / "recon.h5", volumes_dict(volumes), volumes.voxel_size_m)
+    fit = {} if projections.fit is None else projections.fit.attrs()
+    write_volumes(out / "recon.h5", volumes_dict(volumes), volumes.voxel_size_m, **fit)
     write_projections(out / "recon.h5", projections)
     return score_and_write(out, profile, scan.phantom, volumes, timings, files=["recon.h5"])

@@ -35,6 +35,10 @@ def test_demo_writes_volumes_with_units_and_voxel_size(demo_out: Path) -> None:
                 assert ds.attrs["units"] == units
                 assert ds.attrs["voxel_size_m"] == pytest.approx(0.5e-6)
         assert rec["projections/dphi"].shape == (90, 32, 96)
+        # the gratings' curve at 5 steps, measured by the 48-step calibration series
+        assert rec.attrs["fit_method"] == "shape-aware"
+        assert rec.attrs["calibration_steps"] == 48
+        assert rec.attrs["first_harmonic_bias_transmission"] > 0.01
         delta, truth = rec["delta"][...], tru["delta"][...]
     rod = truth > 2e-6
     assert np.median(delta[rod]) == pytest.approx(np.median(truth[rod]), rel=0.03)

@@ -166,3 +166,8 @@ def test_the_overridden_scan_reconstructs_live_and_offline(overridden: Path) -> 
     ):
         assert a["projections/dphi"].shape == (ANGLES, 32, 96)
         np.testing.assert_allclose(a["delta"][()], b["delta"][()], atol=1e-3 * truth)
+        # the same fit live and offline, from the scan's own calibration series
+        for f in (a, b):
+            assert f.attrs["fit_method"] == "shape-aware"
+            assert (f.attrs["fit_steps"], f.attrs["calibration_steps"]) == (8, CALIBRATION_STEPS)
+    assert "shape-aware fit at 8 steps" in done.stderr
