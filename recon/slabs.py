@@ -144,12 +144,14 @@ def stitch(results: Sequence[StreamResult]) -> tuple[Volumes | None, Projections
         np.concatenate([v.darkfield for v in vols]),
         vols[0].voxel_size_m,
         vols[0].center_offset_px,
+        vols[0].fit,  # every slab chose from the same whole calibration frames
     )
     projections = Projections(
         np.concatenate([p.transmission for p in projs], axis=1),
         np.concatenate([p.dphi for p in projs], axis=1),
         np.concatenate([p.darkfield for p in projs], axis=1),
         projs[0].angles_rad,
+        projs[0].fit,
     )
     return volumes, projections
 

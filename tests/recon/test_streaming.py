@@ -166,6 +166,10 @@ def test_slab_workers_equal_one_worker() -> None:
     for r in slabs.results:  # type: ignore[attr-defined]
         assert (r.stats.lost, r.stats.frames) == ([], len(rec.rows))
     assert_same_volumes(slabs.volumes, one.volumes)  # type: ignore[attr-defined]
+    # every slab measured the curve on the whole calibration frames: one shape, one choice
+    shapes = [r.volumes.fit.shape for r in slabs.results]  # type: ignore[attr-defined]
+    assert all(np.array_equal(s.beta, one.volumes.fit.shape.beta) for s in shapes)  # type: ignore[attr-defined]
+    assert slabs.volumes.fit.method == one.volumes.fit.method == "shape-aware"  # type: ignore[attr-defined]
 
 
 def _binned(image: np.ndarray, b: int) -> np.ndarray:
