@@ -76,7 +76,8 @@ class CurveShape:
     """The measured shape of the stepping curve.
 
     ``beta`` (H + 1,) complex: beta_n = c_n |c_1|^(n-1) / c_1^n for n = 0..H (beta_0 = 0 unused,
-    beta_1 = 1); ``spread`` (H + 1,): rms deviation of the pixels' beta_n from it;
+    beta_1 = 1); ``spread`` (H + 1,): rms deviation of the pixels' beta_n from it, their
+    photon noise (from the fit's residual) taken out;
     ``visibility``: the mean first-harmonic visibility 2|c_1|/c_0 of the calibration [1];
     ``steps``: the calibration's steps.
     """
@@ -106,8 +107,11 @@ class CurveShape:
         return cls(b, np.zeros(h + 1), float(visibility), steps)
 
 
-def _harmonic_pinv(theta: NDArray[np.float64], h: int) -> NDArray[np.float64]:
-    """``(A^T A)^-1 A^T`` of A = [1, cos theta, sin theta, ..., cos H theta, sin H theta]."""
+def _harmonic_design(
+    theta: NDArray[np.float64], h: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """A = [1, cos theta, sin theta, ..., cos H theta, sin H theta] (N x (2H + 1)) and its
+    pseudo-inverse ``(A^T A)^-1 A^T``."""
     cols = [np.ones_like(theta)]
     for n in range(1, h + 1):
         cols += [np.cos(n * theta), np.sin(n * theta)]
@@ -118,7 +122,7 @@ def _harmonic_pinv(theta: NDArray[np.float64], h: int) -> NDArray[np.float64]:
             f"theta_rad: the calibration steps do not resolve {h} harmonics (condition number "
             f"{cond:.3g}); take more steps, spread over the period"
         )
-    return np.asarray(np.linalg.solve(a.T @ a, a.T), np.float64)
+    return a, np.asarray(np.linalg.solve(a.T @ a, a.T), np.float64)
 
 
 def resolvable_harmonics(steps: int) -> int:
@@ -155,17 +159,20 @@ def measure_shape(
         )
     kframes, shape = _kernel_frames(frames, theta.size)
     d = _check_dark(dark, shape)
-    pinv = _harmonic_pinv(theta, h)
+    a, pinv = _harmonic_design(theta, h)
+    s32 = None
     if scale is not None:
         s = np.asarray(scale, np.float64)
         if s.shape != theta.shape or not np.all(np.isfinite(s)):
             raise ValueError(f"scale must be finite with one value per step, got {s.shape}")
-        pinv = pinv * s[None, :]
-    p32 = pinv.astype(np.float32)
+        s32 = s.astype(np.float32)[:, None]
+    p32, a32 = pinv.astype(np.float32), a.astype(np.float32)
+    dof = theta.size - a.shape[1]  # residual degrees of freedom per pixel
     rows, cols = shape
-    chunk = max(1, _CHUNK_BYTES // max(1, 4 * theta.size * cols))
+    chunk = max(1, _CHUNK_BYTES // max(1, 8 * theta.size * cols))
     acc = np.zeros(h + 1, np.complex128)
     acc2 = np.zeros(h + 1, np.float64)
+    noise = 0.0  # sum over pixels of w E|d beta_n|^2 (the photon noise of one pixel's beta_n)
     weight = 0.0
     vis_sum = 0.0
     for r0 in range(0, rows, chunk):
@@ -173,7 +180,11 @@ def measure_shape(
         x = np.stack([f[r0:r1] for f in kframes]).astype(np.float32)
         if d is not None:
             x -= d[None, r0:r1]
-        sol = (p32 @ x.reshape(theta.size, -1)).astype(np.float64)  # (2H + 1, pixels)
+        x = x.reshape(theta.size, -1)
+        if s32 is not None:
+            x *= s32
+        sol32 = p32 @ x  # (2H + 1, pixels)
+        sol = sol32.astype(np.float64)
         c0 = sol[0]
         c1 = 0.5 * (sol[1] - 1j * sol[2])
         amp = np.abs(c1)
@@ -182,6 +193,9 @@ def measure_shape(
         ok = np.isfinite(vis) & (vis > MIN_VISIBILITY) & (amp > 0)
         if not ok.any():
             continue
+        if dof > 0:  # var(c_n) = sigma^2 / N of the fit's residual: w var(beta_n) = that
+            resid = x[:, ok] - a32 @ sol32[:, ok]
+            noise += float(np.sum(resid.astype(np.float64) ** 2)) / dof  # sum of sigma^2
         c1, amp, w = c1[ok], amp[ok], amp[ok] ** 2
         u_conj = np.conj(c1) / amp
         turn = np.ones_like(u_conj)
@@ -200,7 +214,14 @@ def measure_shape(
     beta = acc / weight
     beta[0] = 0.0
     beta[1] = 1.0
-    spread = np.sqrt(np.maximum(acc2 / weight - np.abs(beta) ** 2, 0.0))
+    # the pixels' photon noise taken out: what is left varies over the field. One pixel's
+    # beta_n has the noise of c_n, g_n sigma^2 / |c_1|^2 with g_n the fit's gain (1/N for
+    # equidistant steps), and that of the phase and amplitude of c_1 it is referred to.
+    gain = np.zeros(h + 1)
+    gain[1:] = 0.25 * (np.sum(pinv[1::2] ** 2, axis=1) + np.sum(pinv[2::2] ** 2, axis=1))
+    order = np.arange(h + 1)
+    own = noise / weight * (gain + 0.5 * gain[1] * (order**2 + 1) * np.abs(beta) ** 2)
+    spread = np.sqrt(np.maximum(acc2 / weight - np.abs(beta) ** 2 - own, 0.0))
     spread[:2] = 0.0
     return CurveShape(beta, spread, vis_sum / weight, int(theta.size))
 

@@ -188,3 +188,25 @@ def test_a_calibration_needs_enough_steps() -> None:
     theta = 2 * math.pi * np.arange(6) / 6
     with pytest.raises(ValueError, match="at least 7 steps"):
         measure_shape(np.ones((6, 4, 4)), theta)
+
+
+def test_photon_noise_is_not_taken_for_a_shape_that_varies() -> None:
+    """Poisson counts: each pixel's beta_n scatters by its photon noise; the spread reported is
+    what remains once that noise (from the fit's residual) is taken out, so one shape over the
+    field raises no warning, while a field of two shapes still does."""
+    rng = np.random.default_rng(4)
+    beta = triangle_beta()
+    theta = stepped(48, rng)
+    chi = rng.uniform(-math.pi, math.pi, (64, 64))
+    noisy = rng.poisson(curve_frames(beta, theta, chi)).astype(np.float32)
+    raw_scatter = math.sqrt(A0 / 48) / (A0 * V / 2)  # rms of one pixel's beta_n: sqrt(a0/N)/|c1|
+    shape = measure_shape(noisy, theta)
+    assert float(shape.spread[3:12].max()) < 0.3 * raw_scatter
+    theta5 = 2 * math.pi * np.arange(5) / 5
+    assert not any("varies over the field" in w for w in choose_fit(shape, theta5).warnings)
+    left = curve_frames(triangle_beta(blur_rad=0.05), theta, chi[:, :32])
+    right = curve_frames(triangle_beta(blur_rad=0.3), theta, chi[:, 32:])
+    two = measure_shape(
+        rng.poisson(np.concatenate([left, right], axis=2)).astype(np.float32), theta
+    )
+    assert two.spread[3] > 0.1 * abs(two.beta[3])
