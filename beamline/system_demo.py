@@ -115,7 +115,7 @@ def run_system_demo(
     report.stream = {
         "frames": stats["frames"],
         "frames_sent": stats["frames_sent"],
-        "lost": len(stats["lost"]),
+        "lost": stats["lost_count"],
         "duplicates": stats["duplicates"],
         "malformed": stats["malformed"],
         "recovered_from_file": stats["recovered"],

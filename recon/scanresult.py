@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from recon.pipeline import Projections, Volumes
+
+#: Most lost frame numbers listed (``StreamStats.lost``); ``lost_count`` counts them all, so
+#: that a scan-end claiming any number of frames sent costs memory for this many at most.
+MAX_LOST_LISTED: Final = 1000
 
 
 @dataclass
@@ -18,7 +23,9 @@ class StreamStats:
     foreign: int = 0  # frames of another scan uid, or before any scan-start (dropped)
     bad_frames: int = 0  # valid messages that do not fit the scan (shape, step index; dropped)
     malformed: int = 0  # malformed messages (counted by the receiver, dropped)
-    lost: list[int] = field(default_factory=list)  # frame numbers never received
+    lost: list[int] = field(default_factory=list)  # the first lost frame numbers (at most
+    # MAX_LOST_LISTED): below scan-end's frames_sent, never received
+    lost_count: int = 0  # every lost frame number
     recovered: int = 0  # frames missing from the stream, read from the scan file at scan end
     frames_sent: int | None = None  # from scan-end
     projections: int = 0  # projection series completed (re-takes included)
@@ -29,7 +36,7 @@ class StreamStats:
 
     def summary(self) -> str:
         """One line per figure."""
-        lost = f"{len(self.lost)}" + (f" {self.lost[:20]}" if self.lost else "")
+        lost = f"{self.lost_count}" + (f" {self.lost[:20]}" if self.lost else "")
         return (
             f"frames {self.frames} (from file {self.from_file}, recovered {self.recovered}), "
             f"frames sent {self.frames_sent}, lost {lost}, duplicates {self.duplicates}, malformed "

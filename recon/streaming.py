@@ -52,7 +52,7 @@ from recon.fitstore import FitStore, Fitted
 from recon.liveview import CHANNELS, LiveView
 from recon.output import load_plotting, write_recon
 from recon.pipeline import Projections, Volumes, reconstruct_volumes
-from recon.scanresult import StreamResult, StreamStats
+from recon.scanresult import MAX_LOST_LISTED, StreamResult, StreamStats
 from recon.scanstate import Early, ScanState
 from recon.series import Series, SeriesAssembly, SeriesKey
 
@@ -383,15 +383,28 @@ class StreamingReconstructor:
 
     def _count_lost(self, frames_sent: int) -> None:
         """Frame numbers below ``frames_sent`` never received; those the scan file holds are
-        read from it (recovered)."""
+        read from it (recovered). Counted from the frames seen, and at most
+        ``MAX_LOST_LISTED`` of them listed: a claimed count allocates nothing in proportion."""
         assert self._scan is not None
         self.stats.frames_sent = frames_sent
-        self.stats.lost = [n for n in range(frames_sent) if n not in self._scan.seen]
-        if self.stats.lost and self.scan_file is not None and self.scan_file.exists():
+        self._tally_lost(frames_sent)
+        if self.stats.lost_count and self.scan_file is not None and self.scan_file.exists():
             before = self.stats.from_file
             self.catch_up(self.scan_file)
             self.stats.recovered = self.stats.from_file - before
-            self.stats.lost = [n for n in self.stats.lost if n not in self._seen]
+            self._tally_lost(frames_sent)
+
+    def _tally_lost(self, frames_sent: int) -> None:
+        assert self._scan is not None
+        seen = self._scan.seen
+        self.stats.lost_count = frames_sent - sum(1 for n in seen if n < frames_sent)
+        listed: list[int] = []
+        n = 0
+        while len(listed) < min(MAX_LOST_LISTED, self.stats.lost_count) and n < frames_sent:
+            if n not in seen:
+                listed.append(n)
+            n += 1
+        self.stats.lost = listed
 
     def _reconstruct(self, scan: ScanState) -> StreamResult:
         """Projections, volumes and (with ``out``) the files, from the fits so far."""

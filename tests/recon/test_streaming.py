@@ -15,6 +15,7 @@ from contracts.scanfile import ScanFileWriter
 from contracts.sockets import FramePublisher, FrameReceiver, LivePublisher, live_subscriber
 from recon.offline import reconstruct_file
 from recon.pipeline import Volumes, reconstruct_volumes, retrieve_projections
+from recon.scanresult import MAX_LOST_LISTED
 from recon.slabs import run_slab_workers, slab_bounds
 from recon.streaming import StreamingReconstructor, StreamResult
 from sim.replay import replay
@@ -139,6 +140,37 @@ def test_killed_and_restarted_mid_scan_gives_the_offline_volume(tmp_path: Path) 
     assert rx.stats.messages["Frame"] == (n - s.from_file) + s.duplicates
     offline, _ = reconstruct_file(path)
     assert_same_volumes(result.volumes, offline)
+
+
+def test_a_scan_end_claiming_millions_of_frames_costs_no_memory_for_them() -> None:
+    """A scan-end that declares 3,000,000 frames sent: every one not received is counted, only
+    the first ``MAX_LOST_LISTED`` are listed (the service allocates nothing in proportion to a
+    number a message claims), and the volume is the one the frames received give."""
+    rec = shared_recorded()
+    n = len(rec.rows)
+    pub = FramePublisher(frame_bytes=rec.frame_bytes)
+    rx = FrameReceiver(pub.endpoint, frame_bytes=rec.frame_bytes)
+
+    def detector() -> None:
+        pub.start_scan(rec.scan_uid, rec.instrument, rec.plan)
+        for i, frame, tags in frames_in_order(rec):
+            pub.publish(frame, tags, frame_number=i)
+        pub.next_frame = 3_000_000  # what this scan-end claims
+        pub.end_scan()
+
+    thread = run_in_thread(detector)
+    try:
+        (result,) = StreamingReconstructor().run(rx, idle_timeout_s=60)
+    finally:
+        thread.join()
+        pub.close()
+        rx.close()
+    s = result.stats
+    assert (s.frames, s.frames_sent) == (n, 3_000_000)
+    assert s.lost_count == 3_000_000 - n
+    assert s.lost == list(range(n, n + MAX_LOST_LISTED))
+    assert f"lost {3_000_000 - n} [{n}, {n + 1}," in s.summary()
+    assert result.volumes is not None
 
 
 def test_slab_workers_equal_one_worker() -> None:
