@@ -77,21 +77,24 @@ class ScanState:
         self, header: FrameHeader, data: NDArray[np.generic], from_file: bool, t_arrival: float
     ) -> NDArray[np.generic] | None:
         """The slab's rows (rows, columns) of a frame of this scan, a view of ``data``; None for
-        a duplicate frame number or a frame without the slab's rows or columns (counted)."""
-        n = header.frame_number
-        if n in self.seen:
+        a duplicate frame number or a frame without the slab's rows or columns (counted). The
+        frame takes its number only when :meth:`accept` says so (a frame refused later, e.g.
+        for its step index, leaves the number to the real frame)."""
+        if header.frame_number in self.seen:
             self.stats.duplicates += 1
             return None
         slab = self._crop(header, data)
         if slab is None:
             self.stats.bad_frames += 1
-            return None
-        self.seen.add(n)
+        return slab
+
+    def accept(self, header: FrameHeader, from_file: bool, t_arrival: float) -> None:
+        """The frame is the scan's: its number is taken, it is counted."""
+        self.seen.add(header.frame_number)
         self.t_last_frame = t_arrival  # the last frame taken (not duplicates, not foreign)
         self.stats.frames += 1
         if from_file:
             self.stats.from_file += 1
-        return slab
 
     def keep_whole(self, header: FrameHeader, data: NDArray[np.generic]) -> None:
         """A slab worker keeps a whole frame (``data`` of the full detector) of the calibration

@@ -291,18 +291,19 @@ class StreamingReconstructor:
         slab = scan.admit(header, data, from_file, t_arrival)
         if slab is None:
             return
-        scan.keep_whole(header, data)
         series = scan.series
+        refused = self.stats.bad_frames
         key = series.identify(header)
+        if key is None and self.stats.bad_frames > refused:
+            return  # not the scan's frame: its number stays free for the real one
+        scan.accept(header, from_file, t_arrival)  # (a superseded attempt's frame too)
         if key is None:
             return
+        scan.keep_whole(header, data)
         if key[0] == ImageKey.DARK:
             scan.fits.set_dark(series.add_dark(header.attempt, slab))
             return
         scan.fits.note_current(header.ring_current_ma)
-        if not series.valid_step(header.step_index):
-            self.stats.bad_frames += 1
-            return
         if key not in series.open:
             while series.full:  # the oldest open series is closed early
                 self._close(scan, series.pop_oldest(), None)

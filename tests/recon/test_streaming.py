@@ -173,6 +173,40 @@ def test_a_scan_end_claiming_millions_of_frames_costs_no_memory_for_them() -> No
     assert result.volumes is not None
 
 
+def test_a_refused_frame_does_not_take_the_real_frames_number() -> None:
+    """A frame refused for its step index (99 in a 5-step projection series), sent before the
+    real frame of the same number: it is counted as bad and takes no number, so the real frame
+    is applied (no duplicate, no series lost) and the volume is the offline one."""
+    rec = shared_recorded()
+    n = len(rec.rows)
+    victim = int(np.flatnonzero(rec.rows["angle_index"] == 3)[0])  # a projection's first step
+    pub = FramePublisher(frame_bytes=rec.frame_bytes)
+    rx = FrameReceiver(pub.endpoint, frame_bytes=rec.frame_bytes)
+
+    def detector() -> None:
+        pub.start_scan(rec.scan_uid, rec.instrument, rec.plan)
+        for i, frame, tags in frames_in_order(rec):
+            if i == victim:
+                bad = tags.copy()
+                bad["step_index"] = 99
+                pub.publish(frame, bad, frame_number=i)
+            pub.publish(frame, tags, frame_number=i)
+        pub.end_scan()
+
+    thread = run_in_thread(detector)
+    try:
+        (result,) = StreamingReconstructor().run(rx, idle_timeout_s=60)
+    finally:
+        thread.join()
+        pub.close()
+        rx.close()
+    s = result.stats
+    assert (s.frames, s.bad_frames, s.duplicates, s.lost) == (n, 1, 0, [])
+    assert s.incomplete_series == 0
+    offline, _ = reconstruct_file(shared_scan_file())
+    assert_same_volumes(result.volumes, offline)
+
+
 def test_slab_workers_equal_one_worker() -> None:
     rec, path = shared_recorded(), shared_scan_file()
 
