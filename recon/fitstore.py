@@ -25,7 +25,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from contracts.frames import ImageKey
-from recon.curve import AliasTable, CurveShape, FitChoice, choose_fit, measure_shape, unbias
+from recon.curve import (
+    AliasTable,
+    CurveShape,
+    FitChoice,
+    choose_fit,
+    frames_scale,
+    measure_shape,
+    unbias,
+)
 from recon.fitmode import FitMode
 from recon.fitpool import FitPool
 from recon.pipeline import Projections
@@ -160,10 +168,9 @@ class FitStore:
             frames = [whole[int(k)] for k in steps]
         else:
             frames = [f for f, ok in zip(s.frames, sel, strict=True) if ok and f is not None]
-        current = s.current_ma[sel]
         dose_ref = self.dose_ref if self.dose_ref is not None else 1.0
-        scale = dose_ref / current if np.all(current > 0) else None
         try:
+            scale = frames_scale(s.current_ma[sel], dose_ref)
             self.curve = measure_shape(frames, theta, scale=scale)
         except ValueError:
             self.curve = None
@@ -174,8 +181,7 @@ class FitStore:
         """The fit every series gets: from the curve's shape and the steps of the
         lowest-numbered projection (first-harmonic before any projection)."""
         if not self.projs:
-            steps = self.steps or 3
-            return FitChoice("first-harmonic", steps, self.curve)
+            return FitChoice("first-harmonic", self.steps or 3)
         first = self.projs[min(self.projs)]
         key = (first.index, first.attempt)
         if self._choice is None or self._choice[0] != key:

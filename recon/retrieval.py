@@ -550,6 +550,9 @@ def _retrieve_interpolated_kernel(  # type: ignore[no-untyped-def]
 #: complex64, mean (K + 1,) float32).
 Lookup = tuple[NDArray[np.complex64], F32]
 
+#: What the kernel takes for "no table" (not read).
+_NO_LOOKUP: Lookup = (np.ones(2, np.complex64), np.zeros(2, np.float32))
+
 
 def retrieve_interpolated(
     sample: StepFit,
@@ -592,9 +595,6 @@ def retrieve_interpolated(
         out.transmission, out.dphi, out.darkfield, lookup is not None, rotation, mean,
     )  # fmt: skip
     return out
-
-
-_NO_LOOKUP: Lookup = (np.ones(2, np.complex64), np.zeros(2, np.float32))
 
 
 def unwrap_rows(dphi: ArrayLike, axis: int = -1) -> F32:

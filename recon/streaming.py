@@ -314,7 +314,10 @@ class StreamingReconstructor:
     def _close(self, scan: ScanState, s: Series, t_arrival: float | None) -> None:
         """Fit a series no longer open, keep the fit, update the live view."""
         fits = scan.fits
-        whole = scan.whole_calibration(s.key[2]) if scan.calibration_whole else None
+        whole = None
+        if s.key[:2] == (ImageKey.FLAT, 0) and scan.calibration_whole:
+            whole = scan.whole_calibration(s.key[2])
+            scan.calibration_whole.clear()  # the shape is measured: the whole frames go
         rec = fits.fit(s, whole)
         if rec is None or not fits.keep(s.key[0], rec):
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -52,14 +53,27 @@ def scan_start(rec: Recorded, scan_uid: str | None = None) -> ScanStart:
     )
 
 
+def stream_one_scan(rec: Recorded, send: Callable[[FramePublisher], None]) -> StreamResult:
+    """A reconstructor's result for the one scan that ``send`` publishes (from a thread) on a
+    fresh publisher."""
+    pub = FramePublisher(frame_bytes=rec.frame_bytes)
+    rx = FrameReceiver(pub.endpoint, frame_bytes=rec.frame_bytes)
+    thread = run_in_thread(send, pub)
+    try:
+        (result,) = StreamingReconstructor().run(rx, idle_timeout_s=60)
+    finally:
+        thread.join()
+        pub.close()
+        rx.close()
+    return result
+
+
 def test_lost_duplicate_and_malformed_messages_are_counted_exactly() -> None:
     rec = shared_recorded()
     n = len(rec.rows)
     lost = {7, 83}  # a step of the calibration series and the re-take's first step
-    pub = FramePublisher(frame_bytes=rec.frame_bytes)
-    rx = FrameReceiver(pub.endpoint, frame_bytes=rec.frame_bytes)
 
-    def detector() -> None:
+    def detector(pub: FramePublisher) -> None:
         pub.start_scan(rec.scan_uid, rec.instrument, rec.plan)
         for i, frame, tags in frames_in_order(rec):
             if i in lost:
@@ -71,13 +85,7 @@ def test_lost_duplicate_and_malformed_messages_are_counted_exactly() -> None:
                 pub.send_raw([b"{not json", b""])
         pub.end_scan()
 
-    thread = run_in_thread(detector)
-    try:
-        (result,) = StreamingReconstructor().run(rx, idle_timeout_s=60)
-    finally:
-        thread.join()
-        pub.close()
-        rx.close()
+    result = stream_one_scan(rec, detector)
     s = result.stats
     assert s.lost == sorted(lost)
     assert (s.frames_sent, s.frames, s.duplicates, s.malformed) == (n, n - 2, 2, 3)
@@ -148,23 +156,15 @@ def test_a_scan_end_claiming_millions_of_frames_costs_no_memory_for_them() -> No
     number a message claims), and the volume is the one the frames received give."""
     rec = shared_recorded()
     n = len(rec.rows)
-    pub = FramePublisher(frame_bytes=rec.frame_bytes)
-    rx = FrameReceiver(pub.endpoint, frame_bytes=rec.frame_bytes)
 
-    def detector() -> None:
+    def detector(pub: FramePublisher) -> None:
         pub.start_scan(rec.scan_uid, rec.instrument, rec.plan)
         for i, frame, tags in frames_in_order(rec):
             pub.publish(frame, tags, frame_number=i)
         pub.next_frame = 3_000_000  # what this scan-end claims
         pub.end_scan()
 
-    thread = run_in_thread(detector)
-    try:
-        (result,) = StreamingReconstructor().run(rx, idle_timeout_s=60)
-    finally:
-        thread.join()
-        pub.close()
-        rx.close()
+    result = stream_one_scan(rec, detector)
     s = result.stats
     assert (s.frames, s.frames_sent) == (n, 3_000_000)
     assert s.lost_count == 3_000_000 - n
@@ -180,10 +180,8 @@ def test_a_refused_frame_does_not_take_the_real_frames_number() -> None:
     rec = shared_recorded()
     n = len(rec.rows)
     victim = int(np.flatnonzero(rec.rows["angle_index"] == 3)[0])  # a projection's first step
-    pub = FramePublisher(frame_bytes=rec.frame_bytes)
-    rx = FrameReceiver(pub.endpoint, frame_bytes=rec.frame_bytes)
 
-    def detector() -> None:
+    def detector(pub: FramePublisher) -> None:
         pub.start_scan(rec.scan_uid, rec.instrument, rec.plan)
         for i, frame, tags in frames_in_order(rec):
             if i == victim:
@@ -193,13 +191,7 @@ def test_a_refused_frame_does_not_take_the_real_frames_number() -> None:
             pub.publish(frame, tags, frame_number=i)
         pub.end_scan()
 
-    thread = run_in_thread(detector)
-    try:
-        (result,) = StreamingReconstructor().run(rx, idle_timeout_s=60)
-    finally:
-        thread.join()
-        pub.close()
-        rx.close()
+    result = stream_one_scan(rec, detector)
     s = result.stats
     assert (s.frames, s.bad_frames, s.duplicates, s.lost) == (n, 1, 0, [])
     assert s.incomplete_series == 0

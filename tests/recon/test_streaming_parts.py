@@ -214,28 +214,17 @@ def test_the_fit_store_chooses_the_fit_from_the_calibration_series() -> None:
     Asked for the shape-aware fit without a calibration series, a service goes on with the
     first-harmonic fit and says why."""
     rec = shared_recorded()
-    shape = (32, 96)
     pitch = rec.instrument.geometry.g2_pitch_m
 
     def pool() -> FitPool:
         p = FitPool()
-        p.use_shape(shape)
+        p.use_shape(SHAPE)
         return p
 
-    assembly = SeriesAssembly(rec.plan, 8, StreamStats())
-    series: dict[tuple[int, int, int], Series] = {}
-    for n in range(len(rec.rows)):
-        header = header_of(rec, n)
-        key = assembly.identify(header)
-        if key is None or key[0] == ImageKey.DARK or key[2] != 0:
-            continue
-        if key not in series:
-            series[key] = Series.empty(key, n, assembly.steps_of(key))
-        series[key].put(header, rec.frames[n])
-    calibration = series[(int(ImageKey.FLAT), 0, 0)]
-    projection = series[(int(ImageKey.PROJECTION), 0, 0)]
+    calibration = assembled(rec, first_series(rec, ImageKey.FLAT), StreamStats())
+    projection = assembled(rec, first_series(rec, ImageKey.PROJECTION), StreamStats())
     for mode, expected in (("auto", "shape-aware"), ("shape-aware", "shape-aware")):
-        store = FitStore(pool(), shape, pitch, StreamStats(), steps=5, fit_mode=mode)
+        store = FitStore(pool(), SHAPE, pitch, StreamStats(), steps=5, fit_mode=mode)
         assert store.choice().method == "first-harmonic"  # nothing fitted yet
         for s, image_key in ((calibration, ImageKey.FLAT), (projection, ImageKey.PROJECTION)):
             fitted = store.fit(s)
@@ -244,7 +233,7 @@ def test_the_fit_store_chooses_the_fit_from_the_calibration_series() -> None:
         assert store.curve is not None
         assert store.curve.steps == 48
         assert store.choice().method == expected
-    bare = FitStore(pool(), shape, pitch, StreamStats(), steps=5, fit_mode="shape-aware")
+    bare = FitStore(pool(), SHAPE, pitch, StreamStats(), steps=5, fit_mode="shape-aware")
     fitted = bare.fit(projection)
     assert fitted is not None
     bare.keep(ImageKey.PROJECTION, fitted)
