@@ -224,7 +224,10 @@ def _recon_slab_workers(args: argparse.Namespace, frame_bytes: int) -> int:
         out=args.out,
         frame_bytes=frame_bytes,
         idle_timeout_s=None,
+        fit=args.fit,
     )
+    if res.volumes is not None:
+        _report_fit("talbot recon", res.volumes.fit)
     for r in res.results:
         print(r.summary())
     return 0 if res.volumes is not None else 1

@@ -31,6 +31,7 @@ from contracts.messages import (
     encode_scan_start,
 )
 from contracts.sockets import FramePublisher, FrameReceiver
+from recon.fitmode import FitMode
 from recon.output import write_recon
 from recon.pipeline import Projections, Volumes
 from recon.scanresult import StreamResult, StreamStats
@@ -166,16 +167,20 @@ def run_slab_workers(
     frame_bytes: int | None = None,
     idle_timeout_s: float | None = 60.0,
     ready: threading.Event | None = None,
+    fit: FitMode = "auto",
 ) -> SlabResult:
     """Relay + ``workers`` slab reconstructors (threads) for one scan from ``source``; stitches
-    and writes ``recon.h5`` into ``out``. ``ready`` is set once all sockets are connected."""
+    and writes ``recon.h5`` into ``out``. ``ready`` is set once all sockets are connected;
+    ``fit``: the stepping-curve fit of every worker (``recon.curve``)."""
     slabs = slab_bounds(rows, workers)
     relay = SlabRelay(source, slabs, frame_bytes=frame_bytes)
     receivers = [FrameReceiver(ep, frame_bytes=frame_bytes) for ep in relay.endpoints]
     results: list[list[StreamResult]] = [[] for _ in slabs]
 
     def work(i: int) -> None:
-        rec = StreamingReconstructor(rows=slabs[i], center_offset_px=center_offset_px, live_rows=())
+        rec = StreamingReconstructor(
+            rows=slabs[i], center_offset_px=center_offset_px, live_rows=(), fit=fit
+        )
         results[i] = rec.run(receivers[i], idle_timeout_s=idle_timeout_s)
 
     threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(workers)]

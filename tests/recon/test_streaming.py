@@ -228,6 +228,13 @@ def test_slab_workers_equal_one_worker() -> None:
     shapes = [r.volumes.fit.shape for r in slabs.results]  # type: ignore[attr-defined]
     assert all(np.array_equal(s.beta, one.volumes.fit.shape.beta) for s in shapes)  # type: ignore[attr-defined]
     assert slabs.volumes.fit.method == one.volumes.fit.method == "shape-aware"  # type: ignore[attr-defined]
+    # the fit asked for reaches every worker
+    plain = one_pass(
+        lambda ep: run_slab_workers(
+            ep, 32, 2, center_offset_px=0.0, frame_bytes=rec.frame_bytes, fit="first-harmonic"
+        )
+    )
+    assert [r.volumes.fit.method for r in plain.results] == ["first-harmonic"] * 2  # type: ignore[attr-defined]
 
 
 def _binned(image: np.ndarray, b: int) -> np.ndarray:
