@@ -5,8 +5,11 @@
 ``projections/`` (transmission, dphi [rad], darkfield, each (angle, row, column), and
 ``angles_rad``); the stepping-curve fit that gave them as root attributes (``fit_method``,
 ``calibration_steps``, the curve's measured harmonics and the first-harmonic bias they
-predict: ``recon.curve.FitChoice.attrs``). Shared by the demo job, the offline
-``talbot reconstruct`` and the streaming reconstructor so all three write the same format.
+predict: ``recon.curve.FitChoice.attrs``); the scan it is of and whether it is complete
+(``recon.provenance.Provenance.attrs``: ``scan_uid``, ``scan_plan``, ``projections_used``,
+``projections_planned``, ``complete``, ``incomplete_reason``...). Shared by the demo job,
+the offline ``talbot reconstruct`` and the streaming reconstructor so all three write the same
+format.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from recon.pipeline import Projections, Volumes
+from recon.provenance import Provenance
 
 CHANNELS = ("delta", "mu", "darkfield")
 
@@ -67,20 +71,30 @@ def volumes_dict(volumes: Volumes) -> dict[str, NDArray[np.float32]]:
     return {"delta": volumes.delta, "mu": volumes.mu, "darkfield": volumes.darkfield}
 
 
-def write_recon(out: Path, volumes: Volumes, projections: Projections | None = None) -> list[str]:
-    """``recon.h5`` (+ projections when given) and ``slices.png`` into ``out``; file names."""
+def write_recon(
+    out: Path,
+    volumes: Volumes,
+    projections: Projections | None = None,
+    provenance: Provenance | None = None,
+) -> list[str]:
+    """``recon.h5`` (+ projections when given) and ``slices.png`` into ``out``; file names.
+    ``provenance``: the scan's identity and completeness (``recon.provenance``), as root
+    attributes and in the figure's title."""
     out.mkdir(parents=True, exist_ok=True)
     fit = {} if projections is None or projections.fit is None else projections.fit.attrs()
+    scan = {} if provenance is None else provenance.attrs()
     write_volumes(
         out / "recon.h5",
         volumes_dict(volumes),
         volumes.voxel_size_m,
         center_offset_px=volumes.center_offset_px,
         **fit,
+        **scan,
     )
     if projections is not None:
         write_projections(out / "recon.h5", projections)
-    write_preview(out / "slices.png", volumes)
+    title = None if provenance is None else provenance.title()
+    write_preview(out / "slices.png", volumes, title=title)
     return ["recon.h5", "slices.png"]
 
 
@@ -93,9 +107,12 @@ def load_plotting() -> None:
     import matplotlib.pyplot
 
 
-def write_preview(path: Path, volumes: Volumes, z: int | None = None) -> None:
+def write_preview(
+    path: Path, volumes: Volumes, z: int | None = None, title: str | None = None
+) -> None:
     """PNG of one axial slice (default: the middle one) of delta, mu and dark-field, masked
-    outside the reconstruction circle, axes in micrometres."""
+    outside the reconstruction circle, axes in micrometres; ``title`` above the three (a
+    partial scan's says so: ``recon.provenance.Provenance.title``)."""
     load_plotting()
     import matplotlib.pyplot as plt
 
@@ -111,7 +128,11 @@ def write_preview(path: Path, volumes: Volumes, z: int | None = None) -> None:
     titles = {"delta": "δ", "mu": "μ [1/m]", "darkfield": "dark-field ε [1/m]"}
     # A fixed layout: constrained layout draws the figure twice (~0.6 s at scan end).
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
-    fig.subplots_adjust(left=0.06, right=0.97, bottom=0.12, top=0.92, wspace=0.45)
+    top = 0.92 if title is None else 0.84
+    fig.subplots_adjust(left=0.06, right=0.97, bottom=0.12, top=top, wspace=0.45)
+    if title is not None:
+        partial = not title.endswith(": complete")
+        fig.suptitle(title, color="red" if partial else "black", fontsize=11)
     for ax, name in zip(axes, CHANNELS, strict=True):
         img = np.where(outside, np.nan, vols[name][z])
         finite = img[np.isfinite(img)]
