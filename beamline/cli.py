@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from beamline import scan_cli, stream_cli
+from beamline import import_cli, scan_cli, stream_cli
 from contracts.profile import ConfigError, Profile, resolve_profile
 
 
@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="talbot",
         description="Talbot: X-ray grating interferometer control, simulation and reconstruction.",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="errors with their traceback (before COMMAND)"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -70,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     stream_cli.add_parsers(sub)
+    import_cli.add_parser(sub)
     scan_cli.add_scan_parser(sub)
     scan_cli.add_align_parser(sub)
     shell = sub.add_parser(
@@ -143,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(args_list)
     if args.command in stream_cli.COMMANDS:
         return stream_cli.handle(args)
+    if args.command == "import":
+        return import_cli.cmd_import(args)
     if args.command == "scan":
         return scan_cli.run_scan(args)
     if args.command == "align":

@@ -11,16 +11,19 @@ Wiring (``beamline/cli.py``)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from beamline import reconstruct_cli
+from beamline import exitcodes, reconstruct_cli
 from beamline.reconstruct_cli import add_fit_option, report_fit
 
 #: Sub-commands added by ``add_parsers``.
@@ -47,6 +50,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
     return value
 
 
@@ -89,16 +102,23 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     rc = sub.add_parser(
         "recon",
-        help="streaming reconstructor: follow the frame stream, live slices, final volume",
-        description="Connect to the frame stream, reconstruct live slices and, at scan end, "
-        "the whole volume (recon.h5, slices.png in --out). With --file, first catch up from "
-        "the SWMR scan file (late start or restart mid-scan).",
+        help="streaming reconstructor service: follow the frame stream scan after scan",
+        description="Follow the frame stream scan after scan until stopped (Ctrl-C or "
+        "SIGTERM): live slices while a scan runs and, when its last series is in, the whole "
+        "volume in --out/<scan uid>/ (recon.h5, slices.png, stream.json; --out/latest links "
+        "to the newest). Runs that are not phase-stepping CT are passed over. A late or "
+        "restarted reconstructor catches up from the raw file the scan-start names. Exit "
+        "status: 0 every scan complete, 3 a partial scan, 1 a failed one, 2 bad input, 130 "
+        "stopped mid-scan.",
     )
     rc.add_argument(
         "--connect", default=DEFAULT_ENDPOINT, help=f"data endpoint ({DEFAULT_ENDPOINT})"
     )
     rc.add_argument("--out", type=Path, required=True, help="output directory (created)")
-    rc.add_argument("--file", type=Path, default=None, help="scan file to catch up from")
+    rc.add_argument(
+        "--file", type=Path, default=None,
+        help="raw scan file to catch up from, for a publisher whose scan-start names none",
+    )  # fmt: skip
     rc.add_argument("--live-bind", default=None, help="PUB endpoint for live slices")
     rc.add_argument("--live-rows", type=_rows, default=None, help="detector rows shown live")
     rc.add_argument("--live-interval", type=float, default=0.2, help="s between live updates")
@@ -107,8 +127,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     rc.add_argument("--rows", type=_positive_int, default=None, help="detector rows (workers)")
     rc.add_argument("--max-frame-mib", type=_positive_float, default=8.0, help="queue sizing")
     rc.add_argument(
-        "--scans", type=_positive_int, default=1, help="scans to follow, then exit (default 1)"
-    )
+        "--scans", type=_count, default=0,
+        help="CT scans to reconstruct, then exit (default 0: until stopped)",
+    )  # fmt: skip
     rc.add_argument(
         "--reserve", type=_reserve, default=None, metavar="ROWSxCOLSxANGLES",
         help="at start, make the memory a scan of this size needs (fits and projections: 24 B "
@@ -157,17 +178,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _report(result: Any, out: Path) -> None:
-    """Print a scan's summary and keep its figures in ``out/stream.json``."""
+    """Print a scan's summary and keep its figures in ``stream.json`` of its directory."""
     print(result.summary(), flush=True)
-    out.mkdir(parents=True, exist_ok=True)
+    where = result.directory if result.directory is not None else out
+    where.mkdir(parents=True, exist_ok=True)
+    provenance = result.provenance
     record = {
         "scan_uid": result.scan_uid,
+        "outcome": result.outcome,
+        "provenance": None if provenance is None else _jsonable(provenance.attrs()),
         "stats": dataclasses.asdict(result.stats),
         "timings_s": result.timings_s,
         "files": result.files,
         "error": result.error,
     }
-    (out / "stream.json").write_text(json.dumps(record, indent=2))
+    (where / "stream.json").write_text(json.dumps(record, indent=2))
+
+
+def _jsonable(attrs: dict[str, Any]) -> dict[str, Any]:
+    plan = attrs.get("scan_plan")
+    return {**attrs, "scan_plan": json.loads(plan) if plan else None}
 
 
 def _log_to_screen(command: str) -> None:
@@ -234,17 +264,25 @@ def _reserve_memory(rec: Any, shape: tuple[int, int, int]) -> None:
 
 
 def _recon_service(args: argparse.Namespace, frame_bytes: int) -> int:
-    """``talbot recon``: one reconstructor following ``--scans`` scans of the stream."""
+    """``talbot recon``: one reconstructor following the stream scan after scan."""
+    from contracts.consumerlock import ConsumerLock, EndpointBusy
     from contracts.sockets import FrameReceiver, LivePublisher
     from recon.streaming import StreamingReconstructor
 
+    lock = ConsumerLock(args.connect)
+    try:
+        lock.acquire()
+    except (EndpointBusy, OSError) as exc:
+        print(f"talbot recon: --connect: {exc}", file=sys.stderr)
+        return exitcodes.USAGE
     try:
         receiver = FrameReceiver(
             args.connect, frame_bytes=frame_bytes, allow_remote=args.allow_remote
         )
     except (ValueError, OSError) as exc:  # zmq.ZMQError is an OSError
+        lock.release()
         print(f"talbot recon: --connect: {exc}", file=sys.stderr)
-        return 2
+        return exitcodes.USAGE
     try:
         live = (
             LivePublisher(args.live_bind, allow_remote=args.allow_remote)
@@ -253,16 +291,18 @@ def _recon_service(args: argparse.Namespace, frame_bytes: int) -> int:
         )
     except (ValueError, OSError) as exc:
         receiver.close()
+        lock.release()
         print(f"talbot recon: --live-bind: {exc}", file=sys.stderr)
-        return 2
-    reconstructed: list[bool] = []
+        return exitcodes.USAGE
+    outcomes: list[str] = []
 
     def report(result: Any) -> None:
-        reconstructed.append(result.volumes is not None)
+        outcomes.append(result.outcome)
         if result.volumes is not None:
             report_fit("talbot recon", result.volumes.fit)
         _report(result, args.out)
 
+    stop = threading.Event()
     try:
         rec = StreamingReconstructor(
             out=args.out,
@@ -274,20 +314,70 @@ def _recon_service(args: argparse.Namespace, frame_bytes: int) -> int:
         )
         if args.reserve is not None:
             _reserve_memory(rec, args.reserve)
-        live_text = f", live slices on {live.endpoint}" if live is not None else ""
-        catch_up = f", catching up from {args.file}" if args.file is not None else ""
+        live_text = f"; live slices on {live.endpoint}" if live is not None else ""
+        catch_up = f"; catching up from {args.file}" if args.file is not None else ""
+        scans = f"{args.scans} CT scan(s)" if args.scans else "scans until stopped (Ctrl-C)"
         print(
-            f"talbot recon: following {args.connect}{catch_up}{live_text}; {args.scans} scan(s) "
-            f"into {args.out}",
+            f"talbot recon: following {args.connect}{catch_up}{live_text}; {scans} into "
+            f"{args.out.resolve()}/<scan uid>/ ({args.out}/latest: the newest)",
             flush=True,
         )
-        # recycle: a service holds one scan's volumes at a time, and reuses their memory
-        rec.run(receiver, catch_up=args.file, scans=args.scans, on_result=report, recycle=True)
+        with _stop_on_signals(stop, rec):
+            # recycle: a service holds one scan's volumes at a time, and reuses their memory
+            rec.run(
+                receiver,
+                catch_up=args.file,
+                scans=args.scans or None,
+                on_result=report,
+                recycle=True,
+                stop=stop,
+                finish_on_stop=True,
+            )
+    except KeyboardInterrupt:  # a second Ctrl-C: at once, the scan in progress not written
+        print("talbot recon: interrupted; the scan in progress was not written", file=sys.stderr)
+        return exitcodes.INTERRUPTED
     finally:
         receiver.close()
         if live is not None:
             live.close()
-    return 0 if reconstructed and all(reconstructed) else 1
+        lock.release()
+    print(f"talbot recon: {rec.totals.summary()}", flush=True)
+    return _service_status(outcomes, stopped_mid_scan=stop.is_set() and bool(rec.stopped_scan))
+
+
+def _service_status(outcomes: list[str], *, stopped_mid_scan: bool) -> int:
+    """The exit status of a service run: 130 when a signal cut a scan short, else 1 when a
+    scan failed, 3 when one was partial, 0 when every scan was complete (or none came)."""
+    if stopped_mid_scan:
+        return exitcodes.INTERRUPTED
+    if "failed" in outcomes:
+        return exitcodes.FAILED
+    if "partial" in outcomes:
+        return exitcodes.PARTIAL
+    return exitcodes.OK
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event, rec: Any) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stop``: the service finishes the scan in progress as cut short
+    (its volume says what it lacks) and exits. A second SIGINT interrupts at once."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        name = signal.Signals(signum).name
+        uid = rec.scan_uid
+        doing = f"finishing scan {uid} as cut short" if uid else "no scan in progress"
+        again = " (Ctrl-C again to quit at once)" if signum == signal.SIGINT else ""
+        print(f"talbot recon: {name}: stopping; {doing}{again}", file=sys.stderr, flush=True)
+
+    saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {

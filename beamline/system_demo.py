@@ -12,8 +12,11 @@ ground truth and writes the figures. Every process it started is stopped on succ
 on Ctrl-C. Output directory layout:
 
 - ``data/``: the raw scan file(s) (HDF5, SWMR) and ``documents/`` (the run's bluesky documents);
-- ``recon.h5``, ``truth.h5``, ``slices.png``, ``halo_profile.png``, ``metrics.json``;
-- ``stream.json``: the reconstructor's counts (frames, lost, duplicates ...) and timings;
+- ``<scan uid>/``: what the reconstructor service wrote for the scan (``recon.h5``,
+  ``slices.png``, ``stream.json``: its counts, frames, lost, duplicates ..., and timings), with
+  ``latest`` a link to it, and ``recon.h5`` and ``stream.json`` links into it;
+- ``truth.h5``, ``slices.png`` (reconstruction beside truth), ``halo_profile.png``,
+  ``metrics.json``;
 - ``logs/``: the server's and the reconstructor's output.
 """
 
@@ -100,6 +103,7 @@ def run_system_demo(
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     timings = _scan_through_the_system(config, source, out, seed, exposure_s)
+    _link_scan_results(out)
     stream_report = json.loads((out / "stream.json").read_text())
     timings["last_frame_to_volume"] = float(
         stream_report["timings_s"].get("last_frame_to_volume_s", float("nan"))
@@ -122,6 +126,21 @@ def run_system_demo(
     }
     (out / "metrics.json").write_text(json.dumps(report.as_dict(), indent=2))
     return report
+
+
+def _link_scan_results(out: Path) -> None:
+    """``recon.h5`` and ``stream.json`` in ``out``: relative links into the scan's own
+    directory, which the reconstructor service wrote (``out/<scan uid>/``). (``slices.png``
+    here is the demo's own figure, reconstruction beside truth.)"""
+    latest = out / "latest"
+    if not latest.is_dir():
+        raise DemoError(f"the reconstructor wrote no scan directory in {out} (see logs/recon.log)")
+    scan_dir = latest.resolve().name
+    for name in ("recon.h5", "stream.json"):
+        link = out / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(Path(scan_dir) / name)
 
 
 def _scan_through_the_system(

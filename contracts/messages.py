@@ -67,7 +67,9 @@ class _Header(Frozen):
 
 class ScanStart(_Header):
     """``scan-start``: a scan's identity, instrument, plan and frame format. Frame numbers of
-    the scan start at 0 (or where the publisher says, after a restart)."""
+    the scan start at 0 (or where the publisher says, after a restart). A publisher repeats
+    the scan-start of the scan in progress to a consumer that connects mid-scan; a consumer
+    ignores a scan-start of the scan it is already following."""
 
     type: Literal["scan-start"] = "scan-start"
     instrument: Instrument
@@ -76,6 +78,15 @@ class ScanStart(_Header):
     shape: tuple[Side, Side] = Field(description="(rows, columns) of a full frame")
     frames_planned: int | None = Field(
         default=None, ge=0, description="frames the publisher expects to send, when it knows"
+    )
+    raw_file: str | None = Field(
+        default=None,
+        min_length=2,
+        max_length=4096,
+        pattern=r"^/[^\x00]*$",
+        description="absolute path of the raw scan file (HDF5, SWMR) that every frame is written "
+        "to before it is published, where the consumer can read it: a late or restarted consumer "
+        "catches up from it; null: none",
     )
 
     @property

@@ -14,12 +14,20 @@ Layout (``talbot-scan/2``; ``docs/data-format.md`` is the full description)::
 
 Files of the first layout (``talbot-scan/1``: one ``preset_json`` attribute, no frame numbers,
 no end record) stay readable: :func:`read_header` converts them.
+
+Readers open a file with :func:`open_scan_file` (SWMR, in bounded time, refusing a truncated or
+damaged file with a one-line :class:`ScanFileError`) and read whole frames only
+(:func:`readable_frames`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
-from collections.abc import Mapping
+import os
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -81,10 +89,17 @@ class ScanHeader:
 @dataclass(frozen=True)
 class FileEnd:
     """The end record: ``frames_written`` is None while the writer has the file open (or when
-    it died with the file open); ``complete`` says the acquisition ended as planned."""
+    it died with the file open); ``complete`` says the acquisition ended as planned;
+    ``recorded`` is False for a file without one (the first layout)."""
 
     frames_written: int | None
     complete: bool
+    recorded: bool = True
+
+
+class ScanFileError(ValueError):
+    """A scan file that cannot be read: missing, not HDF5, truncated or damaged. The message is
+    one line that starts with the file's path and says what is wrong."""
 
 
 class ScanFileWriter:
@@ -296,7 +311,9 @@ def read_header(f: h5py.File) -> ScanHeader:
             )
         header = ScanHeader(str(entry.attrs["scan_uid"]), instrument, plan, str(data.dtype))
     except KeyError as exc:
-        raise ValueError(f"{f.filename} is not a Talbot scan file (missing {exc})") from None
+        if _absent(exc):
+            raise ValueError(f"{f.filename} is not a Talbot scan file (missing {exc})") from None
+        raise ScanFileError(_problem(Path(f.filename), exc)) from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{f.filename}: recorded preset is not JSON ({exc})") from None
     if tuple(data.shape[1:]) != header.shape:
@@ -308,9 +325,10 @@ def read_header(f: h5py.File) -> ScanHeader:
 
 
 def read_end(f: h5py.File) -> FileEnd:
-    """The end record of an open scan file (a first-layout file has none: ``complete`` False)."""
+    """The end record of an open scan file (a first-layout file has none: ``complete`` False,
+    ``recorded`` False)."""
     if END_GROUP not in f:
-        return FileEnd(None, False)
+        return FileEnd(None, False, recorded=False)
     end = f[END_GROUP]
     if f.swmr_mode:
         end["frames_written"].refresh()
@@ -336,13 +354,199 @@ def read_frame_table(f: h5py.File, count: int | None = None) -> FrameTable:
     return FrameTable(rows)
 
 
+def readable_frames(f: h5py.File, table: FrameTable | None = None) -> int:
+    """How many rows of an open scan file hold a whole frame: the leading rows that have both a
+    frame on disk and their tags (``table``, read when None). A writer that dies inside an
+    ``append`` can leave the frame stack or the tags one row longer than what it wrote, and such
+    a row reads as zeros (HDF5's fill value), never as an error; the rows of a first-layout file
+    have no frame numbers, so there only the frames are checked."""
+    table = read_frame_table(f) if table is None else table
+    data = f[DATA_PATH]
+    n = min(len(table), int(data.shape[0]))
+    if not data.chunks:  # contiguous (not this writer's): all of it is allocated
+        return n
+    present = np.zeros(n, bool)
+    step = int(data.chunks[0])
+
+    def mark(info: Any) -> None:
+        first = int(info.chunk_offset[0])
+        present[first : first + step] = True
+
+    data.id.chunk_iter(mark)
+    numbered = table.rows["frame_number"][:n] == np.arange(n)
+    whole = present & numbered
+    return n if whole.all() else int(np.argmin(whole))
+
+
 def read_scan(path: str | Path) -> ScanFileContents:
-    """Read a whole scan file (also while it is being written: SWMR) into memory."""
-    with h5py.File(path, "r", libver="latest", swmr=True) as f:
+    """Read a whole scan file (also while it is being written: SWMR) into memory: the rows that
+    hold whole frames (:func:`readable_frames`). ScanFileError (one line, naming the file) when
+    it is missing, not HDF5, truncated or damaged; ValueError when it is not a scan file."""
+    with open_scan_file(path) as f, _named(Path(path)):
         header = read_header(f)
-        data = f[DATA_PATH]
         table = read_frame_table(f)
         end = read_end(f)
-        n = min(len(table), int(data.shape[0]))
-        frames = data[:n]
+        n = readable_frames(f, table)
+        frames = f[DATA_PATH][:n]
     return ScanFileContents(header, frames, FrameTable(table.rows[:n].copy()), end)
+
+
+# --------------------------------------------------------------------------------------------
+# opening a file that may be truncated or damaged, in bounded time
+
+#: Read attempts per metadata block of a file opened SWMR (HDF5's default there is 100). A
+#: SWMR reader re-reads a block whose checksum fails, in case the writer was writing it, and
+#: sleeps 1, 2, 4 ... ns between the attempts: 100 attempts sleep for ever (2^100 ns), which is
+#: how a truncated or overwritten file hung ``talbot reconstruct``. 27 attempts sleep 0.13 s in
+#: all, which a writer's flush of a block (microseconds, milliseconds on a network file system)
+#: fits in many times; a damaged block then fails in 0.13 s.
+SWMR_READ_ATTEMPTS: Final = 27
+
+
+def open_scan_file(path: str | Path) -> h5py.File:
+    """Open a scan file for reading, SWMR (so also while its writer appends), in bounded time.
+
+    Use it as ``h5py.File``: ``with open_scan_file(path) as f: header = read_header(f)``. It
+    gives up on a damaged metadata block after :data:`SWMR_READ_ATTEMPTS` reads (a fraction of a
+    second) instead of retrying for ever, and checks that every dataset's data lies inside the
+    file: HDF5 reads the missing end of a truncated file as zeros. Raises ScanFileError, one
+    line naming the file, for a missing, empty, unreadable, non-HDF5, truncated or damaged file.
+    The check reads the frame stack's chunk index once (~2 µs a frame).
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except FileNotFoundError:
+        raise ScanFileError(f"{p}: no such file") from None
+    except OSError as exc:
+        raise ScanFileError(f"{p}: {exc.strerror or exc}") from None
+    if p.is_dir():
+        raise ScanFileError(f"{p}: a directory, not a scan file")
+    if size == 0:
+        raise ScanFileError(f"{p}: empty (0 bytes), not an HDF5 file")
+    if not os.access(p, os.R_OK):
+        raise ScanFileError(f"{p}: permission denied")
+    flags = h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ
+    try:
+        f = h5py.File(h5py.h5f.open(os.fsencode(p), flags, fapl=_swmr_fapl()))
+    except OSError as exc:
+        raise ScanFileError(_problem(p, exc)) from None
+    try:
+        beyond = _data_beyond(f, size)
+    except (OSError, RuntimeError) as exc:  # a damaged block on the way (RuntimeError: chunks)
+        f.close()  # first: HDF5 would hand the diagnosis below this open file again
+        raise ScanFileError(_problem(p, exc)) from None
+    except BaseException:
+        f.close()
+        raise
+    if beyond is not None:
+        f.close()
+        why = (
+            _truncation(p)
+            or f"truncated: {size} bytes, but its {beyond[0]} reaches byte {beyond[1]}"
+        )
+        raise ScanFileError(f"{p}: {why}")
+    return f
+
+
+def _swmr_fapl() -> Any:
+    """A file-access property list: the latest format, bounded metadata read attempts."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+    setter = _read_attempts_setter()
+    if setter is not None:
+        setter(fapl.id, SWMR_READ_ATTEMPTS)
+    return fapl
+
+
+def _read_attempts_setter() -> Any:
+    """HDF5's ``H5Pset_metadata_read_attempts`` (h5py does not wrap it), from the HDF5 library
+    h5py itself loaded (found through h5py's extension module); None where it cannot be found
+    (then a damaged block can still make a read retry for long: the extent check still catches
+    a truncated file)."""
+    try:
+        lib = ctypes.CDLL(h5py.h5p.__file__)
+        fn = lib.H5Pset_metadata_read_attempts
+    except (OSError, AttributeError):  # pragma: no cover - not on Linux/macOS builds of h5py
+        return None
+    fn.argtypes = [ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _data_beyond(f: h5py.File, size: int) -> tuple[str, int] | None:
+    """The dataset whose data reaches furthest beyond the file's ``size`` bytes, and the byte
+    it reaches; None when every dataset lies inside the file."""
+    furthest: dict[str, int] = {}
+
+    def extent(name: str, obj: Any) -> None:
+        if not isinstance(obj, h5py.Dataset):
+            return
+        layout = obj.id.get_create_plist().get_layout()
+        if layout == h5py.h5d.CHUNKED:
+            last = [0]
+
+            def chunk(info: Any) -> None:
+                last[0] = max(last[0], int(info.byte_offset) + int(info.size))
+
+            obj.id.chunk_iter(chunk)
+            furthest[name] = last[0]
+        elif layout == h5py.h5d.CONTIGUOUS and obj.id.get_offset() is not None:
+            furthest[name] = int(obj.id.get_offset()) + int(obj.id.get_storage_size())
+
+    f.visititems(extent)
+    name, last = max(furthest.items(), key=lambda item: item[1], default=("", 0))
+    return (name, last) if last > size else None
+
+
+@contextmanager
+def _named(path: Path) -> Iterator[None]:
+    """HDF5 errors of a read (OSError; RuntimeError from a chunk walk) as one-line
+    ScanFileErrors naming the file (used inside the ``with open_scan_file``: the diagnosis
+    cannot tell a truncated file while it is open)."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        text = " ".join(str(exc).split())
+        raise ScanFileError(f"{path}: unreadable frames or tags (damaged): {text}") from None
+
+
+def _absent(exc: KeyError) -> bool:
+    """Whether h5py's KeyError says that an object or attribute is not there (not that the
+    block holding it is damaged)."""
+    text = str(exc)
+    return "doesn't exist" in text or "can't locate" in text or "Unable to" not in text
+
+
+def _problem(path: Path, exc: BaseException) -> str:
+    """One line: the file and what HDF5's error means."""
+    text = " ".join(str(exc.args[0] if exc.args else exc).split())
+    if "file signature not found" in text:
+        return f"{path}: not an HDF5 file (no HDF5 signature)"
+    truncated = _truncation(path)
+    if truncated is not None:
+        return f"{path}: {truncated}"
+    if "checksum" in text or "signature" in text:
+        return (
+            f"{path}: damaged: an HDF5 metadata block fails its checksum (overwritten or "
+            f"corrupted); HDF5 says: {text}"
+        )
+    return f"{path}: unreadable: {text}"
+
+
+_TRUNCATED: Final = re.compile(r"truncated file: eof = (\d+).*stored_eof = (\d+)")
+
+
+def _truncation(path: Path) -> str | None:
+    """What to say of a file shorter than its (checksummed) superblock records ("truncated: N
+    of the M bytes ..."), else None. HDF5 checks that only when a file is opened without SWMR
+    (a SWMR writer may still be extending it), so this opens it so, once: one read attempt per
+    block, no retries. Call it with the file closed (an open one would be handed back)."""
+    try:
+        h5py.File(path, "r").close()
+    except OSError as exc:
+        match = _TRUNCATED.search(str(exc))
+        if match:
+            size, recorded = match.groups()
+            return f"truncated: {size} of the {recorded} bytes its HDF5 superblock records"
+    return None

@@ -24,6 +24,7 @@ import numpy as np
 import zmq
 from numpy.typing import NDArray
 from pydantic import ValidationError
+from zmq.utils.monitor import recv_monitor_message
 
 from contracts.frames import PIXEL_DTYPES
 from contracts.instrument import Instrument
@@ -48,6 +49,14 @@ from contracts.scanplan import ScanPlan
 DEFAULT_QUEUE_BYTES: Final = 256 * 2**20
 #: Default high-water mark of the live-view PUB socket [messages].
 LIVE_HWM: Final = 2
+_HANDSHAKE_SUCCEEDED: Final = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+_HANDSHAKE_FAILED: Final = int(
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+#: How long a blocked send waits between looks at the consumers that connected [ms].
+SEND_POLL_MS: Final = 50
 #: Rejected messages logged per offending field (all are counted in ``ReceiveStats``).
 LOGGED_REJECTIONS: Final = 5
 
@@ -216,6 +225,11 @@ class FramePublisher(_Socket):
         pub.end_scan()
         pub.close(linger_s=10)
 
+    A consumer that connects while a scan is in progress is sent that scan's ``scan-start``
+    again (its ``raw_file`` tells a restarted consumer where to catch up); ``consumers`` counts
+    the connected consumers, and a warning is logged when more than one is (PUSH deals the
+    frames round-robin: each would get part of the scan).
+
     ``block=True`` (default) honours back-pressure: ``publish`` waits while the pipe is full
     (at most ``send_timeout_s``, then ``StreamTimeout``). ``block=False`` never waits: a frame that
     finds the pipe full is dropped and counted in ``dropped`` (the consumer sees the gap in the
@@ -257,18 +271,97 @@ class FramePublisher(_Socket):
         self.next_frame = 0
         self.sent = 0
         self.dropped = 0
+        #: consumers connected now (handshakes minus disconnections seen by the monitor)
+        self.consumers = 0
+        #: scan-starts sent again to consumers that connected mid-scan
+        self.repeated_starts = 0
+        # consumers that have the scan-start of the scan in progress: at least the one that
+        # took it (its connection may be seen only after the send went through)
+        self._have_start = 0
+        self._monitor: zmq.Socket | None = self.sock.get_monitor_socket(
+            zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_SUCCEEDED | _HANDSHAKE_FAILED
+        )
+        # connections by socket descriptor: accepted, not yet through the handshake (in order)
+        # and consumers (through it)
+        self._pending: list[int] = []
+        self._consumer_fds: set[int] = set()
+
+    def close(self, linger_s: float = 0.0) -> None:
+        """Close the socket (waiting up to ``linger_s`` to deliver queued messages)."""
+        monitor, self._monitor = getattr(self, "_monitor", None), None
+        if monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self.sock.disable_monitor()
+            monitor.close(linger=0)
+        super().close(linger_s)
+
+    def watch_consumers(self) -> int:
+        """Take the connection events seen so far: count consumers, warn when more than one is
+        connected, and send the scan-start of the scan in progress again when one connected
+        mid-scan. Returns the consumers connected now. ``publish`` calls it."""
+        monitor = self._monitor
+        if monitor is None:
+            return self.consumers
+        while monitor.poll(0):
+            event = recv_monitor_message(monitor)
+            kind, value = int(event["event"]), int(event["value"])
+            if kind == zmq.EVENT_ACCEPTED:
+                self._pending.append(value)  # the new connection's descriptor
+            elif kind & _HANDSHAKE_FAILED:  # (a plain client on a CURVE socket, a bad key)
+                if self._pending:
+                    self._pending.pop(0)
+            elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                # the event names no descriptor: handshakes complete in the order accepted
+                if self._pending:
+                    self._consumer_fds.add(self._pending.pop(0))
+                self.consumers += 1
+                if self.consumers > 1:
+                    log.warning(
+                        "%d consumers connected to %s: PUSH deals the frames round-robin, so "
+                        "each gets part of every scan; use one consumer (or the relay)",
+                        self.consumers,
+                        self.endpoint,
+                    )
+            elif kind == zmq.EVENT_DISCONNECTED:
+                if value in self._pending:  # never a consumer
+                    self._pending.remove(value)
+                elif value in self._consumer_fds:
+                    self._consumer_fds.discard(value)
+                    self.consumers = max(0, self.consumers - 1)
+                    self._have_start = min(self._have_start, self.consumers)
+        if self.scan is not None and self.consumers > self._have_start:
+            self._send_control(encode_scan_start(self.scan))
+            self.repeated_starts += 1
+            self._have_start = self.consumers
+        return self.consumers
 
     def _send(self, parts: list[Any], copy: bool = False) -> bool:
-        flags = 0 if self.block else zmq.NOBLOCK
-        try:
-            self.sock.send_multipart(parts, flags=flags, copy=copy)
-        except zmq.Again:
-            if self.block:
-                raise StreamTimeout(
-                    f"send blocked longer than the send timeout on {self.endpoint}"
-                ) from None
-            return False
-        return True
+        """Send a frame: ``block=False`` gives up at once on a full pipe (False); ``block=True``
+        waits for room, at most the send timeout, watching for consumers that connect
+        meanwhile (a consumer that connects while the publisher waits gets the scan-start
+        before the frame)."""
+        if not self.block:
+            try:
+                self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=copy)
+            except zmq.Again:
+                return False
+            return True
+        timeout_ms = int(self.sock.sndtimeo)
+        deadline = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
+        while True:
+            try:
+                self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=copy)
+                return True
+            except zmq.Again:
+                pass
+            if deadline is not None and time.monotonic() >= deadline:
+                raise StreamTimeout(f"send blocked longer than the send timeout on {self.endpoint}")
+            writable = self.sock.poll(SEND_POLL_MS, zmq.POLLOUT)
+            if writable and self.consumers == 0 and self._monitor is not None:
+                # room because a consumer connected: take its connection event first (it
+                # may trail the connection), so that it gets the scan-start before the frame
+                self._monitor.poll(SEND_POLL_MS)
+            self.watch_consumers()
 
     def _send_control(self, parts: list[Any]) -> None:
         # control messages always wait (they are tiny and the consumer needs them), at most the
@@ -289,9 +382,11 @@ class FramePublisher(_Socket):
         dtype: str = "uint16",
         frames_planned: int | None = None,
         first_frame: int = 0,
+        raw_file: str | None = None,
     ) -> ScanStart:
-        """Send ``scan-start``; frame numbers restart at ``first_frame``. ValueError naming the
-        field when the message would be invalid."""
+        """Send ``scan-start``; frame numbers restart at ``first_frame``; ``raw_file``: the
+        absolute path of the scan file the frames are written to (where a consumer can read
+        it). ValueError naming the field when the message would be invalid."""
         try:
             start = ScanStart(
                 scan_uid=scan_uid,
@@ -300,10 +395,14 @@ class FramePublisher(_Socket):
                 dtype=dtype,  # type: ignore[arg-type]
                 shape=instrument.detector.shape,
                 frames_planned=frames_planned,
+                raw_file=raw_file,
             )
         except ValidationError as exc:
             raise ValueError(str(validation_error(exc))) from None
+        self.scan = None
+        self.watch_consumers()  # consumers that connected before this scan need no repeat
         self._send_control(encode_scan_start(start))
+        self._have_start = max(self.consumers, 1)
         self.scan = start
         self.next_frame = first_frame
         return start
@@ -337,6 +436,7 @@ class FramePublisher(_Socket):
             self.scan.scan_uid, tags, frame_number=n, dtype=self.scan.dtype, shape=self.scan.shape
         )
         self.next_frame = max(self.next_frame, n + 1)
+        self.watch_consumers()
         ok = self._send([encode_header(header), arr], copy=copy)
         if ok:
             self.sent += 1
@@ -353,6 +453,7 @@ class FramePublisher(_Socket):
         if self.scan is None:
             raise RuntimeError("end_scan before start_scan")
         end = ScanEnd(scan_uid=self.scan.scan_uid, frames_sent=self.next_frame)
+        self.watch_consumers()
         self._send_control(encode_scan_end(end))
         self.scan = None
         return end

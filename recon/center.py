@@ -97,6 +97,10 @@ def integrate_phase(dphi: ArrayLike, edge_px: int = 2) -> NDArray[np.float64]:
     return phase - (left + (right - left) * u[None, :])
 
 
+class NoCentre(ValueError):
+    """No sinogram gives the rotation centre (too few angles, no contrast)."""
+
+
 def center_from_phase(dphi: ArrayLike, angles_rad: ArrayLike) -> CenterFit:
     """Rotation centre from the differential-phase sinogram (angles, columns) [rad] of an object
     that refracts as matter does (delta > 0: a non-negative phase projection)."""
@@ -108,7 +112,7 @@ def center_from_projections(
 ) -> CenterFit:
     """The rotation centre from the attenuation (-ln T) and the differential-phase sinograms
     (angles, columns), each weighed by 1 / its standard error squared; a sinogram that cannot
-    give one (no absorption: no positive total) is left out. ValueError when neither can."""
+    give one (no absorption: no positive total) is left out. NoCentre when neither can."""
     fits: list[CenterFit] = []
     errors: list[str] = []
     for name, make in (
@@ -121,7 +125,7 @@ def center_from_projections(
             errors.append(f"{name}: {exc}")
     fits = [f for f in fits if math.isfinite(f.offset_px)]
     if not fits:
-        raise ValueError("no sinogram gives the rotation centre (" + "; ".join(errors) + ")")
+        raise NoCentre("no sinogram gives the rotation centre (" + "; ".join(errors) + ")")
     if len(fits) == 1 or not all(math.isfinite(f.stderr_px) and f.stderr_px > 0 for f in fits):
         return min(fits, key=lambda f: f.stderr_px)
     weights = np.array([1.0 / f.stderr_px**2 for f in fits])

@@ -463,6 +463,13 @@ def choose_fit(shape: CurveShape | None, theta_rad: ArrayLike, mode: FitMode = "
     return FitChoice("shape-aware", steps, shape, bias, residual, tuple(warnings))
 
 
+#: The ring current every fit is scaled to [mA]: one number for every scan and every
+#: consumer, so that a series' fit does not depend on which frame arrived first (a restarted
+#: or late reconstructor sees them in another order) and offline and streaming fits agree to
+#: the bit. Any positive value would do: T, phase and dark-field are ratios of fits.
+DOSE_REF_MA = 100.0
+
+
 def frames_scale(current_ma: NDArray[np.float64], dose_ref_ma: float) -> NDArray[np.float64] | None:
     """Per-frame dose factors dose_ref / current, as ``fit_dose_normalised`` applies them
     (None when a reading is not positive)."""

@@ -12,6 +12,10 @@ more steps than the plan's ``steps``) when it is fitted; the fit method is chose
 (``recon.pipeline.scan_fit``), from that shape and the lowest-numbered projection's steps, and
 every fit is unbiased with it when used (after the dark correction: ``recon.curve``).
 
+Dead, hot and saturated pixels are found, as offline, from the dark and the reference fits (and
+the reference frames' peaks, noted as they are fitted) and replaced by the median of their good
+neighbours in the projections (``recon.badpixels``; at a slab's edge only its own rows count).
+
 Arrays: fits (rows, columns) of the reconstructor's slab, ``a0`` float32 [counts], ``c1``
 complex64 [counts]; darks (rows, columns) float32 [counts]; times [s]; rotations [deg].
 """
@@ -25,7 +29,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from contracts.frames import ImageKey
+from recon.badpixels import find_bad_pixels, finite_frames, repair, saturated_pixels
 from recon.curve import (
+    DOSE_REF_MA,
     AliasTable,
     CurveShape,
     FitChoice,
@@ -100,20 +106,25 @@ class FitStore:
         self.projs: dict[int, Fitted] = {}
         #: the current dark, (rows, columns) [counts]; None before the first dark frame
         self.dark: F32 | None = None
-        #: ring current every fit is scaled to [mA]: the scan's first positive reading
-        self.dose_ref: float | None = None
+        #: ring current every fit is scaled to [mA] (``recon.curve.DOSE_REF_MA``)
+        self.dose_ref = DOSE_REF_MA
         self.version = 0
         self._pool = pool
+        #: pixels at their type's top count in a reference frame; with NaN or inf in a frame
+        self.saturated = np.zeros(shape, bool)
+        self.nonfinite = np.zeros(shape, bool)
+        self.notes: list[str] = []  # on the frames with NaN or inf
 
     def set_dark(self, dark: F32) -> None:
-        """The dark changed (fits taken before are corrected when used)."""
+        """The dark changed (fits taken before are corrected when used). NaN or inf in it
+        (from a float dark frame) become 0 there, and those pixels bad ones."""
+        where = ~np.isfinite(dark)
+        if where.any():
+            self.nonfinite |= where
+            self.notes.append(f"the dark: {int(where.sum())} pixels not finite")
+            dark = np.where(where, np.float32(0), dark).astype(np.float32)
         self.dark = dark
         self.version += 1
-
-    def note_current(self, current_ma: float) -> None:
-        """A ring current reading [mA]: the first positive one becomes the dose reference."""
-        if self.dose_ref is None and current_ma > 0:
-            self.dose_ref = current_ma
 
     def release(self) -> None:
         """Give every fit back to the pool (nothing uses them any more)."""
@@ -130,8 +141,9 @@ class FitStore:
                 self.stats.unusable_series += 1
                 return None
             self.stats.incomplete_series += 1
+        frames = self._screened(s, sel)
         try:
-            fit, weights = self._solve(s, sel)
+            fit, weights = self._solve(s, sel, frames)
         except ValueError:
             self.stats.unusable_series += 1
             return None
@@ -151,6 +163,20 @@ class FitStore:
             theta,
         )
 
+    def _screened(self, s: Series, sel: NDArray[np.bool_]) -> list[NDArray[np.generic]]:
+        """The frames of the steps received, NaN and inf set to 0 (noted, as offline); a
+        reference's saturated pixels noted."""
+        frames = [f for f, ok in zip(s.frames, sel, strict=True) if ok and f is not None]
+        floats = frames and np.issubdtype(frames[0].dtype, np.floating)
+        if floats and not all(np.isfinite(f).all() for f in frames):
+            clean, bad, notes = finite_frames(np.stack(frames), s.first_frame)
+            self.nonfinite |= bad
+            self.notes.extend(notes)
+            frames = list(clean)
+        if s.key[0] == ImageKey.FLAT:
+            self.saturated |= saturated_pixels(frames, self.shape)
+        return frames
+
     def _is_calibration(self, planned_steps: int) -> bool:
         return self.steps is not None and planned_steps > self.steps
 
@@ -168,7 +194,7 @@ class FitStore:
             frames = [whole[int(k)] for k in steps]
         else:
             frames = [f for f, ok in zip(s.frames, sel, strict=True) if ok and f is not None]
-        dose_ref = self.dose_ref if self.dose_ref is not None else 1.0
+        dose_ref = self.dose_ref
         try:
             scale = frames_scale(s.current_ma[sel], dose_ref)
             self.curve = measure_shape(frames, theta, scale=scale)
@@ -211,14 +237,16 @@ class FitStore:
         table = self.alias_table(rec)
         return fit if table is None else unbias(fit, table)
 
-    def _solve(self, s: Series, sel: NDArray[np.bool_]) -> tuple[StepFit, NDArray[np.float64]]:
-        """As recon.pipeline._fit_series: steps in step order, darks, ring-current scaling."""
+    def _solve(
+        self, s: Series, sel: NDArray[np.bool_], frames: list[NDArray[np.generic]]
+    ) -> tuple[StepFit, NDArray[np.float64]]:
+        """As recon.pipeline._fit_series: steps in step order, darks, ring-current scaling;
+        ``frames``: those of the steps received (``_screened``)."""
         theta = step_phases(s.g2_m[sel], self.g2_pitch_m)
         a = design_matrix(theta)
         pinv = np.linalg.solve(a.T @ a, a.T)
-        frames = [f for f, ok in zip(s.frames, sel, strict=True) if ok and f is not None]
         current = s.current_ma[sel]
-        dose_ref = self.dose_ref if self.dose_ref is not None else 1.0
+        dose_ref = self.dose_ref
         fit = fit_dose_normalised(
             frames, theta, self.dark, current, dose_ref, out=self._pool.take()
         )
@@ -307,4 +335,14 @@ class FitStore:
                 None if table is None else table.lookup,
             )  # fmt: skip
             theta[j] = np.deg2rad(rec.rotation_deg)
-        return Projections(trans, dphi, dfield, theta, self.choice())
+        signal = np.mean([self.dark_corrected(r).a0 for r in refs], axis=0)
+        bad = find_bad_pixels(
+            self.dark,
+            signal,
+            saturated=self.saturated,
+            nonfinite=self.nonfinite,
+            notes=self.notes,
+        )
+        for signals in (trans, dphi, dfield):
+            repair(signals, bad.mask)
+        return Projections(trans, dphi, dfield, theta, self.choice(), bad)

@@ -9,7 +9,9 @@ The same steps run in the streaming reconstructor, series by series:
    ``ScanPlan.calibration_steps``) and the curve it measures is not sinusoidal enough for the
    scan's steps, unbias every fit with that shape (``recon.curve``);
 3. retrieve T, dphi and D of each projection against the reference interpolated in time between
-   the reference series that bracket it;
+   the reference series that bracket it; replace the detector's dead, hot and saturated pixels
+   (found from the darks and the references) by the median of their good neighbours
+   (``recon.badpixels``);
 4. estimate the rotation centre from the attenuation and phase sinograms, optionally suppress
    rings, and reconstruct delta (Hilbert FBP), mu and the dark-field coefficient (ramp FBP) in
    physical units.
@@ -27,8 +29,16 @@ from numpy.typing import NDArray
 
 from contracts.frames import FrameTable, ImageKey
 from contracts.instrument import Geometry
+from recon.badpixels import BadPixels, find_bad_pixels, finite_frames, repair, saturated_pixels
 from recon.center import center_from_projections
-from recon.curve import FitChoice, choose_fit, frames_scale, measure_shape, unbias
+from recon.curve import (
+    DOSE_REF_MA,
+    FitChoice,
+    choose_fit,
+    frames_scale,
+    measure_shape,
+    unbias,
+)
 from recon.fbp import Method, reconstruct_darkfield, reconstruct_delta, reconstruct_mu
 from recon.fitmode import FitMode
 from recon.retrieval import (
@@ -47,13 +57,15 @@ F32 = NDArray[np.float32]
 @dataclass(frozen=True)
 class Projections:
     """Retrieved projections, each (angles, rows, columns) float32, and their angles [rad];
-    ``fit``: which stepping-curve fit gave them (None: not recorded)."""
+    ``fit``: which stepping-curve fit gave them (None: not recorded); ``bad_pixels``: the
+    detector pixels replaced by their neighbours' median (None: not looked for)."""
 
     transmission: F32
     dphi: F32
     darkfield: F32
     angles_rad: NDArray[np.float64]
     fit: FitChoice | None = None
+    bad_pixels: BadPixels | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +164,7 @@ def retrieve_projections(
         raise ValueError(f"frames must be (n_frames, rows, columns), got shape {frames.shape}")
     if frames.shape[0] != len(table):
         raise ValueError(f"frames has {frames.shape[0]} frames but the table {len(table)} rows")
+    frames, nonfinite, notes = finite_frames(frames)  # the fits refuse NaN and inf
     keep = table.latest_attempts()
     rows = table.rows
     dark_idx = np.flatnonzero((rows["image_key"] == ImageKey.DARK) & keep)
@@ -160,9 +173,7 @@ def retrieve_projections(
         if dark_idx.size
         else None
     )
-    lit = (rows["image_key"] != ImageKey.DARK) & keep
-    currents = rows["ring_current_ma"][lit]
-    dose_ref = float(np.median(currents)) if currents.size and np.all(currents > 0) else 1.0
+    dose_ref = DOSE_REF_MA  # (a series with a reading <= 0 is not normalised)
 
     period = geometry.g2_pitch_m
     ref_groups = _series_groups(table, ImageKey.FLAT, keep)
@@ -178,8 +189,10 @@ def retrieve_projections(
 
     ref_fits: list[StepFit] = []
     ref_times: list[float] = []
+    signal = np.zeros(frames.shape[1:], np.float64)  # mean reference minus dark [counts]
     for ref in refs.values():
         ref_fit = _fit_series(frames, ref, dark, dose_ref)
+        signal += ref_fit.a0
         alias = choice.table(ref.theta)
         ref_fits.append(ref_fit if alias is None else unbias(ref_fit, alias, ref_fit))
         ref_times.append(float(rows["timestamp_s"][ref.index].mean()))
@@ -203,7 +216,17 @@ def retrieve_projections(
             None if alias is None else alias.lookup,
         )  # fmt: skip
         angles[j] = np.deg2rad(float(rows["rotation_deg"][idx].mean()))
-    return Projections(trans, dphi, dfield, angles, choice)
+    flats = (frames[i] for ref in refs.values() for i in ref.index)
+    bad = find_bad_pixels(
+        dark,
+        signal / len(refs),
+        saturated=saturated_pixels(flats, shape),
+        nonfinite=nonfinite,
+        notes=notes,
+    )
+    for signals in (trans, dphi, dfield):
+        repair(signals, bad.mask)
+    return Projections(trans, dphi, dfield, angles, choice, bad)
 
 
 def _neg_log_safe(values: F32) -> F32:

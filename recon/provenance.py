@@ -65,7 +65,7 @@ class Provenance:
 
     @property
     def label(self) -> str:
-        """"complete" or "PARTIAL (why)": the word a log line and a figure title use."""
+        """The word a log line and a figure title use: "complete" or "PARTIAL (why)"."""
         if self.complete:
             return "complete"
         return (

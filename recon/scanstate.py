@@ -8,6 +8,8 @@ scan-end) and the parts that hold the scan's data: series assembly, fits and liv
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -59,6 +61,18 @@ class ScanState:
         #: ``time.perf_counter`` at the arrival of the last frame applied (None: none yet)
         self.t_last_frame: float | None = None
         self.early: Early | None = None
+        #: the scan's output directory, made when its first volume is written
+        self.directory: Path | None = None
+        #: the raw scan file named by the scan-start (or ``--file``) where it can be read
+        self.raw_file: Path | None = None
+        #: when the scan started here (ISO 8601, UTC)
+        self.started_at = datetime.now(UTC).isoformat()
+        #: how the final volume's rotation centre was found, when not from the data
+        self.centre_note = ""
+        #: the highest frame number applied (-1: none yet)
+        self.highest = -1
+        #: why the scan ended without its scan-end or its file's end marker ("": it did not)
+        self.cut_short = ""
         #: a slab worker's whole frames of the calibration series, by (attempt, step index)
         self.calibration_whole: dict[tuple[int, int], NDArray[np.generic]] = {}
         self._expected_refs = {i for kind, i in plan.order() if kind == "reference"}
@@ -77,20 +91,20 @@ class ScanState:
         self, header: FrameHeader, data: NDArray[np.generic], from_file: bool, t_arrival: float
     ) -> NDArray[np.generic] | None:
         """The slab's rows (rows, columns) of a frame of this scan, a view of ``data``; None for
-        a duplicate frame number or a frame without the slab's rows or columns (counted). The
+        a duplicate frame number (counted) or a frame without the slab's rows or columns (the
+        caller counts it). The
         frame takes its number only when :meth:`accept` says so (a frame refused later, e.g.
         for its step index, leaves the number to the real frame)."""
         if header.frame_number in self.seen:
             self.stats.duplicates += 1
             return None
-        slab = self._crop(header, data)
-        if slab is None:
-            self.stats.bad_frames += 1
-        return slab
+        return self._crop(header, data)
 
     def accept(self, header: FrameHeader, from_file: bool, t_arrival: float) -> None:
         """The frame is the scan's: its number is taken, it is counted."""
-        self.seen.add(header.frame_number)
+        n = header.frame_number
+        self.highest = max(self.highest, n)
+        self.seen.add(n)
         self.t_last_frame = t_arrival  # the last frame taken (not duplicates, not foreign)
         self.stats.frames += 1
         if from_file:
@@ -131,6 +145,23 @@ class ScanState:
         if len(self.fits.projs) < self.plan.angles:
             return False
         return self._expected_refs <= set(self.fits.refs)
+
+    def missing(self) -> list[str]:
+        """What the fits lack for a complete scan, in words (empty: every planned projection
+        and reference series fitted from all of its steps)."""
+        plan, fits = self.plan, self.fits
+        gaps: list[str] = []
+        if len(fits.projs) < plan.angles:
+            gaps.append(f"{plan.angles - len(fits.projs)} of {plan.angles} projections missing")
+        refs = self._expected_refs - set(fits.refs)
+        if refs:
+            gaps.append(f"{len(refs)} of {len(self._expected_refs)} reference series missing")
+        short = sum(1 for r in fits.projs.values() if r.frames < plan.steps) + sum(
+            1 for i, r in fits.refs.items() if r.frames < plan.series_steps(("reference", i))
+        )
+        if short:
+            gaps.append(f"{short} series fitted with missing steps")
+        return gaps
 
     def early_result(self) -> Early | None:
         """The early reconstruction, if nothing changed since it was made."""

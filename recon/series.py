@@ -75,8 +75,8 @@ class SeriesAssembly:
     """Groups one scan's frames into series; accumulates the darks.
 
     ``steps``: the scan plan, whose ``series_steps`` gives each series' steps (the calibration
-    series has more), or one number of steps for every series. Counts superseded frames and
-    frames whose step index is outside their series into ``stats``.
+    series has more), or one number of steps for every series. Counts superseded frames into
+    ``stats``; says why it refuses a frame that is not one of the plan's (``refused``).
     """
 
     def __init__(self, steps: ScanPlan | int, max_open: int, stats: StreamStats) -> None:
@@ -90,6 +90,13 @@ class SeriesAssembly:
         self._latest: dict[tuple[int, int], int] = {}  # latest attempt per (image_key, index)
         self._dark_sum: dict[int, NDArray[np.float64]] = {}  # per attempt, (rows, columns)
         self._dark_count: dict[int, int] = {}
+        #: why ``identify`` refused the latest frame it refused ("": it took the last one)
+        self.refused = ""
+        self._references = (
+            0
+            if self.plan is None
+            else sum(1 for kind, _ in self.plan.order() if kind == "reference")
+        )
 
     def steps_of(self, key: SeriesKey) -> int:
         """The steps of series ``key`` (the calibration series': ``calibration_steps``)."""
@@ -101,9 +108,10 @@ class SeriesAssembly:
         return self.plan.series_steps(("projection", index))
 
     def identify(self, header: FrameHeader) -> SeriesKey | None:
-        """The series of a frame; None for an attempt older than one seen (superseded) and for
-        a projection or reference frame whose step index is not one of its series' (counted in
-        ``stats.bad_frames``). A newer attempt than any seen discards the open series (and dark
+        """The series of a frame; None for an attempt older than one seen (superseded, counted)
+        and for a projection or reference frame that is not one of the plan's series (a step,
+        angle or reference-series index outside them: ``refused`` says which; the caller
+        counts it). A newer attempt than any seen discards the open series (and dark
         sums) of older ones."""
         key = int(header.image_key)
         index = {
@@ -111,6 +119,11 @@ class SeriesAssembly:
             ImageKey.FLAT: header.series_index,
         }.get(ImageKey(key), -1)
         series = (key, index)
+        out = (key, index, header.attempt)
+        # refused before its attempt counts: a stray frame never discards a real series
+        self.refused = self.refusal(header)
+        if self.refused:
+            return None
         latest = self._latest.get(series, -1)
         if header.attempt < latest:
             self.stats.superseded += 1
@@ -118,11 +131,31 @@ class SeriesAssembly:
         if header.attempt > latest:
             self._latest[series] = header.attempt
             self._discard_older(series, header.attempt)
-        out = (key, index, header.attempt)
-        if key != ImageKey.DARK and not self.valid_step(header.step_index, out):
-            self.stats.bad_frames += 1
-            return None
         return out
+
+    def refusal(self, header: FrameHeader) -> str:
+        """Why a frame is not one of this scan's series ("": it may be), naming the field."""
+        image_key = int(header.image_key)
+        index = {
+            ImageKey.PROJECTION: header.angle_index,
+            ImageKey.FLAT: header.series_index,
+        }.get(ImageKey(image_key), -1)
+        key = (image_key, index, header.attempt)
+        if image_key == ImageKey.DARK:
+            return ""
+        if not self.valid_step(header.step_index, key):
+            return (
+                f"step_index {header.step_index} is outside 0..{self.steps_of(key) - 1} of its "
+                "series"
+            )
+        if self.plan is not None:
+            if image_key == ImageKey.PROJECTION and index >= self.plan.angles:
+                return f"angle_index {index} is beyond the plan's {self.plan.angles} angles"
+            if image_key == ImageKey.FLAT and index >= self._references:
+                return (
+                    f"series_index {index} is beyond the plan's {self._references} reference series"
+                )
+        return ""
 
     def _discard_older(self, series: tuple[int, int], attempt: int) -> None:
         for skey in [k for k in self.open if k[:2] == series and k[2] < attempt]:

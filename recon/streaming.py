@@ -45,6 +45,7 @@ from contracts.messages import Frame, FrameHeader, ScanEnd, ScanStart, frame_hea
 from contracts.scanfile import DATA_PATH, read_end, read_frame_table, read_header
 from contracts.scanplan import ScanPlan
 from contracts.sockets import FrameReceiver, LivePublisher
+from recon.center import NoCentre
 from recon.fbp import Method, prepare_gridding
 from recon.fitmode import FIT_MODES, FitMode
 from recon.fitpool import FitPool, written
@@ -52,7 +53,8 @@ from recon.fitstore import FitStore, Fitted
 from recon.liveview import CHANNELS, LiveView
 from recon.output import load_plotting, write_recon
 from recon.pipeline import Projections, Volumes, reconstruct_volumes
-from recon.scanresult import MAX_LOST_LISTED, StreamResult, StreamStats
+from recon.provenance import Provenance, new_scan_dir, point_latest
+from recon.scanresult import MAX_LOST_LISTED, ServiceStats, StreamResult, StreamStats
 from recon.scanstate import Early, ScanState
 from recon.series import Series, SeriesAssembly, SeriesKey
 
@@ -64,6 +66,14 @@ F32 = NDArray[np.float32]
 
 #: How often a quiet stream's scan file is asked whether its writer closed it [s].
 FILE_END_CHECK_S = 0.5
+#: A scan-end may claim at most this many times the frames its plan has (re-takes included);
+#: a frame number must be below it. A larger claim is refused: no number a message merely
+#: claims makes the reconstructor work or allocate in proportion to it.
+CLAIM_FACTOR = 4
+#: Refusals logged per kind and scan (every one is counted).
+LOGGED_PER_KIND = 5
+#: Scan uids remembered for quiet counting (frames of a scan passed over or just finished).
+REMEMBERED_UIDS = 16
 
 
 class StreamingReconstructor:
@@ -122,6 +132,12 @@ class StreamingReconstructor:
         self.scan_file: Path | None = None
         #: Counts of the scan in progress (between scans: of the messages that fit none).
         self.stats = StreamStats()
+        #: Counts over every scan and between scans (``run``): what a service saw.
+        self.totals = ServiceStats()
+        self._logged: dict[str, int] = {}  # refusals logged per kind, this scan
+        self._quiet: list[str] = []  # uids whose stray messages are counted, not logged
+        #: the scan in progress when ``run`` was stopped ("": none was)
+        self.stopped_scan = ""
         self._pool = FitPool()
         # a finished scan's projections and volumes, given back by the caller (``recycle``)
         self._spare_projections: Projections | None = None
@@ -223,6 +239,7 @@ class StreamingReconstructor:
         self._pool.use_shape(shape)
         self.stats = stats = StreamStats()
         geometry = start.instrument.geometry
+        self._logged = {}
         self._scan = self._last = ScanState(
             start,
             plan,
@@ -239,6 +256,35 @@ class StreamingReconstructor:
             ),
             view=self._live_view(start, plan, rows, stats),
         )
+        self._scan.raw_file = self._readable_raw_file(start)
+
+    def _readable_raw_file(self, start: ScanStart) -> Path | None:
+        """The scan file of ``start`` that this reconstructor can read: the one the scan-start
+        names, else the one given (``run(catch_up=...)``), when it is a regular file whose
+        header has the scan's uid. None (said once in the log) when neither is."""
+        named = [Path(p) for p in (start.raw_file,) if p is not None]
+        given = [self.scan_file] if self.scan_file is not None else []
+        why = ""
+        for path in [*named, *given]:
+            if not path.is_file():
+                why = f"{path} is not a file here"
+                continue
+            try:
+                with h5py.File(path, "r", libver="latest", swmr=True) as f:
+                    uid = read_header(f).scan_uid
+            except (OSError, ValueError) as exc:
+                why = f"{path}: {exc}"
+                continue
+            if uid == start.scan_uid:
+                return path
+            why = f"{path} holds scan {uid}"
+        if why:
+            log.warning(
+                "scan %s: no readable raw file (%s): frames the stream loses are lost",
+                start.scan_uid,
+                why,
+            )
+        return None
 
     def _live_view(
         self, start: ScanStart, plan: ScanPlan, rows: tuple[int, int], stats: StreamStats
@@ -286,16 +332,32 @@ class StreamingReconstructor:
         t_arrival = time.perf_counter()
         scan = self._scan
         if scan is None or header.scan_uid != scan.start.scan_uid:
-            self.stats.foreign += 1
+            self._stray("frame", header.scan_uid)
+            return
+        if header.frame_number >= self._claim_limit(scan):
+            self._refuse(
+                "frame_number",
+                f"frame_number {header.frame_number} is beyond {CLAIM_FACTOR} x the "
+                f"{scan.plan.frames_planned()} frames the plan has",
+            )
             return
         slab = scan.admit(header, data, from_file, t_arrival)
         if slab is None:
+            if header.frame_number not in scan.seen:
+                self._refuse("shape", f"frame {header.frame_number} has no rows or columns "
+                             f"of this scan's {scan.shape} (shape {list(data.shape)}, row_offset "
+                             f"{header.row_offset})")  # fmt: skip
             return
         series = scan.series
-        refused = self.stats.bad_frames
-        key = series.identify(header)
-        if key is None and self.stats.bad_frames > refused:
+        refused = series.refusal(header)
+        if refused:
+            self._refuse("step", f"frame {header.frame_number}: {refused}")
             return  # not the scan's frame: its number stays free for the real one
+        if not from_file and header.frame_number > scan.highest + 1 and scan.raw_file:
+            # the stream skipped frames (a late start, a restart, a frame the detector could
+            # not publish): they are in the raw file, and go in first, in their order
+            self._fill_from_file(scan, below=header.frame_number)
+        key = series.identify(header)
         scan.accept(header, from_file, t_arrival)  # (a superseded attempt's frame too)
         if key is None:
             return
@@ -303,13 +365,55 @@ class StreamingReconstructor:
         if key[0] == ImageKey.DARK:
             scan.fits.set_dark(series.add_dark(header.attempt, slab))
             return
-        scan.fits.note_current(header.ring_current_ma)
         if key not in series.open:
             while series.full:  # the oldest open series is closed early
                 self._close(scan, series.pop_oldest(), None)
         done = series.put(key, header, slab)
         if done is not None:
             self._close(scan, done, t_arrival)
+
+    @staticmethod
+    def _claim_limit(scan: ScanState) -> int:
+        """Frame numbers and ``frames_sent`` of a scan are below this (``CLAIM_FACTOR``)."""
+        return CLAIM_FACTOR * max(1, scan.plan.frames_planned())
+
+    def _refuse(self, kind: str, text: str, *, frame: bool = True) -> None:
+        """A valid message of the scan in progress that does not fit it: counted (a frame in
+        the scan's ``bad_frames``, a scan-end in ``refused_ends``; every refusal in the
+        totals) and logged, ``LOGGED_PER_KIND`` times per kind and scan."""
+        if frame:
+            self.stats.bad_frames += 1
+        else:
+            self.stats.refused_ends += 1
+        self.totals.refused += 1
+        n = self._logged.get(kind, 0) + 1
+        self._logged[kind] = n
+        if n <= LOGGED_PER_KIND:
+            uid = self.scan_uid or "?"
+            more = " (further ones counted, not logged)" if n == LOGGED_PER_KIND else ""
+            log.warning("scan %s: refused: %s%s", uid, text, more)
+
+    def _stray(self, what: str, scan_uid: str) -> None:
+        """A frame or scan-end of no scan in progress: counted; logged once per scan uid,
+        unless the uid is one passed over or just finished."""
+        self.stats.foreign += 1
+        self.totals.foreign += 1
+        if scan_uid in self._quiet:
+            return
+        self._remember(scan_uid)
+        now = f" (scan {self.scan_uid} is in progress)" if self.scan_uid else ""
+        log.warning(
+            "%s of scan %s, which has no valid scan-start here%s: dropped (counted as foreign; "
+            "further ones of that scan are not logged)",
+            what,
+            scan_uid,
+            now,
+        )
+
+    def _remember(self, scan_uid: str) -> None:
+        if scan_uid not in self._quiet:
+            self._quiet.append(scan_uid)
+            del self._quiet[:-REMEMBERED_UIDS]
 
     def _close(self, scan: ScanState, s: Series, t_arrival: float | None) -> None:
         """Fit a series no longer open, keep the fit, update the live view."""
@@ -355,11 +459,16 @@ class StreamingReconstructor:
     # --------------------------------------------------------------------------------------------
     # end of scan
 
-    def end(self, end: ScanEnd | None) -> StreamResult:
+    def end(self, end: ScanEnd | None, cut_short: str = "") -> StreamResult:
         """Close the scan: count losses, re-finalise every projection, reconstruct, write (or keep
-        the reconstruction made when the last planned series came in, if nothing changed)."""
+        the reconstruction made when the last planned series came in, if nothing changed).
+        ``end`` None: the scan-end did not come, and ``cut_short`` says why (the result is
+        partial when the fits lack any planned series)."""
         if self._scan is None:
             raise RuntimeError("end() without a scan in progress")
+        self._scan.cut_short = cut_short if end is None else ""
+        if end is None:
+            self._fill_from_file(self._scan)  # whatever the file holds that the stream did not
         t_end = time.perf_counter()
         if end is not None:
             self._count_lost(end.frames_sent)
@@ -383,6 +492,8 @@ class StreamingReconstructor:
         }
         self._scan = None
         self.stats = StreamStats()
+        self._remember(result.scan_uid)  # its late messages are counted, not logged
+        self.totals.outcomes[result.outcome] += 1
         return result
 
     def _count_lost(self, frames_sent: int) -> None:
@@ -392,10 +503,9 @@ class StreamingReconstructor:
         assert self._scan is not None
         self.stats.frames_sent = frames_sent
         self._tally_lost(frames_sent)
-        if self.stats.lost_count and self.scan_file is not None and self.scan_file.exists():
-            before = self.stats.from_file
-            self.catch_up(self.scan_file)
-            self.stats.recovered = self.stats.from_file - before
+        raw = self._scan.raw_file
+        if self.stats.lost_count and raw is not None and raw.exists():
+            self._fill_from_file(self._scan)
             self._tally_lost(frames_sent)
 
     def _tally_lost(self, frames_sent: int) -> None:
@@ -419,20 +529,60 @@ class StreamingReconstructor:
             rows, cols = scan.shape
             if spare is not None and spare.delta.shape != (rows, cols, cols):
                 spare = None
-            result.volumes = reconstruct_volumes(
-                result.projections,
-                scan.instrument.geometry,
-                center_offset_px=self.center_offset_px,
-                method=self.method,
-                out=spare,
-            )
+            try:
+                result.volumes = reconstruct_volumes(
+                    result.projections,
+                    scan.instrument.geometry,
+                    center_offset_px=self.center_offset_px,
+                    method=self.method,
+                    out=spare,
+                )
+            except NoCentre:
+                if not scan.missing():
+                    raise
+                # a scan cut short may lack the angles that find the axis: the calibrated one
+                result.volumes = reconstruct_volumes(
+                    result.projections,
+                    scan.instrument.geometry,
+                    center_offset_px=scan.instrument.rotation_axis_offset_px,
+                    method=self.method,
+                    out=spare,
+                )
+                scan.centre_note = (
+                    "rotation centre from the instrument's calibration (too few angles to find it)"
+                )
         except ValueError as exc:
             result.error = str(exc)
-        if self.out is not None and result.volumes is not None:
-            result.files = write_recon(
-                self.out, result.volumes, result.projections if self.write_projections else None
-            )
+        if result.volumes is not None:
+            result.provenance = self._provenance(scan)
+        if self.out is not None:
+            if scan.directory is None:  # one directory per scan, made once
+                scan.directory = new_scan_dir(self.out, scan.start.scan_uid)
+            result.directory = scan.directory
+            if result.volumes is not None:
+                projections = result.projections if self.write_projections else None
+                result.files = write_recon(
+                    scan.directory, result.volumes, projections, result.provenance
+                )
+                point_latest(self.out, scan.directory)
         return result
+
+    def _provenance(self, scan: ScanState) -> Provenance:
+        """What a volume made now from ``scan`` is of: complete when the fits hold every
+        planned series from all of its steps."""
+        missing = scan.missing()
+        complete = not missing
+        gaps = [*missing, *(t for t in (scan.cut_short, scan.centre_note) if t)]
+        return Provenance(
+            scan_uid=scan.start.scan_uid,
+            plan=scan.plan,
+            projections_used=len(scan.fits.projs),
+            projections_planned=scan.plan.angles,
+            complete=complete,
+            incomplete_reason="" if complete else "; ".join(gaps),
+            source="stream" if scan.raw_file is None else f"stream and {scan.raw_file}",
+            scan_time=scan.started_at,
+        )
 
     def projections(self) -> Projections:
         """T, dphi, D of every projection so far against the final interpolated reference."""
@@ -489,9 +639,10 @@ class StreamingReconstructor:
     # --------------------------------------------------------------------------------------------
     # sources
 
-    def catch_up(self, path: Path) -> int:
-        """Read every frame already in the (SWMR) scan file; starts the scan from its header if
-        none is in progress. Returns the number of frames read."""
+    def catch_up(self, path: Path, below: int | None = None) -> int:
+        """Read every frame already in the (SWMR) scan file (``below``: those of lower frame
+        numbers only); starts the scan from its header if none is in progress. Returns the
+        number of rows looked at."""
         with h5py.File(path, "r", libver="latest", swmr=True) as f:
             header = read_header(f)
             if self.scan_uid != header.scan_uid:
@@ -502,11 +653,14 @@ class StreamingReconstructor:
                         plan=header.plan,
                         dtype=header.dtype,  # type: ignore[arg-type]
                         shape=header.shape,
+                        raw_file=str(Path(path).resolve()),
                     )
                 )
             table = read_frame_table(f)
             data = f[DATA_PATH]
             n = min(len(table), int(data.shape[0]))
+            if below is not None:
+                n = min(n, below)
             for i in range(n):
                 if i in self._seen:
                     continue
@@ -530,7 +684,8 @@ class StreamingReconstructor:
         (it and the last frames can sit in the socket buffers of a receiver that was killed).
         Reads the frames still missing from the file and ends the scan as a scan-end of the
         frames written would. None while the file is open, absent, or of another scan."""
-        path, scan = self.scan_file, self._scan
+        scan = self._scan
+        path = None if scan is None else scan.raw_file
         if path is None or scan is None or not path.exists():
             return None
         try:
@@ -545,6 +700,18 @@ class StreamingReconstructor:
         self.catch_up(path)
         return self.end(ScanEnd(scan_uid=scan.start.scan_uid, frames_sent=written))
 
+    def _fill_from_file(self, scan: ScanState, below: int | None = None) -> None:
+        """Read from the scan's raw file every frame it holds that was not applied yet
+        (``below``: of lower frame numbers only)."""
+        if scan.raw_file is None:
+            return
+        before = self.stats.from_file
+        try:
+            self.catch_up(scan.raw_file, below)
+            self.stats.recovered += self.stats.from_file - before
+        except (OSError, ValueError) as exc:
+            log.warning("scan %s: reading %s failed: %s", scan.start.scan_uid, scan.raw_file, exc)
+
     def run(
         self,
         receiver: FrameReceiver,
@@ -553,19 +720,25 @@ class StreamingReconstructor:
         idle_timeout_s: float | None = None,
         stop: threading.Event | None = None,
         on_result: Callable[[StreamResult], None] | None = None,
-        scans: int = 1,
+        scans: int | None = 1,
         recycle: bool = False,
+        finish_on_stop: bool = False,
     ) -> list[StreamResult]:
-        """Follow the stream until ``scans`` scans ended, ``stop`` is set (abandons the scan in
-        progress: a kill), or nothing arrived for ``idle_timeout_s``.
+        """Follow the stream until ``scans`` scans ended (None: until stopped), ``stop`` is set,
+        or nothing arrived for ``idle_timeout_s``.
 
+        ``stop`` abandons the scan in progress (a kill), or with ``finish_on_stop`` ends it as
+        a scan cut short (a service stopped by a signal: its volume says what it lacks).
         ``recycle``: once ``on_result`` has seen a result, its projections and volumes are taken
         back for the next scan (``recycle``): the results returned keep stats, files, timings and
         error only. A service following many scans needs this, or it holds every scan's volumes.
 
-        Connect ``receiver`` BEFORE calling: with ``catch_up`` (the scan file) the frames the
-        file already holds are read first and the stream's copies of them dropped (the detector
-        writes a frame to the file before it publishes it, so nothing falls in between).
+        A late or restarted reconstructor needs nothing more: the publisher sends it the
+        scan-start of the scan in progress, which names the raw file; frames the stream skipped
+        are read from it, and its end marker ends the scan when the scan-end does not come.
+        ``catch_up`` (the scan file) is for a publisher that names none: connect ``receiver``
+        BEFORE calling; the frames the file holds are read first and the stream's copies of
+        them dropped.
         """
         results: list[StreamResult] = []
 
@@ -575,53 +748,90 @@ class StreamingReconstructor:
                 on_result(result)
             if recycle:
                 self.recycle(result)
-            return len(results) >= scans
+            return scans is not None and len(results) >= scans
 
-        base = receiver.stats.malformed
         self.scan_file = None if catch_up is None else Path(catch_up)
         if self.scan_file is not None and self.scan_file.exists():
             self.catch_up(self.scan_file)
+        malformed = receiver.stats.malformed
         last = checked = time.monotonic()
-        while len(results) < scans and not (stop is not None and stop.is_set()):
+        while not (scans is not None and len(results) >= scans):
+            if stop is not None and stop.is_set():
+                if self._scan is not None:
+                    self.stopped_scan = self._scan.start.scan_uid
+                    if finish_on_stop:
+                        finish(self.end(None, cut_short="stopped before its end"))
+                break
             msg = receiver.recv(timeout_s=0.05)
-            self.stats.malformed = receiver.stats.malformed - base
+            if receiver.stats.malformed != malformed:  # counted at once, whatever the state
+                self.stats.malformed += receiver.stats.malformed - malformed
+                self.totals.malformed += receiver.stats.malformed - malformed
+                malformed = receiver.stats.malformed
+            now = time.monotonic()
             if msg is None:
-                now = time.monotonic()
                 if now - checked > FILE_END_CHECK_S:
                     checked = now
                     ended = self._end_from_file()
                     if ended is not None:
-                        base = receiver.stats.malformed
                         finish(ended)
                         continue
                 if idle_timeout_s is not None and now - last > idle_timeout_s:
                     break
                 continue
-            last = time.monotonic()
+            last = now
             if isinstance(msg, Frame):
                 self.add_frame(msg.header, msg.data)
             elif isinstance(msg, ScanStart):
-                if self._on_scan_start(msg, finish):
-                    base = receiver.stats.malformed
+                self._on_scan_start(msg, finish)
             elif isinstance(msg, ScanEnd):
-                if msg.scan_uid != self.scan_uid:
-                    self.stats.foreign += 1
-                    continue
-                result = self.end(msg)
-                base = receiver.stats.malformed
-                finish(result)
+                self._on_scan_end(msg, finish)
         return results
 
-    def _on_scan_start(self, msg: ScanStart, finish: Callable[[StreamResult], bool]) -> bool:
-        """A scan-start in the stream: the scan in progress, if another, is finished first (its
-        scan-end never came). True when it started a scan."""
-        another = self._scan is not None and self._scan.start.scan_uid != msg.scan_uid
-        if another and finish(self.end(None)):
-            return False  # that was the last scan wanted
+    def _on_scan_start(self, msg: ScanStart, finish: Callable[[StreamResult], bool]) -> None:
+        """A scan-start in the stream. One of the scan in progress is a repeat (sent to a
+        consumer that connected mid-scan) and ignored; one of another scan ends the scan in
+        progress, which gets no more frames, as cut short."""
+        current = self._scan
+        if current is not None and current.start.scan_uid == msg.scan_uid:
+            return
+        if current is not None:
+            log.warning(
+                "scan-start of %s while scan %s is in progress: %s ends here",
+                msg.scan_uid,
+                current.start.scan_uid,
+                current.start.scan_uid,
+            )
+            cut = f"interrupted by scan-start of {msg.scan_uid}"
+            if finish(self.end(None, cut_short=cut)):
+                return  # that was the last scan wanted
         if msg.plan is None:  # an alignment scan or a stock plan: nothing to reconstruct
+            self.totals.passed_over += 1
+            self._remember(msg.scan_uid)
             log.info("scan %s is not a phase-stepping CT; passed over", msg.scan_uid)
-            return False
-        if self._scan is None:
+            return
+        try:
             self.start(msg)
-            return True
-        return False
+        except ValueError as exc:
+            self.totals.refused += 1
+            log.warning("scan-start of %s refused: %s", msg.scan_uid, exc)
+            return
+        # a late or restarted consumer: its first frame's number jumps, and the frames below
+        # it are read from the raw file first (``add_frame``)
+
+    def _on_scan_end(self, msg: ScanEnd, finish: Callable[[StreamResult], bool]) -> None:
+        """A scan-end: ends the scan in progress unless it is another scan's, or claims more
+        frames than the plan allows (refused, counted, logged)."""
+        scan = self._scan
+        if scan is None or msg.scan_uid != scan.start.scan_uid:
+            self._stray("scan-end", msg.scan_uid)
+            return
+        limit = self._claim_limit(scan)
+        if msg.frames_sent > limit:
+            self._refuse(
+                "frames_sent",
+                f"scan-end with frames_sent {msg.frames_sent}, more than {CLAIM_FACTOR} x the "
+                f"{scan.plan.frames_planned()} frames the plan has",
+                frame=False,
+            )
+            return
+        finish(self.end(msg))

@@ -9,7 +9,7 @@ import sys
 
 from contracts.profile import BUILTIN, ConfigError, resolve_profile
 from contracts.pvnames import PVNameError
-from sim.ioc.server import build_beamline, serve
+from sim.ioc.server import PortInUse, build_beamline, serve
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,7 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --stream: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    asyncio.run(serve(beamline, host=args.host, port=args.port))
+    try:
+        asyncio.run(serve(beamline, host=args.host, port=args.port))
+    except PortInUse as exc:
+        if beamline.publisher is not None:
+            beamline.publisher.close()
+        print(f"error: --port: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -4,7 +4,7 @@ The scan file is written first; then the frame goes to a bounded queue that a wo
 into a ``contracts.sockets.FramePublisher`` (ZeroMQ sockets are not thread-safe, so the socket lives
 in that thread only). The IOC's event loop never waits on a slow or absent consumer: when the queue
 is full the frame is not published (counted in ``dropped``); the reconstructor recovers it from the
-scan file, which stays the source of truth.
+scan file, which stays the source of truth: every scan-start names it (``raw_file``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class _Frame:
     frame: NDArray[np.generic]
     row: dict[str, Any]
     number: int
+    path: str  # the scan file's absolute path
 
 
 class FrameStreamHook:
@@ -69,7 +70,13 @@ class FrameStreamHook:
     def on_frame(self, written: WrittenFrame) -> None:
         """Queue a written frame for publication."""
         event = written.event
-        item = _Frame(written.header, event.frame, dict(written.row), written.frame_number)
+        item = _Frame(
+            written.header,
+            event.frame,
+            dict(written.row),
+            written.frame_number,
+            str(written.path.resolve()),
+        )
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -126,7 +133,14 @@ class FrameStreamHook:
         if pub.scan is None or pub.scan.scan_uid != header.scan_uid:
             if pub.scan is not None:
                 pub.end_scan()
-            pub.start_scan(header.scan_uid, header.instrument, header.plan, first_frame=item.number)
+            pub.start_scan(
+                header.scan_uid,
+                header.instrument,
+                header.plan,
+                first_frame=item.number,
+                frames_planned=None if header.plan is None else header.plan.frames_planned(),
+                raw_file=item.path,
+            )
         if pub.publish(item.frame, item.row, frame_number=item.number):
             self.published += 1
         else:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -237,6 +238,27 @@ def server_environment(host: str, port: int) -> dict[str, str]:
     return env
 
 
+class PortInUse(OSError):
+    """The Channel Access port asked for is taken."""
+
+
+def check_port_free(host: str, port: int) -> None:
+    """PortInUse naming the port when another server already listens on ``port`` of ``host``
+    (TCP): caproto would then serve on a port of its own choosing, where no client looks."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PortInUse(
+                exc.errno,
+                f"port {port} on {host} is in use (another IOC, or another talbot sim?): stop "
+                f"it, or pass --port with a free port and set EPICS_CA_SERVER_PORT for the "
+                f"clients",
+            ) from None
+
+
 async def _beacon_sink(host: str) -> tuple[asyncio.DatagramTransport, int]:
     """A UDP socket that swallows the server's beacons (nothing else listens on loopback)."""
     loop = asyncio.get_running_loop()
@@ -256,6 +278,7 @@ async def serve(beamline: SimBeamline, *, host: str = "127.0.0.1", port: int = 5
     the servers that process starts later.
     """
     env = server_environment(host, port)
+    check_port_free(host, port)
     saved = {key: os.environ.get(key) for key in (*env, "EPICS_CAS_BEACON_PORT")}
     os.environ.update(env)
     # caproto batches monitor updates: a batch waits HIGH_LOAD_TIMEOUT (default 10 ms) for more,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -105,9 +106,17 @@ def test_reconstruct_says_when_a_file_is_open_or_short_of_its_plan(
         writer.append(frame, tags)
     try:  # the writer still has it open, ten frames short
         code = main(["reconstruct", str(path), "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        written_without_partial = (tmp_path / "out" / "recon.h5").exists()
+        partial = main(["reconstruct", str(path), "--out", str(tmp_path / "out"), "--partial"])
     finally:
         writer.close(complete=False)
-    err = capsys.readouterr().err
-    assert code == 0
-    assert "is still being written or was cut short" in err
-    assert "the volume is from a partial scan" in err
+    assert code == 3  # reported, nothing reconstructed without --partial
+    assert err.count("\n") == 1
+    planned = rec.plan.frames_planned()  # (the file's superseded take is not counted)
+    assert f"holds {planned - 10} of {planned} planned frames" in err
+    assert "--partial" in err
+    assert not written_without_partial
+    assert partial == 3
+    with h5py.File(tmp_path / "out" / "recon.h5") as f:
+        assert not bool(f.attrs["complete"])

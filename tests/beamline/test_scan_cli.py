@@ -60,7 +60,9 @@ def overridden(tmp_path_factory: pytest.TempPathFactory) -> Path:
         prefix, port, root / "sim.log", "--seed", "0", "--stream", stream, "--profile", str(profile)
     )
     recon = _talbot(
-        ["recon", "--connect", stream, "--out", str(root / "live")], env, root / "r.log"
+        ["recon", "--connect", stream, "--out", str(root / "live"), "--scans", "1"],
+        env,
+        root / "r.log",
     )
     try:
         _wait_for(root / "sim.log", "ready:", ioc, 120)
@@ -144,7 +146,7 @@ def test_the_scan_file_and_the_stream_carry_the_plan_as_it_ran(overridden: Path)
     flat = rows["image_key"] == 1
     for index, m in ((0, CALIBRATION_STEPS), (1, STEPS), (2, STEPS)):
         assert rows["step_index"][flat & (rows["series_index"] == index)].tolist() == list(range(m))
-    stream = json.loads((overridden / "live" / "stream.json").read_text())
+    stream = json.loads((overridden / "live" / "latest" / "stream.json").read_text())
     assert stream["stats"]["projections"] == ANGLES
     assert stream["stats"]["lost"] == []
 
@@ -156,12 +158,12 @@ def test_the_overridden_scan_reconstructs_live_and_offline(overridden: Path) -> 
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    live, truth = _matrix_delta(overridden / "live" / "recon.h5")
+    live, truth = _matrix_delta(overridden / "live" / "latest" / "recon.h5")
     offline, _ = _matrix_delta(overridden / "offline" / "recon.h5")
     assert live == pytest.approx(truth, rel=0.03)
     assert offline == pytest.approx(truth, rel=0.03)
     with (
-        h5py.File(overridden / "live" / "recon.h5") as a,
+        h5py.File(overridden / "live" / "latest" / "recon.h5") as a,
         h5py.File(overridden / "offline" / "recon.h5") as b,
     ):
         assert a["projections/dphi"].shape == (ANGLES, 32, 96)

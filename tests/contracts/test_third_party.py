@@ -166,7 +166,18 @@ def test_a_stream_written_from_the_protocol_document_reconstructs_the_cylinder(
     endpoint = push.getsockopt_string(zmq.LAST_ENDPOINT)
     out = tmp_path / "live"
     recon = subprocess.Popen(
-        [sys.executable, "-m", "beamline.cli", "recon", "--connect", endpoint, "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "beamline.cli",
+            "recon",
+            "--connect",
+            endpoint,
+            "--out",
+            str(out),
+            "--scans",
+            "1",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -193,7 +204,7 @@ def test_a_stream_written_from_the_protocol_document_reconstructs_the_cylinder(
         ctx.term()
     assert recon.returncode == 0, log
     assert "frames sent 467, lost 0," in log, log
-    inside, outside = cylinder_delta(out / "recon.h5")
+    inside, outside = cylinder_delta(out / "third-party-0001" / "recon.h5")
     assert inside == pytest.approx(DELTA, rel=0.02), (inside, outside, log)
     assert abs(outside) < 0.02 * DELTA, (inside, outside)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -11,14 +12,20 @@ import numpy as np
 import pytest
 
 from contracts.frames import FrameTable
-from contracts.messages import FrameHeader, LiveSlices, ScanEnd, ScanStart, frame_header
+from contracts.messages import (
+    FrameHeader,
+    LiveSlices,
+    ScanEnd,
+    ScanStart,
+    encode_scan_end,
+    frame_header,
+)
 from contracts.scanfile import ScanFileWriter
 from contracts.sockets import FramePublisher, FrameReceiver, LivePublisher, live_subscriber
 from recon.offline import reconstruct_file
 from recon.pipeline import Volumes, reconstruct_volumes, retrieve_projections
-from recon.scanresult import MAX_LOST_LISTED
 from recon.slabs import run_slab_workers, slab_bounds
-from recon.streaming import StreamingReconstructor, StreamResult
+from recon.streaming import CLAIM_FACTOR, StreamingReconstructor, StreamResult
 from sim.replay import replay
 from tests.recon.scanfiles import Recorded, frames_in_order, shared_recorded, shared_scan_file
 
@@ -43,13 +50,16 @@ def header_of(rec: Recorded, n: int) -> FrameHeader:
     return frame_header(rec.scan_uid, rec.rows[n], frame_number=n, dtype="uint16", shape=(32, 96))
 
 
-def scan_start(rec: Recorded, scan_uid: str | None = None) -> ScanStart:
+def scan_start(
+    rec: Recorded, scan_uid: str | None = None, raw_file: Path | None = None
+) -> ScanStart:
     return ScanStart(
         scan_uid=scan_uid or rec.scan_uid,
         instrument=rec.instrument,
         plan=rec.plan,
         dtype="uint16",
         shape=(32, 96),
+        raw_file=None if raw_file is None else str(raw_file.resolve()),
     )
 
 
@@ -150,27 +160,32 @@ def test_killed_and_restarted_mid_scan_gives_the_offline_volume(tmp_path: Path) 
     assert_same_volumes(result.volumes, offline)
 
 
-def test_a_scan_end_claiming_millions_of_frames_costs_no_memory_for_them() -> None:
-    """A scan-end that declares 3,000,000 frames sent: every one not received is counted, only
-    the first ``MAX_LOST_LISTED`` are listed (the service allocates nothing in proportion to a
-    number a message claims), and the volume is the one the frames received give."""
+def test_a_scan_end_claiming_more_frames_than_the_plan_allows_is_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A scan-end that declares 3,000,000 frames sent for a scan of 183 planned frames is
+    refused (counted and logged with the field), so nothing is counted or allocated in
+    proportion to it; the real scan-end then ends the scan with nothing lost."""
     rec = shared_recorded()
     n = len(rec.rows)
+    limit = CLAIM_FACTOR * rec.plan.frames_planned()
 
     def detector(pub: FramePublisher) -> None:
         pub.start_scan(rec.scan_uid, rec.instrument, rec.plan)
         for i, frame, tags in frames_in_order(rec):
             pub.publish(frame, tags, frame_number=i)
-        pub.next_frame = 3_000_000  # what this scan-end claims
+        pub.send_raw(encode_scan_end(ScanEnd(scan_uid=rec.scan_uid, frames_sent=3_000_000)))
+        pub.send_raw(encode_scan_end(ScanEnd(scan_uid=rec.scan_uid, frames_sent=limit + 1)))
         pub.end_scan()
 
-    result = stream_one_scan(rec, detector)
+    with caplog.at_level(logging.WARNING, logger="recon"):
+        result = stream_one_scan(rec, detector)
     s = result.stats
-    assert (s.frames, s.frames_sent) == (n, 3_000_000)
-    assert s.lost_count == 3_000_000 - n
-    assert s.lost == list(range(n, n + MAX_LOST_LISTED))
-    assert f"lost {3_000_000 - n} [{n}, {n + 1}," in s.summary()
-    assert result.volumes is not None
+    assert (s.frames, s.frames_sent, s.lost_count, s.lost, s.refused_ends) == (n, n, 0, [], 2)
+    refused = [r.getMessage() for r in caplog.records if "frames_sent" in r.getMessage()]
+    assert len(refused) == 2
+    assert "frames_sent 3000000" in refused[0]
+    assert result.outcome == "complete"
 
 
 def test_a_refused_frame_does_not_take_the_real_frames_number() -> None:
@@ -331,11 +346,10 @@ def test_frames_the_stream_lost_are_recovered_from_the_scan_file() -> None:
     rec, path = shared_recorded(), shared_scan_file()
     n = len(rec.rows)
     recon = StreamingReconstructor(live_rows=())
-    recon.start(scan_start(rec))
+    recon.start(scan_start(rec, raw_file=path))  # the scan-start names the raw file
     for i in range(n):
         if i not in (7, 40):  # dropped by a detector that cannot wait
             recon.add_frame(header_of(rec, i), rec.frames[i])
-    recon.scan_file = path
     result = recon.end(ScanEnd(scan_uid=rec.scan_uid, frames_sent=n))
     s = result.stats
     assert (s.lost, s.recovered, s.frames, s.incomplete_series) == ([], 2, n, 0)
@@ -354,11 +368,18 @@ def test_volume_is_written_when_the_last_series_arrives_and_redone_after_a_retak
         early.add_frame(header_of(rec, i), rec.frames[i])
     # every planned series is in: the files exist before scan-end (the beamline is still
     # restoring the sample and closing the run)
-    assert (tmp_path / "early" / "recon.h5").exists()
+    scan_dir = tmp_path / "early" / rec.scan_uid  # one directory per scan, and a latest link
+    assert (scan_dir / "recon.h5").exists()
+    assert (tmp_path / "early" / "latest").resolve() == scan_dir.resolve()
     kept = early.end(None)
     assert kept.volumes is not None
-    with h5py.File(tmp_path / "early" / "recon.h5", "r") as f:  # scan-end kept that result
+    assert kept.directory == scan_dir
+    with h5py.File(scan_dir / "recon.h5", "r") as f:  # scan-end kept that result
         np.testing.assert_array_equal(f["mu"][()], kept.volumes.mu)
+        assert f.attrs["scan_uid"] == rec.scan_uid
+        assert bool(f.attrs["complete"])
+        planned = rec.plan.angles
+        assert (f.attrs["projections_used"], f.attrs["projections_planned"]) == (planned, planned)
 
     # a re-take of the last projection series arrives after that, with other data
     last = max(i for i in range(n) if rec.rows["image_key"][i] == 0)
@@ -383,7 +404,7 @@ def test_volume_is_written_when_the_last_series_arrives_and_redone_after_a_retak
     want = reconstruct_volumes(proj, rec.instrument.geometry)
     assert_same_volumes(result.volumes, want)
     assert not np.allclose(kept.volumes.mu, want.mu)
-    with h5py.File(tmp_path / "redo" / "recon.h5", "r") as f:  # the files were rewritten
+    with h5py.File(tmp_path / "redo" / rec.scan_uid / "recon.h5", "r") as f:  # rewritten
         np.testing.assert_array_equal(f["mu"][()], result.volumes.mu)
 
 

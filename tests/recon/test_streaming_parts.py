@@ -86,13 +86,20 @@ def test_the_calibration_series_has_calibration_steps_and_every_other_series_ste
     assert stats.bad_frames == 0
     # no step 48 in the calibration series, no step 5 in any other series
     assert series.identify(header_of(rec, calibration[0], step_index=48)) is None
+    assert series.refused == "step_index 48 is outside 0..47 of its series"
     projection = first_series(rec, ImageKey.PROJECTION)[0]
     assert series.identify(header_of(rec, projection, step_index=5)) is None
+    assert series.refused == "step_index 5 is outside 0..4 of its series"
     later = np.flatnonzero(
         (rec.rows["image_key"] == ImageKey.FLAT) & (rec.rows["series_index"] == 1)
     )
     assert series.identify(header_of(rec, int(later[0]), step_index=5)) is None
-    assert stats.bad_frames == 3
+    # nor a projection beyond the plan's angles, nor a reference series beyond its references
+    assert series.identify(header_of(rec, projection, angle_index=rec.plan.angles)) is None
+    assert series.refused.startswith(f"angle_index {rec.plan.angles} is beyond")
+    assert series.identify(header_of(rec, int(later[0]), series_index=99)) is None
+    assert series.refused.startswith("series_index 99 is beyond")
+    assert stats.bad_frames == 0  # refused, not counted here: the reconstructor counts them
     assert series.open == {}
     assert series.identify(header_of(rec, projection, step_index=4)) is not None
     projection_key = (int(ImageKey.PROJECTION), 0, 0)
@@ -101,7 +108,7 @@ def test_the_calibration_series_has_calibration_steps_and_every_other_series_ste
     # one number of steps for every series: the calibration series' step 5 is refused
     plain = SeriesAssembly(5, 8, StreamStats())
     assert plain.identify(header_of(rec, calibration[5])) is None
-    assert plain.stats.bad_frames == 1
+    assert plain.refused == "step_index 5 is outside 0..4 of its series"
 
 
 def test_the_dark_is_the_mean_of_the_latest_attempts_darks() -> None:

@@ -62,12 +62,13 @@ def test_replay_reconstructs_to_the_offline_volume(
     truth = recorded.scan.phantom.voxelize(offline.delta.shape, offline.voxel_size_m)["delta"]
     rod = truth > 2e-6
     assert np.median(result.volumes.delta[rod]) == pytest.approx(np.median(truth[rod]), rel=0.03)
-    with h5py.File(tmp_path / "recon.h5") as f:
+    assert result.directory == tmp_path / recorded.scan_uid  # the scan's own directory
+    with h5py.File(result.directory / "recon.h5") as f:
         for name, units in UNITS.items():
             assert f[name].dtype == np.float32
             assert f[name].attrs["units"] == units
             assert f[name].attrs["voxel_size_m"] == pytest.approx(0.5e-6)
-    assert (tmp_path / "slices.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (result.directory / "slices.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_reconstruct_command_writes_the_offline_volume(scan_file: Path, tmp_path: Path) -> None:
