@@ -368,3 +368,45 @@ def test_a_rejected_message_is_logged_at_once_naming_the_field(
     assert len(lines) == 5  # LOGGED_REJECTIONS, then counted only
     assert all("plan: Field required" in line for line in lines)
     assert "further ones counted" in lines[-1]
+
+
+def test_a_consumer_that_connects_mid_scan_is_sent_the_scan_start_first() -> None:
+    """The first consumer goes away mid-scan; the one that connects next receives the
+    scan-start (with the raw file it names) before any frame, and nothing twice."""
+    with FramePublisher(frame_bytes=6144, hwm=2) as pub:
+        first = FrameReceiver(pub.endpoint, hwm=2)
+        pub.start_scan("uid", P.instrument, P.scan_plan(), raw_file="/data/scan.h5")
+        pub.publish(frame(0), tags(0))
+        assert isinstance(first.recv(timeout_s=10), ScanStart)
+        assert isinstance(first.recv(timeout_s=10), Frame)
+        first.close(linger_s=0)
+        second = FrameReceiver(pub.endpoint, hwm=2)
+        try:
+            sender = threading.Thread(target=pub.publish, args=(frame(1), tags(1)))
+            sender.start()  # blocks until the new consumer is there
+            start = second.recv(timeout_s=10)
+            assert isinstance(start, ScanStart)
+            assert (start.scan_uid, start.raw_file) == ("uid", "/data/scan.h5")
+            got = second.recv(timeout_s=10)
+            assert isinstance(got, Frame)
+            assert got.header.frame_number == 1
+            sender.join(10)
+            pub.end_scan()
+            assert isinstance(second.recv(timeout_s=10), ScanEnd)
+            assert second.recv(timeout_s=0.3) is None  # no second scan-start
+        finally:
+            second.close()
+        assert (pub.repeated_starts, pub.consumers) == (1, 1)
+
+
+def test_the_publisher_warns_of_a_second_consumer(caplog: pytest.LogCaptureFixture) -> None:
+    with FramePublisher(frame_bytes=6144) as pub:
+        receivers = [FrameReceiver(pub.endpoint) for _ in range(2)]
+        try:
+            deadline = threading.Event()
+            while pub.watch_consumers() < 2 and not deadline.wait(0.01):
+                pass
+        finally:
+            for r in receivers:
+                r.close()
+    assert any("2 consumers connected to" in r.getMessage() for r in caplog.records)

@@ -99,3 +99,24 @@ def test_free_port_is_outside_the_ephemeral_range_and_never_repeats() -> None:
     ports = [free_port() for _ in range(50)]
     assert len(set(ports)) == len(ports)
     assert all(1024 < port < max(_ephemeral_low(), 21000) for port in ports)
+
+
+def test_a_second_server_on_a_port_in_use_exits_2_naming_the_port(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    port = free_port()
+    first = start_ioc("PORTA:", port, tmp_path / "a.log")
+    try:
+        deadline = time.monotonic() + 120
+        while "ready:" not in (tmp_path / "a.log").read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        second = subprocess.run(
+            [sys.executable, "-m", "sim.ioc", "--port", str(port), "--prefix", "PORTB:"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        assert stop_ioc(first) == 0
+    assert second.returncode == 2
+    assert f"port {port} on 127.0.0.1 is in use" in second.stderr
+    assert "ready:" not in second.stdout
