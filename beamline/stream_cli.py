@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from beamline import exitcodes, reconstruct_cli
-from beamline.reconstruct_cli import add_fit_option, report_fit
+from beamline.reconstruct_cli import add_fit_option, report_bad_pixels, report_fit
 
 #: Sub-commands added by ``add_parsers``.
 COMMANDS = ("replay", "recon", "reconstruct")
@@ -144,18 +144,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """``talbot replay``."""
-    from contracts.scanfile import read_header
+    from contracts.scanfile import open_scan_file, read_header
     from contracts.sockets import FramePublisher
-
-    if not args.file.exists():
-        print(f"talbot replay: file: {args.file} does not exist", file=sys.stderr)
-        return 2
-    import h5py
-
     from sim.replay import replay
 
     try:
-        with h5py.File(args.file, "r", libver="latest", swmr=True) as f:
+        with open_scan_file(args.file) as f:
             header = read_header(f)
     except (OSError, ValueError) as exc:
         print(f"talbot replay: file: {exc}", file=sys.stderr)
@@ -234,21 +228,41 @@ def _recon_slab_workers(args: argparse.Namespace, frame_bytes: int) -> int:
     if args.reserve is not None:
         print("talbot recon: --reserve applies to one worker (no --workers)", file=sys.stderr)
         return 2
-    res = run_slab_workers(
-        args.connect,
-        args.rows,
-        args.workers,
-        center_offset_px=args.center,
-        out=args.out,
-        frame_bytes=frame_bytes,
-        idle_timeout_s=None,
-        fit=args.fit,
-    )
+    from contracts.consumerlock import ConsumerLock, EndpointBusy
+
+    lock = ConsumerLock(args.connect)
+    try:
+        lock.acquire()
+    except (EndpointBusy, OSError) as exc:
+        print(f"talbot recon: --connect: {exc}", file=sys.stderr)
+        return exitcodes.USAGE
+    try:
+        print(
+            f"talbot recon: {args.workers} slab workers following {args.connect} for one scan, "
+            f"into {args.out.resolve()}/<scan uid>/",
+            flush=True,
+        )
+        res = run_slab_workers(
+            args.connect,
+            args.rows,
+            args.workers,
+            center_offset_px=args.center,
+            out=args.out,
+            frame_bytes=frame_bytes,
+            idle_timeout_s=None,
+            fit=args.fit,
+        )
+    finally:
+        lock.release()
     if res.volumes is not None:
         report_fit("talbot recon", res.volumes.fit)
     for r in res.results:
         print(r.summary())
-    return 0 if res.volumes is not None else 1
+    if res.provenance is None:
+        return exitcodes.FAILED
+    record = res.provenance
+    print(f"talbot recon: scan {record.scan_uid}: {record.label} in {res.directory}")
+    return exitcodes.OK if record.complete else exitcodes.PARTIAL
 
 
 def _reserve_memory(rec: Any, shape: tuple[int, int, int]) -> None:
@@ -300,6 +314,8 @@ def _recon_service(args: argparse.Namespace, frame_bytes: int) -> int:
         outcomes.append(result.outcome)
         if result.volumes is not None:
             report_fit("talbot recon", result.volumes.fit)
+        if result.projections is not None:
+            report_bad_pixels("talbot recon", result.projections.bad_pixels)
         _report(result, args.out)
 
     stop = threading.Event()

@@ -13,6 +13,7 @@ slab messages are those of docs/stream-protocol.md §5.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from contracts.sockets import FramePublisher, FrameReceiver
 from recon.fitmode import FitMode
 from recon.output import write_recon
 from recon.pipeline import Projections, Volumes
+from recon.provenance import Provenance, new_scan_dir, point_latest
 from recon.scanresult import StreamResult, StreamStats
 from recon.streaming import StreamingReconstructor
 
@@ -131,6 +133,9 @@ class SlabResult:
     volumes: Volumes | None
     projections: Projections | None
     files: list[str]
+    provenance: Provenance | None = None
+    #: the scan's directory under ``out`` (``recon.provenance.new_scan_dir``)
+    directory: Path | None = None
 
 
 def stitch(results: Sequence[StreamResult]) -> tuple[Volumes | None, Projections | None]:
@@ -170,8 +175,9 @@ def run_slab_workers(
     fit: FitMode = "auto",
 ) -> SlabResult:
     """Relay + ``workers`` slab reconstructors (threads) for one scan from ``source``; stitches
-    and writes ``recon.h5`` into ``out``. ``ready`` is set once all sockets are connected;
-    ``fit``: the stepping-curve fit of every worker (``recon.curve``)."""
+    and writes ``recon.h5`` into ``out/<scan uid>/`` (``out/latest`` links to it). ``ready`` is
+    set once all sockets are connected; ``fit``: the stepping-curve fit of every worker
+    (``recon.curve``)."""
     slabs = slab_bounds(rows, workers)
     relay = SlabRelay(source, slabs, frame_bytes=frame_bytes)
     receivers = [FrameReceiver(ep, frame_bytes=frame_bytes) for ep in relay.endpoints]
@@ -199,6 +205,26 @@ def run_slab_workers(
     flat = [r[0] if r else StreamResult("", StreamStats(), error="no scan") for r in results]
     volumes, projections = stitch(flat)
     files: list[str] = []
-    if out is not None and volumes is not None:
-        files = write_recon(out, volumes, projections)
-    return SlabResult(flat, volumes, projections, files)
+    provenance = stitched_provenance(flat) if volumes is not None else None
+    directory = None
+    if out is not None and volumes is not None and provenance is not None:
+        directory = new_scan_dir(out, provenance.scan_uid)
+        files = write_recon(directory, volumes, projections, provenance)
+        point_latest(out, directory)
+    return SlabResult(flat, volumes, projections, files, provenance, directory)
+
+
+def stitched_provenance(results: Sequence[StreamResult]) -> Provenance | None:
+    """The slabs' volume is complete when every slab's is; it has the projections every slab
+    has. None when a slab has no volume."""
+    records = [r.provenance for r in results]
+    if not records or any(p is None for p in records):
+        return None
+    parts = [p for p in records if p is not None]
+    reasons = list(dict.fromkeys(p.incomplete_reason for p in parts if not p.complete))
+    return dataclasses.replace(
+        parts[0],
+        projections_used=min(p.projections_used for p in parts),
+        complete=all(p.complete for p in parts),
+        incomplete_reason="; ".join(reasons),
+    )

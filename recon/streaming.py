@@ -36,13 +36,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import h5py
 import numpy as np
 from numpy.typing import NDArray
 
 from contracts.frames import ImageKey
 from contracts.messages import Frame, FrameHeader, ScanEnd, ScanStart, frame_header
-from contracts.scanfile import DATA_PATH, read_end, read_frame_table, read_header
+from contracts.scanfile import (
+    DATA_PATH,
+    open_scan_file,
+    read_end,
+    read_frame_table,
+    read_header,
+    readable_frames,
+)
 from contracts.scanplan import ScanPlan
 from contracts.sockets import FrameReceiver, LivePublisher
 from recon.center import NoCentre
@@ -270,7 +276,7 @@ class StreamingReconstructor:
                 why = f"{path} is not a file here"
                 continue
             try:
-                with h5py.File(path, "r", libver="latest", swmr=True) as f:
+                with open_scan_file(path) as f:
                     uid = read_header(f).scan_uid
             except (OSError, ValueError) as exc:
                 why = f"{path}: {exc}"
@@ -643,7 +649,7 @@ class StreamingReconstructor:
         """Read every frame already in the (SWMR) scan file (``below``: those of lower frame
         numbers only); starts the scan from its header if none is in progress. Returns the
         number of rows looked at."""
-        with h5py.File(path, "r", libver="latest", swmr=True) as f:
+        with open_scan_file(path) as f:
             header = read_header(f)
             if self.scan_uid != header.scan_uid:
                 self.start(
@@ -658,7 +664,7 @@ class StreamingReconstructor:
                 )
             table = read_frame_table(f)
             data = f[DATA_PATH]
-            n = min(len(table), int(data.shape[0]))
+            n = readable_frames(f, table)  # rows with a whole frame (none read as zeros)
             if below is not None:
                 n = min(n, below)
             for i in range(n):
@@ -689,7 +695,7 @@ class StreamingReconstructor:
         if path is None or scan is None or not path.exists():
             return None
         try:
-            with h5py.File(path, "r", libver="latest", swmr=True) as f:
+            with open_scan_file(path) as f:
                 if read_header(f).scan_uid != scan.start.scan_uid:
                     return None
                 written = read_end(f).frames_written
