@@ -12,17 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from beamline import import_cli, scan_cli, stream_cli
+from beamline.argtypes import count
 from contracts.profile import ConfigError, Profile, resolve_profile
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "[plan] and [simulation] tables (docs/operating.md); default tiny",
     )
     demo.add_argument("--out", type=Path, required=True, help="output directory (created)")
-    demo.add_argument("--seed", type=_positive_int, default=0, help="random seed (default 0)")
+    demo.add_argument("--seed", type=count, default=0, help="random seed (default 0)")
     demo.add_argument(
         "--offline",
         action="store_true",

@@ -18,21 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from beamline import exitcodes
+from beamline.argtypes import positive_int
 
 if TYPE_CHECKING:
     from contracts.importing import ImportResult
 
 PROG = "talbot import"
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,17 +44,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="built-in profile (tiny, full) or a TOML profile file: the instrument",
     )  # fmt: skip
     ip.add_argument(
-        "--steps", type=_count, default=None,
+        "--steps", type=positive_int, default=None,
         help="phase steps per series: needed for a 3-D (interleaved) /exchange/data that does "
         "not record them; a check otherwise",
     )  # fmt: skip
     ip.add_argument(
-        "--periods", type=_count, default=None,
+        "--periods", type=positive_int, default=None,
         help="grating periods the steps cover (default: as recorded or as the G2 positions "
         "show, else 1); equidistant steps over them when the file has no G2 positions",
     )  # fmt: skip
     ip.add_argument(
-        "--reference-every", type=_count, default=None,
+        "--reference-every", type=positive_int, default=None,
         help="Data Exchange: a reference series was taken after every N angles (default: the "
         "series of /exchange/data_white spread evenly, the first at the start, the last at "
         "the end); NXtomo: a check",

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from beamline import exitcodes, reconstruct_cli
+from beamline.argtypes import count, positive_float, positive_int
 from beamline.reconstruct_cli import add_fit_option, report_bad_pixels, report_fit
 
 #: Sub-commands added by ``add_parsers``.
@@ -31,36 +32,6 @@ COMMANDS = ("replay", "recon", "reconstruct")
 
 #: Default data-path endpoint (loopback).
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
 
 
 def _rows(text: str) -> tuple[int, ...]:
@@ -96,7 +67,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "Waits for a consumer (PUSH back-pressure).",
     )
     rp.add_argument("file", type=Path, help="raw scan file (HDF5)")
-    rp.add_argument("--rate", type=_positive_float, default=None, help="frames per second")
+    rp.add_argument("--rate", type=positive_float, default=None, help="frames per second")
     rp.add_argument("--bind", default=DEFAULT_ENDPOINT, help=f"endpoint ({DEFAULT_ENDPOINT})")
     rp.add_argument("--allow-remote", action="store_true", help="allow a non-loopback bind")
 
@@ -123,11 +94,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     rc.add_argument("--live-rows", type=_rows, default=None, help="detector rows shown live")
     rc.add_argument("--live-interval", type=float, default=0.2, help="s between live updates")
     rc.add_argument("--center", type=float, default=None, help="rotation centre offset [px]")
-    rc.add_argument("--workers", type=_positive_int, default=1, help="row-slab workers")
-    rc.add_argument("--rows", type=_positive_int, default=None, help="detector rows (workers)")
-    rc.add_argument("--max-frame-mib", type=_positive_float, default=8.0, help="queue sizing")
+    rc.add_argument("--workers", type=positive_int, default=1, help="row-slab workers")
+    rc.add_argument("--rows", type=positive_int, default=None, help="detector rows (workers)")
+    rc.add_argument("--max-frame-mib", type=positive_float, default=8.0, help="queue sizing")
     rc.add_argument(
-        "--scans", type=_count, default=0,
+        "--scans", type=count, default=0,
         help="CT scans to reconstruct, then exit (default 0: until stopped)",
     )  # fmt: skip
     rc.add_argument(

@@ -12,13 +12,18 @@ import h5py
 import numpy as np
 import pytest
 
-from contracts.messages import ScanStart, encode_header, frame_header
+from contracts.messages import encode_header, frame_header
 from contracts.scanfile import ScanFileWriter
 from contracts.sockets import FramePublisher, FrameReceiver
 from recon.offline import reconstruct_file
 from recon.streaming import StreamingReconstructor, StreamResult
 from tests.recon.scanfiles import frames_in_order, shared_recorded, shared_scan_file
-from tests.recon.test_streaming import KilledAfter, assert_same_volumes, run_in_thread
+from tests.recon.test_streaming import (
+    KilledAfter,
+    assert_same_volumes,
+    run_in_thread,
+    scan_start,
+)
 
 SHAPE = (32, 96)
 
@@ -131,15 +136,7 @@ def test_a_scan_reconstructed_again_gets_a_directory_of_its_own(tmp_path: Path) 
     dirs = []
     for _ in range(2):
         recon = StreamingReconstructor(out=out, live_rows=())
-        recon.start(
-            ScanStart(
-                scan_uid=rec.scan_uid,
-                instrument=rec.instrument,
-                plan=rec.plan,
-                dtype="uint16",
-                shape=SHAPE,
-            )
-        )
+        recon.start(scan_start(rec))
         for i, frame, tags in frames_in_order(rec):
             h = frame_header(rec.scan_uid, tags, frame_number=i, dtype="uint16", shape=SHAPE)
             recon.add_frame(h, frame)
@@ -237,16 +234,7 @@ def test_an_unreadable_raw_file_named_by_the_scan_start_is_said_once(
     recon = StreamingReconstructor(live_rows=())
     with caplog.at_level(logging.WARNING, logger="recon"):
         for raw in (not_hdf5, tmp_path / "missing.h5", Path("/dev/zero")):
-            recon.start(
-                ScanStart(
-                    scan_uid=rec.scan_uid,
-                    instrument=rec.instrument,
-                    plan=rec.plan,
-                    dtype="uint16",
-                    shape=SHAPE,
-                    raw_file=str(raw),
-                )
-            )
+            recon.start(scan_start(rec, raw_file=raw))
             assert recon._scan is not None
             assert recon._scan.raw_file is None
     texts = [r.getMessage() for r in caplog.records]
