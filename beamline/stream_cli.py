@@ -34,6 +34,11 @@ COMMANDS = ("replay", "recon", "reconstruct")
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 
 
+def _reason(exc: BaseException) -> str:
+    """An error's own words (an OSError's without its ``[Errno N]``)."""
+    return getattr(exc, "strerror", None) or str(exc)
+
+
 def _rows(text: str) -> tuple[int, ...]:
     try:
         rows = tuple(int(x) for x in text.split(",") if x.strip())
@@ -130,8 +135,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     frame_bytes = header.shape[0] * header.shape[1] * np.dtype(header.dtype).itemsize
     try:
         pub = FramePublisher(args.bind, frame_bytes=frame_bytes, allow_remote=args.allow_remote)
-    except (ValueError, OSError) as exc:  # zmq.ZMQError is an OSError
-        print(f"talbot replay: --bind: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # (sockets raise OSError for ZeroMQ's errors)
+        print(f"talbot replay: --bind: {_reason(exc)}", file=sys.stderr)
         return 2
     try:
         print(f"publishing {args.file} on {pub.endpoint}", flush=True)
@@ -205,7 +210,7 @@ def _recon_slab_workers(args: argparse.Namespace, frame_bytes: int) -> int:
     try:
         lock.acquire()
     except (EndpointBusy, OSError) as exc:
-        print(f"talbot recon: --connect: {exc}", file=sys.stderr)
+        print(f"talbot recon: --connect: {_reason(exc)}", file=sys.stderr)
         return exitcodes.USAGE
     try:
         print(
@@ -258,15 +263,15 @@ def _recon_service(args: argparse.Namespace, frame_bytes: int) -> int:
     try:
         lock.acquire()
     except (EndpointBusy, OSError) as exc:
-        print(f"talbot recon: --connect: {exc}", file=sys.stderr)
+        print(f"talbot recon: --connect: {_reason(exc)}", file=sys.stderr)
         return exitcodes.USAGE
     try:
         receiver = FrameReceiver(
             args.connect, frame_bytes=frame_bytes, allow_remote=args.allow_remote
         )
-    except (ValueError, OSError) as exc:  # zmq.ZMQError is an OSError
+    except (ValueError, OSError) as exc:  # (sockets raise OSError for ZeroMQ's errors)
         lock.release()
-        print(f"talbot recon: --connect: {exc}", file=sys.stderr)
+        print(f"talbot recon: --connect: {_reason(exc)}", file=sys.stderr)
         return exitcodes.USAGE
     try:
         live = (
@@ -277,7 +282,7 @@ def _recon_service(args: argparse.Namespace, frame_bytes: int) -> int:
     except (ValueError, OSError) as exc:
         receiver.close()
         lock.release()
-        print(f"talbot recon: --live-bind: {exc}", file=sys.stderr)
+        print(f"talbot recon: --live-bind: {_reason(exc)}", file=sys.stderr)
         return exitcodes.USAGE
     outcomes: list[str] = []
 

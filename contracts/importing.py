@@ -748,10 +748,13 @@ def import_scan(
         raise FileExistsError(f"{out} exists (--force replaces it)")
     if out.exists() and out.resolve() == src.resolve():
         raise FileExistsError(f"{out} is the source file")
+    if not src.is_file():
+        raise SourceError("/", "not a file" if src.exists() else "no such file")
     try:
         f = h5py.File(src, "r")
     except OSError as exc:
-        raise SourceError("/", f"cannot be read as HDF5 ({exc})") from None
+        why = "no HDF5 signature" if "signature" in str(exc) else " ".join(str(exc).split())
+        raise SourceError("/", f"cannot be read as HDF5 ({why})") from None
     with f:
         mapping = map_file(f, base.geometry.g2_pitch_m, options)
         instrument = instrument_for(base, mapping)

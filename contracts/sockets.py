@@ -184,12 +184,17 @@ class _Socket:
             self._auth = _apply_server_curve(self.ctx, self.sock, server)
         if client is not None:
             _apply_client_curve(self.sock, client)
-        if bind:
-            self.sock.bind(endpoint)
-            self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        else:
-            self.sock.connect(endpoint)
-            self.endpoint = endpoint
+        try:
+            if bind:
+                self.sock.bind(endpoint)
+                self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            else:
+                self.sock.connect(endpoint)
+                self.endpoint = endpoint
+        except zmq.ZMQError as exc:  # (not an OSError): one that names the endpoint
+            what = "bind" if bind else "connect"
+            reason = zmq.strerror(exc.errno) if exc.errno is not None else str(exc)
+            raise OSError(exc.errno, f"cannot {what} {endpoint}: {reason}") from None
 
     def close(self, linger_s: float = 0.0) -> None:
         """Close the socket (waiting up to ``linger_s`` to deliver queued messages)."""
@@ -230,6 +235,10 @@ class FramePublisher(_Socket):
     the connected consumers, and a warning is logged when more than one is (PUSH deals the
     frames round-robin: each would get part of the scan).
 
+    ``wait_for_consumers=False`` (a detector, whose frames are in its scan file): while no
+    consumer is connected nothing waits: frames are dropped at once (``dropped``) and the
+    scan-start is kept for the consumer that connects.
+
     ``block=True`` (default) honours back-pressure: ``publish`` waits while the pipe is full
     (at most ``send_timeout_s``, then ``StreamTimeout``). ``block=False`` never waits: a frame that
     finds the pipe full is dropped and counted in ``dropped`` (the consumer sees the gap in the
@@ -249,8 +258,10 @@ class FramePublisher(_Socket):
         allow_remote: bool = False,
         curve: CurveServer | None = None,
         context: zmq.Context | None = None,
+        wait_for_consumers: bool = True,
     ) -> None:
         super().__init__(zmq.PUSH, context)
+        self.wait_for_consumers = wait_for_consumers
         try:
             self.hwm = (
                 hwm if hwm is not None else hwm_for(frame_bytes or MAX_FRAME_BYTES, queue_bytes)
@@ -330,9 +341,9 @@ class FramePublisher(_Socket):
                     self.consumers = max(0, self.consumers - 1)
                     self._have_start = min(self._have_start, self.consumers)
         if self.scan is not None and self.consumers > self._have_start:
-            self._send_control(encode_scan_start(self.scan))
-            self.repeated_starts += 1
             self._have_start = self.consumers
+            self._send_control(encode_scan_start(self.scan), look=False)
+            self.repeated_starts += 1
         return self.consumers
 
     def _send(self, parts: list[Any], copy: bool = False) -> bool:
@@ -340,6 +351,8 @@ class FramePublisher(_Socket):
         waits for room, at most the send timeout, watching for consumers that connect
         meanwhile (a consumer that connects while the publisher waits gets the scan-start
         before the frame)."""
+        if not self.wait_for_consumers and self.watch_consumers() == 0:
+            return False
         if not self.block:
             try:
                 self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=copy)
@@ -349,6 +362,11 @@ class FramePublisher(_Socket):
         timeout_ms = int(self.sock.sndtimeo)
         deadline = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
         while True:
+            if self.consumers == 0 and self._monitor is not None and self.sock.poll(0, zmq.POLLOUT):
+                # room, and no consumer seen: one connected, and its connection event may trail
+                # its connection: take it first, so that it gets the scan-start before the frame
+                self._monitor.poll(SEND_POLL_MS)
+                self.watch_consumers()
             try:
                 self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=copy)
                 return True
@@ -356,22 +374,22 @@ class FramePublisher(_Socket):
                 pass
             if deadline is not None and time.monotonic() >= deadline:
                 raise StreamTimeout(f"send blocked longer than the send timeout on {self.endpoint}")
-            writable = self.sock.poll(SEND_POLL_MS, zmq.POLLOUT)
-            if writable and self.consumers == 0 and self._monitor is not None:
-                # room because a consumer connected: take its connection event first (it
-                # may trail the connection), so that it gets the scan-start before the frame
-                self._monitor.poll(SEND_POLL_MS)
+            self.sock.poll(SEND_POLL_MS, zmq.POLLOUT)
             self.watch_consumers()
 
-    def _send_control(self, parts: list[Any]) -> None:
-        # control messages always wait (they are tiny and the consumer needs them), at most the
-        # send timeout
+    def _send_control(self, parts: list[Any], look: bool = True) -> bool:
+        """Send a scan-start or scan-end: it waits (it is tiny and the consumer needs it), at most
+        the send timeout; False (not sent) with ``wait_for_consumers=False`` and no consumer
+        (``look``: take the connection events first)."""
+        if look and not self.wait_for_consumers and self.watch_consumers() == 0:
+            return False
         try:
             self.sock.send_multipart(parts, copy=True)
         except zmq.Again:
             raise StreamTimeout(
                 f"no consumer took a control message within the send timeout on {self.endpoint}"
             ) from None
+        return True
 
     def start_scan(
         self,
@@ -401,8 +419,8 @@ class FramePublisher(_Socket):
             raise ValueError(str(validation_error(exc))) from None
         self.scan = None
         self.watch_consumers()  # consumers that connected before this scan need no repeat
-        self._send_control(encode_scan_start(start))
-        self._have_start = max(self.consumers, 1)
+        sent = self._send_control(encode_scan_start(start))
+        self._have_start = max(self.consumers, 1) if sent else 0
         self.scan = start
         self.next_frame = first_frame
         return start

@@ -189,7 +189,7 @@ def reconstruct_scan(
         projections_planned=completeness.projections_planned,
         complete=completeness.complete,
         incomplete_reason=completeness.reason,
-        source=str(path),
+        source=str(Path(path).resolve()),
     )
     files = write_recon(out, volumes, projections, provenance) if out is not None else []
     return OfflineResult(volumes, projections, provenance, files)

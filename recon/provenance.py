@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+import h5py
+
 from contracts.scanplan import ScanPlan
 
 #: Characters kept in a scan directory's name; any other becomes ``_``.
@@ -104,6 +106,30 @@ def new_scan_dir(out: Path, scan_uid: str) -> Path:
             n += 1
             continue
         return path
+
+
+def scan_dirs(out: Path, scan_uid: str) -> list[Path]:
+    """The directories ``new_scan_dir`` made for ``scan_uid`` under ``out``, oldest first."""
+    base = scan_dir_name(scan_uid)
+    found: list[Path] = []
+    n = 1
+    while (path := out / (base if n == 1 else f"{base}.{n}")).is_dir():
+        found.append(path)
+        n += 1
+    return found
+
+
+def completed_dir(out: Path, scan_uid: str) -> Path | None:
+    """A directory under ``out`` that holds a complete reconstruction of ``scan_uid`` (its
+    ``recon.h5`` says so), or None."""
+    for path in scan_dirs(out, scan_uid):
+        try:
+            with h5py.File(path / "recon.h5", "r") as f:
+                if f.attrs.get("scan_uid") == scan_uid and bool(f.attrs.get("complete", False)):
+                    return path
+        except (OSError, KeyError):
+            continue
+    return None
 
 
 def point_latest(out: Path, scan_dir: Path) -> Path:

@@ -47,7 +47,8 @@ class StreamStats:
         lost = f"{self.lost_count}" + (f" {self.lost[:20]}" if self.lost else "")
         return (
             f"frames {self.frames} (from file {self.from_file}, recovered {self.recovered}), "
-            f"frames sent {self.frames_sent}, lost {lost}, duplicates {self.duplicates}, malformed "
+            f"frames sent {'? (no scan-end)' if self.frames_sent is None else self.frames_sent}, "
+            f"lost {lost}, duplicates {self.duplicates}, malformed "
             f"{self.malformed}, superseded {self.superseded}, foreign {self.foreign}, bad "
             f"{self.bad_frames}; series: projections {self.projections}, references "
             f"{self.references}, incomplete {self.incomplete_series}, unusable "

@@ -59,7 +59,7 @@ from recon.fitstore import FitStore, Fitted
 from recon.liveview import CHANNELS, LiveView
 from recon.output import load_plotting, write_recon
 from recon.pipeline import Projections, Volumes, reconstruct_volumes
-from recon.provenance import Provenance, new_scan_dir, point_latest
+from recon.provenance import Provenance, completed_dir, new_scan_dir, point_latest, scan_dirs
 from recon.scanresult import MAX_LOST_LISTED, ServiceStats, StreamResult, StreamStats
 from recon.scanstate import Early, ScanState
 from recon.series import Series, SeriesAssembly, SeriesKey
@@ -472,7 +472,12 @@ class StreamingReconstructor:
         partial when the fits lack any planned series)."""
         if self._scan is None:
             raise RuntimeError("end() without a scan in progress")
-        self._scan.cut_short = cut_short if end is None else ""
+        planned = self._scan.plan.frames_planned()
+        self._scan.cut_short = (
+            cut_short
+            if end is None
+            else f"its scan-end came after {end.frames_sent} of {planned} planned frames"
+        )  # (said only when the scan lacks something)
         if end is None:
             self._fill_from_file(self._scan)  # whatever the file holds that the stream did not
         t_end = time.perf_counter()
@@ -573,6 +578,13 @@ class StreamingReconstructor:
                 point_latest(self.out, scan.directory)
         return result
 
+    def _source(self, scan: ScanState) -> str:
+        """Where the frames came from: the stream, the raw file, or both."""
+        from_file, frames = self.stats.from_file, self.stats.frames
+        if scan.raw_file is None or from_file == 0:
+            return "stream"
+        return str(scan.raw_file) if from_file == frames else f"stream and {scan.raw_file}"
+
     def _provenance(self, scan: ScanState) -> Provenance:
         """What a volume made now from ``scan`` is of: complete when the fits hold every
         planned series from all of its steps."""
@@ -586,7 +598,7 @@ class StreamingReconstructor:
             projections_planned=scan.plan.angles,
             complete=complete,
             incomplete_reason="" if complete else "; ".join(gaps),
-            source="stream" if scan.raw_file is None else f"stream and {scan.raw_file}",
+            source=self._source(scan),
             scan_time=scan.started_at,
         )
 
@@ -815,6 +827,21 @@ class StreamingReconstructor:
             self._remember(msg.scan_uid)
             log.info("scan %s is not a phase-stepping CT; passed over", msg.scan_uid)
             return
+        done = None if self.out is None else completed_dir(self.out, msg.scan_uid)
+        if done is not None:  # a restarted service sent a scan it finished before
+            self.totals.passed_over += 1
+            self._remember(msg.scan_uid)
+            log.info(
+                "scan %s is reconstructed complete in %s already; passed over", msg.scan_uid, done
+            )
+            return
+        earlier = [] if self.out is None else scan_dirs(self.out, msg.scan_uid)
+        if earlier:
+            log.info(
+                "scan %s: %s holds a partial reconstruction; reconstructing it again",
+                msg.scan_uid,
+                earlier[-1],
+            )
         try:
             self.start(msg)
         except ValueError as exc:

@@ -9,7 +9,7 @@ import sys
 
 from contracts.profile import BUILTIN, ConfigError, resolve_profile
 from contracts.pvnames import PVNameError
-from sim.ioc.server import PortInUse, build_beamline, serve
+from sim.ioc.server import PortInUse, build_beamline, check_port_free, serve
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,11 +62,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}\t{meaning}")
         return 0
     try:
+        check_port_free(args.host, args.port)
+    except PortInUse as exc:
+        print(f"error: --port: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    try:
         beamline = build_beamline(
             profile, pvs=pvs, seed=args.seed, stream=args.stream, allow_remote=args.allow_remote
         )
     except (ValueError, OSError) as exc:  # a bad or busy stream endpoint
-        print(f"error: --stream: {exc}", file=sys.stderr)
+        print(f"error: --stream: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     try:

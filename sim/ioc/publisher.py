@@ -3,8 +3,9 @@
 The scan file is written first; then the frame goes to a bounded queue that a worker thread drains
 into a ``contracts.sockets.FramePublisher`` (ZeroMQ sockets are not thread-safe, so the socket lives
 in that thread only). The IOC's event loop never waits on a slow or absent consumer: when the queue
-is full the frame is not published (counted in ``dropped``); the reconstructor recovers it from the
-scan file, which stays the source of truth: every scan-start names it (``raw_file``).
+is full, or no consumer is connected, the frame is not published (counted in ``dropped``); the
+reconstructor recovers it from the scan file, which stays the source of truth: every scan-start
+names it (``raw_file``), and a consumer that connects mid-scan is sent it.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class FrameStreamHook:
             raise ValueError(f"queue_frames must be >= 1, got {queue_frames}")
         self.dropped = 0
         self.published = 0
+        self._unheard = ""  # the scan whose frames found no consumer (said once)
         self._queue: queue.Queue[_Frame | str | None] = queue.Queue(maxsize=queue_frames)
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -104,6 +106,7 @@ class FrameStreamHook:
                 frame_bytes=frame_bytes,
                 send_timeout_s=timeout_s,
                 allow_remote=allow_remote,
+                wait_for_consumers=False,  # the frames are in the scan file
             )
         except BaseException as exc:  # reported to the constructor
             self._error = exc
@@ -143,5 +146,14 @@ class FrameStreamHook:
             )
         if pub.publish(item.frame, item.row, frame_number=item.number):
             self.published += 1
+            self._unheard = ""
         else:
             self.dropped += 1
+            if pub.consumers == 0 and self._unheard != header.scan_uid:
+                self._unheard = header.scan_uid  # said once per scan, not once per frame
+                log.warning(
+                    "no consumer on %s: frames of scan %s go to the scan file only (a "
+                    "reconstructor that connects catches up from it)",
+                    pub.endpoint,
+                    header.scan_uid,
+                )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -410,3 +411,25 @@ def test_the_publisher_warns_of_a_second_consumer(caplog: pytest.LogCaptureFixtu
             for r in receivers:
                 r.close()
     assert any("2 consumers connected to" in r.getMessage() for r in caplog.records)
+
+
+def test_a_detector_publisher_never_waits_for_an_absent_consumer() -> None:
+    """``wait_for_consumers=False``: with nobody connected the scan-start and the frames go
+    nowhere at once (counted as dropped); the consumer that connects later is sent the
+    scan-start before the next frame."""
+    with FramePublisher(frame_bytes=6144, wait_for_consumers=False, send_timeout_s=30) as pub:
+        t0 = time.monotonic()
+        pub.start_scan("uid", P.instrument, P.scan_plan(), raw_file="/data/scan.h5")
+        assert not pub.publish(frame(0), tags(0))
+        assert time.monotonic() - t0 < 5  # not the 30 s send timeout
+        assert pub.dropped == 1
+        rx = FrameReceiver(pub.endpoint)
+        try:
+            while not pub.publish(frame(1), tags(1)):  # until its connection is seen
+                time.sleep(0.01)
+            assert isinstance(rx.recv(timeout_s=10), ScanStart)
+            got = rx.recv(timeout_s=10)
+            assert isinstance(got, Frame)
+            assert got.header.frame_number == 1
+        finally:
+            rx.close()

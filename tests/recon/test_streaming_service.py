@@ -243,3 +243,39 @@ def test_an_unreadable_raw_file_named_by_the_scan_start_is_said_once(
     assert "missing.h5 is not a file here" in texts[1]
     assert "/dev/zero is not a file here" in texts[2]
     assert np.all([rec.scan_uid in t for t in texts])
+
+
+def test_a_scan_already_reconstructed_complete_is_passed_over_and_a_partial_one_redone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restarted service is sent the scan it finished before its restart (the detector
+    repeats the scan-start to every consumer that connects mid-scan): it is not done twice;
+    a scan whose directory holds only a partial reconstruction is done again, beside it."""
+    rec = shared_recorded()
+    out = tmp_path / "out"
+
+    def whole(pub: FramePublisher) -> None:
+        publish_all(pub, rec.scan_uid)
+
+    def publish_all(pub: FramePublisher, uid: str) -> None:
+        pub.start_scan(uid, rec.instrument, rec.plan)
+        for i, frame, tags in frames_in_order(rec):
+            pub.publish(frame, tags, frame_number=i)
+        pub.end_scan()
+
+    (first,) = stream_scans(whole, out, scans=1)
+    assert first.outcome == "complete"
+    with caplog.at_level(logging.INFO, logger="recon"):
+        again = StreamingReconstructor(out=out, live_rows=())
+        again._on_scan_start(scan_start(rec), lambda result: True)
+    assert again.scan is None  # not started
+    assert again.totals.passed_over == 1
+    assert [p.name for p in out.iterdir() if not p.is_symlink()] == [rec.scan_uid]
+    assert any("complete in" in r.getMessage() and "passed over" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+    # a partial one is reconstructed again into <uid>.2
+    with h5py.File(out / rec.scan_uid / "recon.h5", "r+") as f:
+        f.attrs["complete"] = False
+    (redone,) = stream_scans(whole, out, scans=1)
+    assert redone.directory == out / f"{rec.scan_uid}.2"
+    assert redone.outcome == "complete"
