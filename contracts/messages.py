@@ -254,11 +254,14 @@ def _envelope(raw: bytes) -> str:
         raise MessageError("header", "must be a JSON object")
     if h.get("protocol") != PROTOCOL:
         raise MessageError("protocol", f"must be {PROTOCOL!r}, got {h.get('protocol')!r}")
-    if h.get("version") != VERSION or isinstance(h.get("version"), bool):
+    if type(h.get("version")) is not int or h.get("version") != VERSION:  # (not 2.0, not true)
         raise MessageError("version", f"must be {VERSION}, got {h.get('version')!r}")
     kind = h.get("type")
     if kind not in MESSAGE_TYPES:
         raise MessageError("type", f"must be one of {list(MESSAGE_TYPES)}, got {kind!r}")
+    # pydantic's strict mode admits 1.0 and true for an IntEnum: the protocol does not
+    if kind == "frame" and "image_key" in h and type(h["image_key"]) is not int:
+        raise MessageError("image_key", f"must be a JSON integer, got {h['image_key']!r}")
     return str(kind)
 
 

@@ -425,7 +425,7 @@ def test_a_detector_publisher_never_waits_for_an_absent_consumer() -> None:
         assert pub.dropped == 1
         rx = FrameReceiver(pub.endpoint)
         try:
-            while not pub.publish(frame(1), tags(1)):  # until its connection is seen
+            while not pub.publish(frame(1), tags(1), frame_number=1):  # until it is seen
                 time.sleep(0.01)
             assert isinstance(rx.recv(timeout_s=10), ScanStart)
             got = rx.recv(timeout_s=10)
