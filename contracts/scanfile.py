@@ -26,7 +26,7 @@ import ctypes
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -432,7 +432,9 @@ def open_scan_file(path: str | Path) -> h5py.File:
     except OSError as exc:
         raise ScanFileError(_problem(p, exc)) from None
     try:
-        beyond = _data_beyond(f, size)
+        # Measured after the walk: a writer that appends meanwhile only makes the file longer,
+        # so data found beyond the size measured afterwards is beyond the file's end for good.
+        beyond = _data_beyond(f, lambda: p.stat().st_size)
     except (OSError, RuntimeError) as exc:  # a damaged block on the way (RuntimeError: chunks)
         f.close()  # first: HDF5 would hand the diagnosis below this open file again
         raise ScanFileError(_problem(p, exc)) from None
@@ -443,7 +445,7 @@ def open_scan_file(path: str | Path) -> h5py.File:
         f.close()
         why = (
             _truncation(p)
-            or f"truncated: {size} bytes, but its {beyond[0]} reaches byte {beyond[1]}"
+            or f"truncated: {beyond[2]} bytes, but its {beyond[0]} reaches byte {beyond[1]}"
         )
         raise ScanFileError(f"{p}: {why}")
     return f
@@ -474,9 +476,10 @@ def _read_attempts_setter() -> Any:
     return fn
 
 
-def _data_beyond(f: h5py.File, size: int) -> tuple[str, int] | None:
-    """The dataset whose data reaches furthest beyond the file's ``size`` bytes, and the byte
-    it reaches; None when every dataset lies inside the file."""
+def _data_beyond(f: h5py.File, size: Callable[[], int]) -> tuple[str, int, int] | None:
+    """The dataset whose data reaches furthest beyond the file's end, the byte it reaches and
+    the file's size in bytes (``size()``, asked once every dataset's extent is known); None when
+    every dataset lies inside the file."""
     furthest: dict[str, int] = {}
 
     def extent(name: str, obj: Any) -> None:
@@ -496,7 +499,8 @@ def _data_beyond(f: h5py.File, size: int) -> tuple[str, int] | None:
 
     f.visititems(extent)
     name, last = max(furthest.items(), key=lambda item: item[1], default=("", 0))
-    return (name, last) if last > size else None
+    end = size()
+    return (name, last, end) if last > end else None
 
 
 @contextmanager

@@ -243,3 +243,44 @@ def test_a_first_layout_file_is_still_read(tmp_path: Path) -> None:
     assert back.table.rows["frame_number"].tolist() == [0, 1, 2]
     assert back.superseded.tolist() == [False, True, False]
     assert (back.end.frames_written, back.end.complete) == (None, False)
+
+
+def test_a_file_read_while_its_writer_appends_is_never_called_truncated(tmp_path: Path) -> None:
+    """The file grows between the reader's look at its size and its walk of the chunk index:
+    only data beyond the size measured after the walk is beyond the end."""
+    path = tmp_path / "scan.h5"
+    writer = textwrap.dedent(
+        f"""
+        import sys, uuid
+        import numpy as np
+        from contracts.profile import builtin_profile
+        from contracts.frames import TAG_FIELDS
+        from contracts.scanfile import ScanFileWriter, ScanHeader
+        from tests.profiles import with_detector_shape
+        p = with_detector_shape(builtin_profile("tiny"), 64, 64)
+        tags = dict.fromkeys(TAG_FIELDS, 0.0)
+        tags["image_key"] = 2
+        with ScanFileWriter({str(path)!r}, ScanHeader(str(uuid.uuid4()), p.instrument,
+                                                    p.scan_plan())) as w:
+            w.append(np.zeros((64, 64), np.uint16), tags)
+            print("open", flush=True)
+            for i in range(4000):
+                w.append(np.full((64, 64), i % 60000, np.uint16), tags)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True, cwd=Path.cwd()
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "open"
+        seen = []
+        while proc.poll() is None and len(seen) < 300:
+            seen.append(read_scan(path).frames.shape[0])  # raised "truncated" before
+        assert len(set(seen)) > 10, seen  # the reads did fall while the file grew
+        assert seen == sorted(seen)
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
